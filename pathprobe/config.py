@@ -1,0 +1,584 @@
+"""The resolved configuration of one diagnosis, and the one place that validates it.
+
+Flags and the TOML file both arrive as a *raw mapping* keyed by the flag's name with ``_`` for
+``-`` (design.md §5). :func:`build_config` turns the merged mapping into frozen dataclasses or raises
+:class:`UsageError` with one line naming the problem, before any load is sent.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pathprobe.errors import UsageError
+
+#: The verdict's vocabulary (design.md §2). Order is the order of the request path, outside in.
+STAGES = (
+    "client",
+    "network",
+    "load_balancer",
+    "proxy",
+    "server_concurrency",
+    "preprocessing",
+    "inference",
+    "oom",
+    "none",
+    "inconclusive",
+)
+#: Hop names the command line knows, innermost first. Code elsewhere stays general over any list.
+KNOWN_PATHS = ("direct", "proxy", "lb")
+
+Arrival = Literal["uniform", "poisson"]
+Encoding = Literal["raw", "multipart", "base64-json"]
+Engine = Literal["auto", "aiohttp", "fast"]
+
+# Ceilings above which a run needs --allow-high-load: pathprobe runs against services already in
+# trouble, so a typo (rate 50000 instead of 500) must not become an outage.
+MAX_RATE_RPS = 20_000.0
+MAX_DURATION_S = 600.0
+MAX_CONCURRENCY = 2_000
+DEFAULT_RATE_RPS = 10.0
+DEFAULT_DURATION_S = 10.0
+DEFAULT_TIMEOUT_S = 30.0
+# A ramp around --target-rps when no load shape is given: below, at and above the target, so the
+# knee is visible on both sides of it.
+TARGET_RAMP_FACTORS = (0.5, 1.0, 1.5)
+
+
+@dataclass(frozen=True)
+class PathSpec:
+    """One hop of the request path: ``direct``, ``proxy``, ``lb`` (or any other name, in order)."""
+
+    name: str
+    url: str
+
+
+@dataclass(frozen=True)
+class PayloadSpec:
+    """What each request carries. ``kind`` ``none`` means no body."""
+
+    kind: Literal["none", "body_file", "dir", "image"] = "none"
+    body_file: Path | None = None
+    payload_dir: Path | None = None
+    image_min_px: int = 0
+    image_max_px: int = 0
+    encoding: Encoding = "raw"
+    pool_size: int = 32
+
+
+@dataclass(frozen=True)
+class TLSOptions:
+    cacert: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+    insecure: bool = False
+
+
+@dataclass(frozen=True)
+class LoadProfile:
+    """The load shape, replayed identically on every path.
+
+    Exactly one of ``rates`` (open loop, requests/s per step) and ``concurrency`` (closed loop) is set.
+    """
+
+    rates: tuple[float, ...] | None
+    concurrency: int | None
+    duration_s: float = DEFAULT_DURATION_S
+    warmup_s: float = 1.0
+    arrival: Arrival = "uniform"
+    seed: int = 1
+    connections: int = 100
+    keepalive: bool = True
+    timeout_s: float = DEFAULT_TIMEOUT_S
+    connect_timeout_s: float = 5.0
+    method: str = "GET"
+    headers: tuple[tuple[str, str], ...] = ()
+    payload: PayloadSpec = field(default_factory=PayloadSpec)
+    tls: TLSOptions = field(default_factory=TLSOptions)
+    engine: Engine = "auto"
+    workers: int = 1
+
+    @property
+    def steps(self) -> tuple[float | None, ...]:
+        """One entry per step: the offered rate, or ``None`` for the closed-loop step."""
+        if self.rates is not None:
+            return self.rates
+        return (None,)
+
+
+@dataclass(frozen=True)
+class Targets:
+    p99_ms: float | None = None
+    rps: float | None = None
+    error_rate: float | None = None
+
+    @property
+    def any(self) -> bool:
+        return self.p99_ms is not None or self.rps is not None or self.error_rate is not None
+
+
+@dataclass(frozen=True)
+class ProbeOptions:
+    """What to observe beside the load, and how to name what is seen."""
+
+    server_pids: tuple[int, ...] = ()
+    agent_url: str | None = None
+    agent_token: str | None = None
+    capture: bool = True
+    capture_iface: str | None = None
+    profile: bool = True
+    replica_header: str = "x-replica"
+    # (regex on a frame's "function (file)" text, stage); user rules are tried before the defaults.
+    stage_rules: tuple[tuple[str, str], ...] = ()
+    server_timing_header: str = "server-timing"
+    upstream_time_header: str = "x-upstream-header-time"
+    lb_timers_header: str = "x-haproxy-timers"
+    envoy_time_header: str = "x-envoy-upstream-service-time"
+
+
+@dataclass(frozen=True)
+class DiagnoseConfig:
+    paths: tuple[PathSpec, ...]
+    load: LoadProfile
+    targets: Targets
+    probes: ProbeOptions
+    out_dir: Path
+    abort_on_error_rate: float = 0.9
+    dry_run: bool = False
+    allow_high_load: bool = False
+
+    @property
+    def outermost(self) -> PathSpec:
+        """The path users hit; targets are judged on it."""
+        return self.paths[-1]
+
+
+# Every key a flag or the TOML file may set, with the flag it mirrors. Unknown keys are errors.
+KNOWN_KEYS = frozenset(
+    {
+        "path", "rate", "rates", "concurrency", "duration", "warmup", "arrival", "method", "header",
+        "body_file", "payload", "payload_dir", "encoding", "server_pid", "agent", "agent_token",
+        "target_p99", "target_rps", "target_error_rate", "seed", "out", "connections",
+        "no_keepalive", "cacert", "cert", "key", "insecure", "timeout", "connect_timeout",
+        "workers", "engine", "capture_iface", "no_capture", "no_profile", "replica_header",
+        "abort_on_error_rate", "dry_run", "allow_high_load", "stage_rules",
+        "server_timing_header", "upstream_time_header", "lb_timers_header", "envoy_time_header",
+    }
+)  # fmt: skip
+
+_IMAGE_SPEC = re.compile(r"^image:(\d+)-(\d+)$")
+_HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_PATH_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+def load_toml(path: Path) -> dict[str, Any]:
+    """Read a config file; every key must be a known flag name."""
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise UsageError(f"config file not found: {path}") from None
+    except PermissionError:
+        raise UsageError(f"config file not readable: {path}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise UsageError(f"config file {path} is not valid TOML: {exc}") from None
+    unknown = sorted(set(data) - KNOWN_KEYS)
+    if unknown:
+        raise UsageError(f"unknown key in {path}: {unknown[0]!r}")
+    return data
+
+
+def merge(file_values: Mapping[str, Any], flag_values: Mapping[str, Any]) -> dict[str, Any]:
+    """Flags override the file; a flag left at ``None`` means "not given"."""
+    merged = dict(file_values)
+    merged.update({k: v for k, v in flag_values.items() if v is not None})
+    return merged
+
+
+def build_config(raw: Mapping[str, Any]) -> DiagnoseConfig:
+    """Validate the merged raw mapping. Raises :class:`UsageError` naming the first problem."""
+    unknown = sorted(set(raw) - KNOWN_KEYS)
+    if unknown:
+        raise UsageError(f"unknown option: {unknown[0]!r}")
+    allow_high = _bool(raw, "allow_high_load")
+    paths = _paths(raw.get("path"))
+    targets = Targets(
+        p99_ms=_positive(raw, "target_p99"),
+        rps=_positive(raw, "target_rps"),
+        error_rate=_fraction(raw, "target_error_rate"),
+    )
+    load = _load_profile(raw, targets, allow_high)
+    probes = _probe_options(raw)
+    out = raw.get("out")
+    if out is None or str(out).strip() == "":
+        raise UsageError("--out DIR is required")
+    abort = _fraction(raw, "abort_on_error_rate")
+    return DiagnoseConfig(
+        paths=paths,
+        load=load,
+        targets=targets,
+        probes=probes,
+        out_dir=Path(str(out)),
+        abort_on_error_rate=0.9 if abort is None else abort,
+        dry_run=_bool(raw, "dry_run"),
+        allow_high_load=allow_high,
+    )
+
+
+def check_out_dir(out_dir: Path) -> None:
+    """Create ``out_dir`` if needed and prove it writable, before any load is sent."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"--out {out_dir} cannot be created: {exc.strerror or exc}") from None
+    if not out_dir.is_dir():
+        raise UsageError(f"--out {out_dir} is not a directory")
+    probe = out_dir / f".pathprobe-write-test-{os.getpid()}"
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise UsageError(f"--out {out_dir} is not writable: {exc.strerror or exc}") from None
+
+
+def parse_path_flags(values: list[str]) -> dict[str, str]:
+    """``["direct=http://…", …]`` → ``{"direct": "http://…"}``, keeping the given order."""
+    parsed: dict[str, str] = {}
+    for value in values:
+        name, sep, url = value.partition("=")
+        if not sep:
+            raise UsageError(f"--path expects NAME=URL, got {value!r}")
+        name = name.strip()
+        if name in parsed:
+            raise UsageError(f"--path {name} given twice")
+        parsed[name] = url.strip()
+    return parsed
+
+
+def validate_url(url: str, what: str) -> str:
+    """Accept only absolute http(s) URLs with a host; return the URL unchanged."""
+    if not isinstance(url, str) or not url:
+        raise UsageError(f"{what}: URL is empty")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise UsageError(f"{what}: malformed URL {url!r} ({exc})") from None
+    if parts.scheme not in ("http", "https"):
+        raise UsageError(f"{what}: URL must start with http:// or https://, got {url!r}")
+    if not parts.hostname:
+        raise UsageError(f"{what}: URL has no host: {url!r}")
+    if port == 0:
+        raise UsageError(f"{what}: URL has port 0: {url!r}")
+    if any(ch.isspace() for ch in url):
+        raise UsageError(f"{what}: URL contains whitespace: {url!r}")
+    return url
+
+
+def _paths(value: Any) -> tuple[PathSpec, ...]:
+    if value is None:
+        raise UsageError("at least one --path NAME=URL is required (direct, proxy or lb)")
+    if isinstance(value, list):
+        value = parse_path_flags([str(v) for v in value])
+    if not isinstance(value, Mapping) or not value:
+        raise UsageError("path must be a table such as {direct = \"http://…\"}")
+    specs: list[PathSpec] = []
+    for name, url in value.items():
+        if not isinstance(name, str) or not _PATH_NAME.match(name):
+            raise UsageError(f"unknown path name {name!r}: use direct, proxy or lb")
+        if name not in KNOWN_PATHS:
+            raise UsageError(f"unknown path name {name!r}: use direct, proxy or lb")
+        specs.append(PathSpec(name, validate_url(url, f"--path {name}")))
+    # Innermost first, whatever order they were given in: hop deltas compare neighbours.
+    specs.sort(key=lambda p: KNOWN_PATHS.index(p.name))
+    return tuple(specs)
+
+
+def _load_profile(raw: Mapping[str, Any], targets: Targets, allow_high: bool) -> LoadProfile:
+    given = [k for k in ("rate", "rates", "concurrency") if raw.get(k) is not None]
+    if len(given) > 1:
+        raise UsageError(f"give only one of --rate, --rates, --concurrency (got {', '.join(given)})")
+    rates: tuple[float, ...] | None = None
+    concurrency: int | None = None
+    if raw.get("rate") is not None:
+        rates = (_rate(raw["rate"], "--rate", allow_high),)
+    elif raw.get("rates") is not None:
+        rates = _rates(raw["rates"], allow_high)
+    elif raw.get("concurrency") is not None:
+        concurrency = _int(raw, "concurrency", minimum=1)
+        assert concurrency is not None
+        if concurrency > MAX_CONCURRENCY and not allow_high:
+            raise UsageError(
+                f"--concurrency {concurrency} is above {MAX_CONCURRENCY}; "
+                "add --allow-high-load if you mean it"
+            )
+    elif targets.rps is not None:
+        rates = tuple(round(targets.rps * f, 3) for f in TARGET_RAMP_FACTORS)
+        rates = tuple(_rate(r, "--target-rps ramp", allow_high) for r in rates)
+    else:
+        rates = (DEFAULT_RATE_RPS,)
+
+    duration = _positive(raw, "duration")
+    duration = DEFAULT_DURATION_S if duration is None else duration
+    if duration > MAX_DURATION_S and not allow_high:
+        raise UsageError(
+            f"--duration {duration:g} s is above {MAX_DURATION_S:g} s per step; "
+            "add --allow-high-load if you mean it"
+        )
+    warmup = _non_negative(raw, "warmup")
+    timeout = _positive(raw, "timeout")
+    connect_timeout = _positive(raw, "connect_timeout")
+    arrival = str(raw.get("arrival", "uniform"))
+    if arrival not in ("uniform", "poisson"):
+        raise UsageError(f"--arrival must be uniform or poisson, got {arrival!r}")
+    engine = str(raw.get("engine", "auto"))
+    if engine not in ("auto", "aiohttp", "fast"):
+        raise UsageError(f"--engine must be auto, aiohttp or fast, got {engine!r}")
+    seed = _int(raw, "seed", minimum=0)
+    connections = _int(raw, "connections", minimum=1)
+    workers = _int(raw, "workers", minimum=1)
+    if workers is not None and workers > 64:
+        raise UsageError(f"--workers {workers} is above 64")
+    headers = _headers(raw.get("header"))
+    payload = _payload(raw)
+    method = raw.get("method")
+    if method is None:
+        method = "GET" if payload.kind == "none" else "POST"
+    method = str(method).upper()
+    if not re.fullmatch(r"[A-Z]{1,16}", method):
+        raise UsageError(f"--method {method!r} is not an HTTP method")
+    tls = TLSOptions(
+        cacert=_existing_file(raw, "cacert"),
+        cert=_existing_file(raw, "cert"),
+        key=_existing_file(raw, "key"),
+        insecure=_bool(raw, "insecure"),
+    )
+    if tls.key is not None and tls.cert is None:
+        raise UsageError("--key needs --cert")
+    return LoadProfile(
+        rates=rates,
+        concurrency=concurrency,
+        duration_s=duration,
+        warmup_s=1.0 if warmup is None else warmup,
+        arrival=arrival,  # type: ignore[arg-type]
+        seed=1 if seed is None else seed,
+        connections=100 if connections is None else connections,
+        keepalive=not _bool(raw, "no_keepalive"),
+        timeout_s=DEFAULT_TIMEOUT_S if timeout is None else timeout,
+        connect_timeout_s=5.0 if connect_timeout is None else connect_timeout,
+        method=method,
+        headers=headers,
+        payload=payload,
+        tls=tls,
+        engine=engine,  # type: ignore[arg-type]
+        workers=1 if workers is None else workers,
+    )
+
+
+def _payload(raw: Mapping[str, Any]) -> PayloadSpec:
+    given = [k for k in ("body_file", "payload", "payload_dir") if raw.get(k) is not None]
+    if len(given) > 1:
+        raise UsageError(f"give only one of --body-file, --payload, --payload-dir ({', '.join(given)})")
+    encoding = str(raw.get("encoding", "raw"))
+    if encoding not in ("raw", "multipart", "base64-json"):
+        raise UsageError(f"--encoding must be raw, multipart or base64-json, got {encoding!r}")
+    enc: Encoding = encoding  # type: ignore[assignment]
+    if raw.get("body_file") is not None:
+        path = _existing_file(raw, "body_file")
+        return PayloadSpec(kind="body_file", body_file=path, encoding=enc)
+    if raw.get("payload_dir") is not None:
+        directory = Path(str(raw["payload_dir"]))
+        if not directory.is_dir():
+            raise UsageError(f"--payload-dir {directory} is not a directory")
+        try:
+            has_file = any(p.is_file() for p in directory.iterdir())
+        except PermissionError:
+            raise UsageError(f"--payload-dir {directory} is not readable") from None
+        if not has_file:
+            raise UsageError(f"--payload-dir {directory} holds no files")
+        return PayloadSpec(kind="dir", payload_dir=directory, encoding=enc)
+    if raw.get("payload") is not None:
+        spec = str(raw["payload"]).strip()
+        match = _IMAGE_SPEC.match(spec)
+        if not match:
+            raise UsageError(f"--payload must look like image:MIN-MAX (pixels), got {spec!r}")
+        low, high = int(match.group(1)), int(match.group(2))
+        if low < 8 or high > 8192 or low > high:
+            raise UsageError(f"--payload {spec}: need 8 <= MIN <= MAX <= 8192 pixels")
+        return PayloadSpec(kind="image", image_min_px=low, image_max_px=high, encoding=enc)
+    return PayloadSpec(encoding=enc)
+
+
+def _probe_options(raw: Mapping[str, Any]) -> ProbeOptions:
+    pids_raw = raw.get("server_pid") or []
+    if not isinstance(pids_raw, list):
+        pids_raw = [pids_raw]
+    pids: list[int] = []
+    for value in pids_raw:
+        pid = _as_int(value, "--server-pid")
+        if pid <= 0:
+            raise UsageError(f"--server-pid {value} is not a process id")
+        if not Path(f"/proc/{pid}").exists():
+            raise UsageError(f"--server-pid {pid}: no such process")
+        pids.append(pid)
+    agent = raw.get("agent")
+    if agent is not None:
+        agent = validate_url(str(agent), "--agent")
+    rules_raw = raw.get("stage_rules") or {}
+    if not isinstance(rules_raw, Mapping):
+        raise UsageError("stage_rules must be a table of {regex = stage}")
+    rules: list[tuple[str, str]] = []
+    for pattern, stage in rules_raw.items():
+        if stage not in STAGES and stage not in ("framework", "idle", "other"):
+            raise UsageError(f"stage_rules: {stage!r} is not a stage")
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise UsageError(f"stage_rules: bad regex {pattern!r}: {exc}") from None
+        rules.append((str(pattern), str(stage)))
+    names = {}
+    for key in ("replica_header", "server_timing_header", "upstream_time_header",
+                "lb_timers_header", "envoy_time_header"):  # fmt: skip
+        if raw.get(key) is not None:
+            value = str(raw[key]).strip()
+            if not _HEADER_NAME.match(value):
+                raise UsageError(f"--{key.replace('_', '-')}: {value!r} is not a header name")
+            names[key] = value.lower()
+    return ProbeOptions(
+        server_pids=tuple(pids),
+        agent_url=agent,
+        agent_token=None if raw.get("agent_token") is None else str(raw["agent_token"]),
+        capture=not _bool(raw, "no_capture"),
+        capture_iface=None if raw.get("capture_iface") is None else str(raw["capture_iface"]),
+        profile=not _bool(raw, "no_profile"),
+        stage_rules=tuple(rules),
+        **names,
+    )
+
+
+def _headers(value: Any) -> tuple[tuple[str, str], ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list):
+        raise UsageError("header must be a list of 'Name: value' strings")
+    headers: list[tuple[str, str]] = []
+    for item in value:
+        name, sep, val = str(item).partition(":")
+        name = name.strip()
+        if not sep or not _HEADER_NAME.match(name):
+            raise UsageError(f"--header expects 'Name: value', got {str(item)[:80]!r}")
+        if "\r" in val or "\n" in val:
+            raise UsageError(f"--header {name}: value contains a line break")
+        headers.append((name, val.strip()))
+    return tuple(headers)
+
+
+def _rates(value: Any, allow_high: bool) -> tuple[float, ...]:
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list | tuple) or not items:
+        raise UsageError("--rates expects a comma-separated list such as 10,20,40")
+    rates = tuple(_rate(item, "--rates", allow_high) for item in items)
+    if len(rates) > 50:
+        raise UsageError("--rates: at most 50 steps")
+    return rates
+
+
+def _rate(value: Any, what: str, allow_high: bool) -> float:
+    rate = _as_float(value, what)
+    if not math.isfinite(rate) or rate <= 0:
+        raise UsageError(f"{what} must be a positive number of requests/s, got {value!r}")
+    if rate > MAX_RATE_RPS and not allow_high:
+        raise UsageError(
+            f"{what} {rate:g} requests/s is above {MAX_RATE_RPS:g}; "
+            "add --allow-high-load if you mean it"
+        )
+    return rate
+
+
+def _as_float(value: Any, what: str) -> float:
+    if isinstance(value, bool):
+        raise UsageError(f"{what} must be a number, got {value!r}")
+    try:
+        return float(str(value).strip()) if isinstance(value, str) else float(value)
+    except (TypeError, ValueError):
+        raise UsageError(f"{what} must be a number, got {value!r}") from None
+
+
+def _as_int(value: Any, what: str) -> int:
+    if isinstance(value, bool):
+        raise UsageError(f"{what} must be an integer, got {value!r}")
+    if isinstance(value, int):
+        return value
+    try:
+        return int(str(value).strip())
+    except (TypeError, ValueError):
+        raise UsageError(f"{what} must be an integer, got {value!r}") from None
+
+
+def _flag(key: str) -> str:
+    return "--" + key.replace("_", "-")
+
+
+def _positive(raw: Mapping[str, Any], key: str) -> float | None:
+    if raw.get(key) is None:
+        return None
+    value = _as_float(raw[key], _flag(key))
+    if not math.isfinite(value) or value <= 0:
+        raise UsageError(f"{_flag(key)} must be a positive number, got {raw[key]!r}")
+    return value
+
+
+def _non_negative(raw: Mapping[str, Any], key: str) -> float | None:
+    if raw.get(key) is None:
+        return None
+    value = _as_float(raw[key], _flag(key))
+    if not math.isfinite(value) or value < 0:
+        raise UsageError(f"{_flag(key)} must be zero or more, got {raw[key]!r}")
+    return value
+
+
+def _fraction(raw: Mapping[str, Any], key: str) -> float | None:
+    if raw.get(key) is None:
+        return None
+    value = _as_float(raw[key], _flag(key))
+    if not math.isfinite(value) or not 0 <= value <= 1:
+        raise UsageError(f"{_flag(key)} must be a fraction between 0 and 1, got {raw[key]!r}")
+    return value
+
+
+def _int(raw: Mapping[str, Any], key: str, minimum: int) -> int | None:
+    if raw.get(key) is None:
+        return None
+    value = _as_int(raw[key], _flag(key))
+    if value < minimum:
+        raise UsageError(f"{_flag(key)} must be at least {minimum}, got {raw[key]!r}")
+    return value
+
+
+def _bool(raw: Mapping[str, Any], key: str) -> bool:
+    value = raw.get(key)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise UsageError(f"{key} must be true or false, got {value!r}")
+    return value
+
+
+def _existing_file(raw: Mapping[str, Any], key: str) -> Path | None:
+    if raw.get(key) is None:
+        return None
+    path = Path(str(raw[key]))
+    if not path.is_file():
+        raise UsageError(f"{_flag(key)} {path}: no such file")
+    if not os.access(path, os.R_OK):
+        raise UsageError(f"{_flag(key)} {path}: not readable")
+    return path

@@ -1,0 +1,1 @@
+"""Samplers that run beside the load: client, network, server, hop headers."""
