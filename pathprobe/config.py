@@ -1,8 +1,8 @@
 """The resolved configuration of one diagnosis, and the one place that validates it.
 
 Flags and the TOML file both arrive as a *raw mapping* keyed by the flag's name with ``_`` for
-``-`` (design.md §5). :func:`build_config` turns the merged mapping into frozen dataclasses or raises
-:class:`UsageError` with one line naming the problem, before any load is sent.
+``-`` (design.md §5). :func:`build_config` turns the merged mapping into frozen dataclasses or
+raises :class:`UsageError` with one line naming the problem, before any load is sent.
 """
 
 from __future__ import annotations
@@ -85,7 +85,8 @@ class TLSOptions:
 class LoadProfile:
     """The load shape, replayed identically on every path.
 
-    Exactly one of ``rates`` (open loop, requests/s per step) and ``concurrency`` (closed loop) is set.
+    Exactly one of ``rates`` (open loop, requests/s per step) and ``concurrency`` (closed
+    loop) is set.
     """
 
     rates: tuple[float, ...] | None
@@ -288,7 +289,7 @@ def _paths(value: Any) -> tuple[PathSpec, ...]:
     if isinstance(value, list):
         value = parse_path_flags([str(v) for v in value])
     if not isinstance(value, Mapping) or not value:
-        raise UsageError("path must be a table such as {direct = \"http://…\"}")
+        raise UsageError('path must be a table such as {direct = "http://…"}')
     specs: list[PathSpec] = []
     for name, url in value.items():
         if not isinstance(name, str) or not _PATH_NAME.match(name):
@@ -304,7 +305,9 @@ def _paths(value: Any) -> tuple[PathSpec, ...]:
 def _load_profile(raw: Mapping[str, Any], targets: Targets, allow_high: bool) -> LoadProfile:
     given = [k for k in ("rate", "rates", "concurrency") if raw.get(k) is not None]
     if len(given) > 1:
-        raise UsageError(f"give only one of --rate, --rates, --concurrency (got {', '.join(given)})")
+        raise UsageError(
+            f"give only one of --rate, --rates, --concurrency (got {', '.join(given)})"
+        )
     rates: tuple[float, ...] | None = None
     concurrency: int | None = None
     if raw.get("rate") is not None:
@@ -385,7 +388,9 @@ def _load_profile(raw: Mapping[str, Any], targets: Targets, allow_high: bool) ->
 def _payload(raw: Mapping[str, Any]) -> PayloadSpec:
     given = [k for k in ("body_file", "payload", "payload_dir") if raw.get(k) is not None]
     if len(given) > 1:
-        raise UsageError(f"give only one of --body-file, --payload, --payload-dir ({', '.join(given)})")
+        raise UsageError(
+            f"give only one of --body-file, --payload, --payload-dir ({', '.join(given)})"
+        )
     encoding = str(raw.get("encoding", "raw"))
     if encoding not in ("raw", "multipart", "base64-json"):
         raise UsageError(f"--encoding must be raw, multipart or base64-json, got {encoding!r}")

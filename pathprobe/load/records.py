@@ -52,6 +52,7 @@ class ErrorKind(enum.IntEnum):
     TOO_LARGE = 9  # response body above the cap
     OTHER = 10
     CONNECT_TIMEOUT = 11
+    CANCELLED = 12  # in flight when the run was interrupted: neither a success nor an error
 
     @property
     def label(self) -> str:
@@ -69,6 +70,12 @@ def empty_records(n: int = 0) -> Records:
     rec["payload_idx"] = -1
     rec["replica"] = -1
     return rec
+
+
+def is_error(kinds: npt.NDArray[np.int8]) -> npt.NDArray[np.bool_]:
+    """Which effective kinds (see :func:`error_kinds`) count in ``errors``."""
+    mask: npt.NDArray[np.bool_] = (kinds != ErrorKind.NONE) & (kinds != ErrorKind.CANCELLED)
+    return mask
 
 
 def error_kinds(records: Records) -> npt.NDArray[np.int8]:

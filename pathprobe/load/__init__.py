@@ -1,0 +1,1 @@
+"""The load engine: schedules, payloads, HTTP, per-request timings."""

@@ -1,0 +1,491 @@
+"""The full-featured load engine on aiohttp: runs one step of one path and times every request.
+
+Open loop: request ``i`` is due at ``start + offsets_ns[i]`` whatever happened to earlier requests
+(coordinated-omission safe, like wrk2); latency is measured from that due time. Closed loop: each of
+``concurrency`` users sends its next request when the previous one finished.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import socket
+import ssl
+import time
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any
+
+import aiohttp
+import numpy as np
+import numpy.typing as npt
+
+from pathprobe.config import LoadProfile
+from pathprobe.load.payloads import PayloadPool
+from pathprobe.load.records import RECORD_DTYPE, ErrorKind, Records
+from pathprobe.load.schedule import StepPlan
+from pathprobe.load.tls import TimedSSLObject, client_context
+
+# Response bodies are read and counted, never kept; above this size the request fails TOO_LARGE
+# (a hostile or broken server answering 2 GB must not exhaust the client).
+MAX_RESPONSE_BYTES = 256 << 20
+READ_CHUNK_BYTES = 256 << 10
+# Header values kept per request for hop timing and replica identity, truncated: a hostile server
+# can send huge headers.
+MAX_HEADER_VALUE_CHARS = 512
+# Bound on requests in flight at once: a dead server must not make the client hold millions of
+# pending tasks. Past it the scheduler waits, which shows up as schedule slip.
+MAX_IN_FLIGHT = 50_000
+LOOP_LAG_TICK_S = 0.010
+# The abort check looks at the last requests only once this many have finished, so a few early
+# failures do not stop a run.
+ABORT_MIN_REQUESTS = 50
+ABORT_CHECK_INTERVAL_S = 0.5
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """What the engine keeps beside the timings, and when it gives up."""
+
+    capture_headers: tuple[str, ...] = ()
+    replica_header: str | None = None
+    abort_on_error_rate: float = 1.0
+    max_response_bytes: int = MAX_RESPONSE_BYTES
+
+
+@dataclass
+class StepResult:
+    """Everything one (path, step) window produced. ``records`` is sorted by ``seq``.
+
+    Warm-up requests are kept (``seq < first_measured_seq``) so pairing by ``seq`` works; analysis
+    drops them.
+    """
+
+    path: str
+    url: str
+    step: int
+    offered_rps: float | None
+    concurrency: int | None
+    engine: str
+    records: Records
+    first_measured_seq: int
+    start_ns: int
+    measured_start_ns: int
+    measured_end_ns: int
+    replicas: list[str] = field(default_factory=list)
+    headers: dict[str, list[str | None]] = field(default_factory=dict)
+    loop_lag_ns: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
+    in_flight_cap_hits: int = 0
+    aborted: str | None = None
+    interrupted: bool = False
+
+
+@dataclass
+class _Timing:
+    """Filled by the trace hooks during one request."""
+
+    queued_ns: int = -1
+    conn_wait_ns: int = 0
+    connect_start_ns: int = -1
+    connect_ns: int = -1
+
+
+def _trace_config() -> aiohttp.TraceConfig:
+    trace = aiohttp.TraceConfig()
+
+    async def queued_start(_s: Any, ctx: SimpleNamespace, _p: Any) -> None:
+        ctx.trace_request_ctx.queued_ns = time.monotonic_ns()
+
+    async def queued_end(_s: Any, ctx: SimpleNamespace, _p: Any) -> None:
+        timing: _Timing = ctx.trace_request_ctx
+        timing.conn_wait_ns = time.monotonic_ns() - timing.queued_ns
+
+    async def create_start(_s: Any, ctx: SimpleNamespace, _p: Any) -> None:
+        ctx.trace_request_ctx.connect_start_ns = time.monotonic_ns()
+
+    async def create_end(_s: Any, ctx: SimpleNamespace, _p: Any) -> None:
+        timing: _Timing = ctx.trace_request_ctx
+        timing.connect_ns = time.monotonic_ns() - timing.connect_start_ns
+
+    trace.on_connection_queued_start.append(queued_start)
+    trace.on_connection_queued_end.append(queued_end)
+    trace.on_connection_create_start.append(create_start)
+    trace.on_connection_create_end.append(create_end)
+    return trace
+
+
+def classify_exception(exc: BaseException) -> ErrorKind:
+    """Map a client exception to an :class:`ErrorKind`."""
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return ErrorKind.CONNECT_TIMEOUT
+    if isinstance(exc, asyncio.TimeoutError | aiohttp.ServerTimeoutError | TimeoutError):
+        return ErrorKind.TIMEOUT
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError | aiohttp.ClientSSLError):
+        return ErrorKind.TLS
+    if isinstance(exc, ssl.SSLError):
+        return ErrorKind.TLS
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return ErrorKind.DNS
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        os_error = exc.os_error
+        if isinstance(os_error, socket.gaierror):
+            return ErrorKind.DNS
+        if isinstance(os_error, ConnectionRefusedError) or os_error.errno == errno.ECONNREFUSED:
+            return ErrorKind.REFUSED
+        if isinstance(os_error, ssl.SSLError):
+            return ErrorKind.TLS
+        return ErrorKind.OTHER
+    if isinstance(exc, aiohttp.ServerDisconnectedError | ConnectionResetError):
+        return ErrorKind.RESET
+    if isinstance(exc, aiohttp.ClientOSError):
+        if exc.errno in (errno.ECONNRESET, errno.EPIPE):
+            return ErrorKind.RESET
+        if exc.errno == errno.ECONNREFUSED:
+            return ErrorKind.REFUSED
+        return ErrorKind.OTHER
+    if isinstance(exc, aiohttp.ClientPayloadError | aiohttp.ClientResponseError):
+        return ErrorKind.PROTOCOL
+    return ErrorKind.OTHER
+
+
+class _ResponseTooLarge(Exception):
+    pass
+
+
+class AiohttpEngine:
+    """Runs steps against one URL with one aiohttp session (one connection pool per path)."""
+
+    name = "aiohttp"
+
+    def __init__(
+        self,
+        profile: LoadProfile,
+        pool: PayloadPool,
+        options: EngineOptions,
+        stop: asyncio.Event | None = None,
+    ) -> None:
+        self._profile = profile
+        self._pool = pool
+        self._options = options
+        self._stop = stop or asyncio.Event()
+        self._ssl = client_context(profile.tls)
+        self._base_headers = dict(profile.headers)
+
+    async def run_step(self, path: str, url: str, plan: StepPlan) -> StepResult:
+        """Send ``plan`` to ``url``; returns when every request finished or timed out."""
+        run = _StepRun(self, path, url, plan)
+        return await run.run()
+
+
+class _StepRun:
+    """The state of one step in flight."""
+
+    def __init__(self, engine: AiohttpEngine, path: str, url: str, plan: StepPlan) -> None:
+        self.engine = engine
+        self.profile = engine._profile
+        self.options = engine._options
+        self.path = path
+        self.url = url
+        self.plan = plan
+        self.rows: list[tuple[Any, ...]] = []
+        self.replica_index: dict[str, int] = {}
+        self.header_rows: list[tuple[int, list[str | None]]] = []
+        self.finished = 0
+        self.failed = 0
+        self.recent: list[bool] = []
+        self.aborted: str | None = None
+        self.in_flight = 0
+        self.in_flight_cap_hits = 0
+        self.lag_ns: list[int] = []
+        self.done_stepping = False
+
+    async def run(self) -> StepResult:
+        profile = self.profile
+        connector = aiohttp.TCPConnector(
+            limit=profile.connections,
+            force_close=not profile.keepalive,
+            ssl=self.engine._ssl,
+            ttl_dns_cache=300,
+            enable_cleanup_closed=False,
+        )
+        timeout = aiohttp.ClientTimeout(
+            total=profile.timeout_s, sock_connect=profile.connect_timeout_s
+        )
+        session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=timeout,
+            trace_configs=[_trace_config()],
+            auto_decompress=False,
+            skip_auto_headers=("User-Agent",),
+            headers={"User-Agent": "pathprobe"},
+            trust_env=False,  # proxy env vars must not add a hop the user did not ask for
+        )
+        self.start_ns = time.monotonic_ns()
+        lag_task = asyncio.create_task(self._measure_loop_lag())
+        abort_task = asyncio.create_task(self._watch_errors())
+        try:
+            if self.plan.offsets_ns is not None:
+                await self._open_loop(session)
+            else:
+                await self._closed_loop(session)
+        finally:
+            self.done_stepping = True
+            lag_task.cancel()
+            abort_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await lag_task
+            with contextlib.suppress(asyncio.CancelledError):
+                await abort_task
+            await session.close()
+        return self._result()
+
+    async def _open_loop(self, session: aiohttp.ClientSession) -> None:
+        offsets = self.plan.offsets_ns
+        assert offsets is not None
+        start = self.start_ns
+        tasks: set[asyncio.Task[None]] = set()
+        stop = self.engine._stop
+        i = 0
+        n = len(offsets)
+        while i < n and not stop.is_set() and self.aborted is None:
+            now = time.monotonic_ns()
+            due = start + int(offsets[i])
+            if due > now:
+                # Sleep until the next due time; short sleeps keep slip small without spinning.
+                await asyncio.sleep((due - now) / 1e9)
+                continue
+            if self.in_flight >= MAX_IN_FLIGHT:
+                self.in_flight_cap_hits += 1
+                await asyncio.sleep(0.001)
+                continue
+            # Send everything that is due now, then yield to the loop.
+            while i < n and start + int(offsets[i]) <= now and self.in_flight < MAX_IN_FLIGHT:
+                task = asyncio.create_task(self._one(session, i, start + int(offsets[i])))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+                i += 1
+            await asyncio.sleep(0)
+        await self._drain(tasks)
+
+    async def _closed_loop(self, session: aiohttp.ClientSession) -> None:
+        concurrency = self.plan.concurrency or 1
+        deadline = self.start_ns + self.plan.total_ns
+        counter = iter(range(10**12))
+
+        async def user() -> None:
+            while time.monotonic_ns() < deadline and not self.engine._stop.is_set():
+                if self.aborted is not None:
+                    return
+                seq = next(counter)
+                await self._one(session, seq, time.monotonic_ns())
+
+        users = [asyncio.create_task(user()) for _ in range(concurrency)]
+        await self._drain(set(users))
+
+    async def _drain(self, tasks: set[asyncio.Task[None]]) -> None:
+        """Await in-flight requests (they finish or time out); on interrupt, cancel them."""
+        if not tasks:
+            return
+        stop_wait = asyncio.create_task(self.engine._stop.wait())
+        pending: set[asyncio.Task[Any]] = set(tasks)
+        while pending:
+            done, pending = await asyncio.wait(
+                pending | {stop_wait}, return_when=asyncio.FIRST_COMPLETED
+            )
+            pending.discard(stop_wait)
+            if stop_wait in done:
+                for task in pending:
+                    task.cancel()
+                await asyncio.gather(*pending, return_exceptions=True)
+                break
+        stop_wait.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await stop_wait
+
+    async def _one(self, session: aiohttp.ClientSession, seq: int, intended_ns: int) -> None:
+        self.in_flight += 1
+        payload_idx = self.plan.payload_for(seq)
+        payload = self.engine._pool.payloads[payload_idx] if payload_idx >= 0 else None
+        headers = dict(self.engine._base_headers)
+        body: bytes | None = None
+        if payload is not None:
+            body = payload.body
+            headers.setdefault("Content-Type", payload.content_type)
+        timing = _Timing()
+        status = 0
+        error = ErrorKind.NONE
+        bytes_in = 0
+        ttfb_ns = -1
+        tls_ns = -1
+        replica = -1
+        captured: list[str | None] | None = None
+        actual_ns = time.monotonic_ns()
+        try:
+            async with session.request(
+                self.profile.method,
+                self.url,
+                data=body,
+                headers=headers,
+                trace_request_ctx=timing,
+                allow_redirects=False,
+            ) as resp:
+                ttfb_ns = time.monotonic_ns() - actual_ns
+                status = resp.status
+                if timing.connect_ns >= 0:
+                    tls_ns = _handshake_ns(resp)
+                replica = self._replica(resp)
+                if self.options.capture_headers:
+                    captured = [
+                        _clip(resp.headers.get(name)) for name in self.options.capture_headers
+                    ]
+                bytes_in = await self._read_body(resp)
+        except asyncio.CancelledError:
+            error = ErrorKind.CANCELLED
+        except _ResponseTooLarge:
+            error = ErrorKind.TOO_LARGE
+            status = 0
+        except Exception as exc:  # every failure is a measurement, never a crash
+            error = classify_exception(exc)
+            status = 0
+        end_ns = time.monotonic_ns()
+        self.in_flight -= 1
+        failed = error != ErrorKind.NONE and error != ErrorKind.CANCELLED or status >= 500
+        self.finished += 1
+        self.recent.append(failed)
+        connect_ns = timing.connect_ns
+        if connect_ns >= 0 and tls_ns >= 0:
+            connect_ns = max(connect_ns - tls_ns, 0)
+        self.rows.append(
+            (
+                seq, intended_ns, actual_ns, timing.conn_wait_ns, connect_ns, tls_ns, ttfb_ns,
+                end_ns, status, int(error), len(body) if body is not None else 0, bytes_in,
+                payload_idx, replica,
+            )
+        )  # fmt: skip
+        if captured is not None:
+            self.header_rows.append((seq, captured))
+
+    async def _read_body(self, resp: aiohttp.ClientResponse) -> int:
+        total = 0
+        limit = self.options.max_response_bytes
+        while True:
+            chunk = await resp.content.read(READ_CHUNK_BYTES)
+            if not chunk:
+                return total
+            total += len(chunk)
+            if total > limit:
+                resp.close()
+                raise _ResponseTooLarge
+
+    def _replica(self, resp: aiohttp.ClientResponse) -> int:
+        name: str | None = None
+        if self.options.replica_header:
+            name = _clip(resp.headers.get(self.options.replica_header), 64)
+        if name is None and resp.connection is not None and resp.connection.transport is not None:
+            peer = resp.connection.transport.get_extra_info("peername")
+            if isinstance(peer, tuple) and len(peer) >= 2:
+                name = f"{peer[0]}:{peer[1]}"
+        if name is None:
+            return -1
+        index = self.replica_index.get(name)
+        if index is None:
+            if len(self.replica_index) >= 1000:  # a hostile server must not grow this forever
+                return -1
+            index = self.replica_index[name] = len(self.replica_index)
+        return index
+
+    async def _measure_loop_lag(self) -> None:
+        """A periodic timer's lateness: how long the event loop was too busy to run it."""
+        loop = asyncio.get_running_loop()
+        while True:
+            expected = loop.time() + LOOP_LAG_TICK_S
+            await asyncio.sleep(LOOP_LAG_TICK_S)
+            self.lag_ns.append(int(max(loop.time() - expected, 0.0) * 1e9))
+
+    async def _watch_errors(self) -> None:
+        """Stop the step when nearly everything fails (service down, or we are hurting it)."""
+        threshold = self.options.abort_on_error_rate
+        if threshold >= 1.0:
+            return
+        while True:
+            await asyncio.sleep(ABORT_CHECK_INTERVAL_S)
+            recent = self.recent[-500:]
+            if len(self.recent) >= ABORT_MIN_REQUESTS and len(recent) > 0:
+                rate = sum(recent) / len(recent)
+                if rate >= threshold:
+                    self.aborted = (
+                        f"stopped early: {rate:.0%} of the last {len(recent)} requests failed "
+                        f"(--abort-on-error-rate {threshold:g})"
+                    )
+                    return
+
+    def _result(self) -> StepResult:
+        records = (
+            np.array(self.rows, dtype=RECORD_DTYPE) if self.rows else np.zeros(0, RECORD_DTYPE)
+        )
+        order = np.argsort(records["seq"], kind="stable")
+        records = records[order]
+        plan = self.plan
+        warmup_end = self.start_ns + plan.warmup_ns
+        if plan.offsets_ns is not None:
+            first_measured = plan.first_measured_seq
+        else:
+            later = records["seq"][records["intended_ns"] >= warmup_end]
+            first_measured = int(later.min()) if len(later) else len(records)
+        headers: dict[str, list[str | None]] = {}
+        if self.options.capture_headers:
+            by_seq = dict(self.header_rows)
+            for j, name in enumerate(self.options.capture_headers):
+                headers[name] = [
+                    (by_seq[s][j] if s in by_seq else None) for s in records["seq"].tolist()
+                ]
+        return StepResult(
+            path=self.path,
+            url=self.url,
+            step=plan.step,
+            offered_rps=plan.offered_rps,
+            concurrency=plan.concurrency,
+            engine=AiohttpEngine.name,
+            records=records,
+            first_measured_seq=first_measured,
+            start_ns=self.start_ns,
+            measured_start_ns=warmup_end,
+            measured_end_ns=self.start_ns + plan.total_ns,
+            replicas=list(self.replica_index),
+            headers=headers,
+            loop_lag_ns=np.array(self.lag_ns, dtype=np.int64),
+            in_flight_cap_hits=self.in_flight_cap_hits,
+            aborted=self.aborted,
+            interrupted=self.engine._stop.is_set(),
+        )
+
+
+def _handshake_ns(resp: aiohttp.ClientResponse) -> int:
+    if resp.connection is None or resp.connection.transport is None:
+        return -1
+    obj = resp.connection.transport.get_extra_info("ssl_object")
+    if isinstance(obj, TimedSSLObject):
+        return obj.handshake_ns
+    return -1
+
+
+def _clip(value: str | None, limit: int = MAX_HEADER_VALUE_CHARS) -> str | None:
+    if value is None:
+        return None
+    return value if len(value) <= limit else value[:limit]
+
+
+def measured(result: StepResult) -> Records:
+    """The records of the measured window (warm-up dropped)."""
+    recs: Records = result.records[result.records["seq"] >= result.first_measured_seq]
+    return recs
+
+
+def header_values(result: StepResult, name: str) -> list[str | None]:
+    """Captured values of header ``name`` for the measured requests (aligned with ``measured``)."""
+    values = result.headers.get(name, [])
+    if not values:
+        return []
+    keep = result.records["seq"] >= result.first_measured_seq
+    return [v for v, k in zip(values, keep.tolist(), strict=True) if k]
