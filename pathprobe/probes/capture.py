@@ -4,8 +4,8 @@ Why tcpdump and not a capture loop in Python: the kernel runs the BPF filter, li
 TPACKET_V3 ring (``-B``) absorbs bursts, and tcpdump only copies headers (``-s``) to a file, so the
 client's own process pays nothing per packet. The pcap is parsed after the window, by
 :func:`read_pcap`: a struct-based reader of the pcap format plus IPv4/IPv6/TCP headers. (scapy's
-full dissection costs ~100 µs per packet; this costs ~1-2 µs; ``benchmarks/bench_capture_overhead.py``
-measures both.)
+full dissection costs ~100 µs per packet, this a few µs;
+``benchmarks/bench_capture_overhead.py`` measures both.)
 
 Stopping: tcpdump runs without ``--immediate-mode``, so libpcap hands packets over in ring blocks
 that are retired when full or after libpcap's buffer timeout (tcpdump uses 1000 ms). On SIGINT the
@@ -63,16 +63,35 @@ def bpf_filter(addresses: Sequence[str], port: int) -> str:
 
 
 def tcpdump_argv(
-    tcpdump: str, iface: str, pcap_path: Path, bpf: str, *, snaplen: int = SNAPLEN_BYTES,
+    tcpdump: str,
+    iface: str,
+    pcap_path: Path,
+    bpf: str,
+    *,
+    snaplen: int = SNAPLEN_BYTES,
     buffer_kib: int = BUFFER_KIB,
-) -> list[str]:  # fmt: skip
+) -> list[str]:
     """The command line. ``-n`` (no DNS), ``-p`` (no promiscuous mode: we want our own traffic),
     ``-Z root`` (keep privileges so the file in our temp dir stays ours to read and delete),
     nanosecond timestamps."""
     return [
-        tcpdump, "-i", iface, "-w", str(pcap_path), "-s", str(snaplen), "-B", str(buffer_kib),
-        "-n", "-p", "-Z", "root", "--time-stamp-precision", "nano", bpf,
-    ]  # fmt: skip
+        tcpdump,
+        "-i",
+        iface,
+        "-w",
+        str(pcap_path),
+        "-s",
+        str(snaplen),
+        "-B",
+        str(buffer_kib),
+        "-n",
+        "-p",
+        "-Z",
+        "root",
+        "--time-stamp-precision",
+        "nano",
+        bpf,
+    ]
 
 
 _STAT_RE = re.compile(
@@ -202,8 +221,21 @@ def read_pcap(path: Path) -> tuple[list[TcpPacket], PcapInfo]:
             continue
         sport, dport, seq, ack, off_byte, flags, win = tcp_hdr(data, tcp)
         payload = l4_len - (off_byte >> 4) * 4
-        append(TcpPacket(ts_ns, src, sport, dst, dport, flags, seq, ack, win,
-                         payload if payload > 0 else 0, pkttype))  # fmt: skip
+        append(
+            TcpPacket(
+                ts_ns,
+                src,
+                sport,
+                dst,
+                dport,
+                flags,
+                seq,
+                ack,
+                win,
+                payload if payload > 0 else 0,
+                pkttype,
+            )
+        )
     return packets, PcapInfo(linktype, n, truncated)
 
 
@@ -256,14 +288,17 @@ class Tcpdump:
             await asyncio.wait_for(asyncio.shield(listening), START_TIMEOUT_S)
         except TimeoutError:
             await self.stop(flush=False)
-            raise CaptureError(f"tcpdump did not start listening within {START_TIMEOUT_S:g} s")
+            raise CaptureError(
+                f"tcpdump did not start listening within {START_TIMEOUT_S:g} s"
+            ) from None
         if not listening.result():
             await self.stop(flush=False)
             text = " ".join(line.strip() for line in self._stderr)[-300:]
             raise CaptureError(f"tcpdump exited: {text or 'no message'}")
 
-    async def _read_stderr(self, stream: asyncio.StreamReader, listening: asyncio.Future[bool]
-                           ) -> None:  # fmt: skip
+    async def _read_stderr(
+        self, stream: asyncio.StreamReader, listening: asyncio.Future[bool]
+    ) -> None:
         while True:
             line = await stream.readline()
             if not line:

@@ -86,9 +86,12 @@ def route_iface(addr: str) -> str | None:
     if ip_cmd:
         try:
             out = subprocess.run(
-                [ip_cmd, "route", "get", addr], capture_output=True, text=True, timeout=3,
+                [ip_cmd, "route", "get", addr],
+                capture_output=True,
+                text=True,
+                timeout=3,
                 check=False,
-            )  # fmt: skip
+            )
             dev = parse_ip_route_get(out.stdout) if out.returncode == 0 else None
             if dev:
                 return dev

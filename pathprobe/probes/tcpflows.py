@@ -74,11 +74,12 @@ def dedupe_loopback(packets: Sequence[TcpPacket]) -> list[TcpPacket]:
     """Drop the second copy of packets seen twice on loopback.
 
     A plain ``AF_PACKET`` socket bound to all interfaces sees each loopback packet twice: once as
-    sent (``PACKET_OUTGOING``) and once as received. (libpcap ≥ 1.x already drops the outgoing copy
-    on ``lo`` and on ``any``, so tcpdump's pcaps normally need nothing; this keeps the analysis right
-    for captures from other tools.) A copy is a twin when its headers are identical to a packet of
-    the other packet type seen at most :data:`LOOPBACK_TWIN_MAX_GAP_NS` before. Without packet types
-    (Ethernet captures) nothing is dropped: a duplicate there is a real retransmission.
+    sent (``PACKET_OUTGOING``) and once as received. (libpcap 1.10 already drops the outgoing
+    copy on ``lo`` and on ``any``, so tcpdump's pcaps normally need nothing; this keeps the
+    analysis right for captures from other tools.) A copy is a twin when its headers are
+    identical to a packet of the other packet type seen at most
+    :data:`LOOPBACK_TWIN_MAX_GAP_NS` before. Without packet types (Ethernet captures) nothing is
+    dropped: a duplicate there is a real retransmission.
     """
     out: list[TcpPacket] = []
     # header key -> (ts_ns, pkttype) of the latest unmatched copy
@@ -87,8 +88,17 @@ def dedupe_loopback(packets: Sequence[TcpPacket]) -> list[TcpPacket]:
         if pkt.pkttype < 0:
             out.append(pkt)
             continue
-        key = (pkt.src, pkt.sport, pkt.dst, pkt.dport, pkt.flags, pkt.seq, pkt.ack, pkt.win,
-               pkt.payload_len)  # fmt: skip
+        key = (
+            pkt.src,
+            pkt.sport,
+            pkt.dst,
+            pkt.dport,
+            pkt.flags,
+            pkt.seq,
+            pkt.ack,
+            pkt.win,
+            pkt.payload_len,
+        )
         prev = recent.get(key)
         if (
             prev is not None
@@ -107,8 +117,13 @@ def dedupe_loopback(packets: Sequence[TcpPacket]) -> list[TcpPacket]:
 
 def distribution_ms(values_ns: Iterable[int] | np.ndarray[Any, Any]) -> dict[str, Any]:
     """``{p50, p90, p99, mean, count}`` in milliseconds; ``None`` percentiles when empty."""
-    arr = np.asarray(list(values_ns) if not isinstance(values_ns, np.ndarray) else values_ns,
-                     dtype=np.float64) / 1e6  # fmt: skip
+    arr = (
+        np.asarray(
+            list(values_ns) if not isinstance(values_ns, np.ndarray) else values_ns,
+            dtype=np.float64,
+        )
+        / 1e6
+    )
     if arr.size == 0:
         return {"p50": None, "p90": None, "p99": None, "mean": None, "count": 0}
     p50, p90, p99 = np.percentile(arr, [50, 90, 99])

@@ -1,0 +1,266 @@
+"""The network probe: a packet capture of each path's traffic, per (path, step) window.
+
+For every window it runs tcpdump on the interface that routes to that path's target (or
+``--capture-iface``) with the kernel filter ``tcp and host H and port P``, then parses the pcap and
+folds it with :func:`pathprobe.probes.tcpflows.analyze`. In :meth:`NetworkProbe.open`, before any
+load, it times a few TCP connects to each target: ``idle_rtt_ms``, the baseline that "RTT rose under
+load" is judged against.
+
+Window summary keys (attribution and report read them): ``path``, ``step``, ``iface``, ``packets``,
+``capture_drops``, ``iface_drops``, ``handshakes``, ``rtt_ms``, ``retransmissions``,
+``retransmission_rate``, ``resets``, ``zero_windows``, ``bytes_to_server``, ``bytes_from_server``,
+``wire_ttfb_ms``, ``connections`` (+ a few diagnostics: ``parse_s``, ``pcap_bytes``, …).
+
+It degrades, never raises: no tcpdump, no root/CAP_NET_RAW, ``--no-capture`` or a tcpdump that will
+not start → ``available: false`` with the reason and how to enable it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import socket
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from pathprobe.config import ProbeOptions
+from pathprobe.probes.base import JSONDict, Unavailable, Window
+from pathprobe.probes.capture import (
+    CaptureError,
+    Tcpdump,
+    bpf_filter,
+    find_tcpdump,
+    has_capture_privilege,
+    read_pcap,
+    summarize_stats,
+    tcpdump_argv,
+)
+from pathprobe.probes.routes import capture_iface_for, resolve_host
+from pathprobe.probes.tcpflows import analyze, dedupe_loopback, distribution_ms
+
+#: Idle-RTT connects per target (each connect ≈ one round trip) and the bound on each.
+IDLE_CONNECTS = 12
+IDLE_CONNECT_TIMEOUT_S = 1.0
+IDLE_TOTAL_BUDGET_S = 5.0
+
+
+@dataclass(frozen=True)
+class Target:
+    url: str
+    host: str
+    port: int
+    addrs: tuple[str, ...]
+    iface: str | None
+
+
+def _target(url: str, iface_override: str | None) -> Target:
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    addrs = tuple(resolve_host(host, port)) if host else ()
+    iface = iface_override or (capture_iface_for(list(addrs)) if addrs else None)
+    return Target(url, host, port, addrs, iface)
+
+
+def idle_connect_rtts_ns(addr: str, port: int, count: int = IDLE_CONNECTS) -> list[int]:
+    """Blocking: time ``count`` TCP connects to ``addr:port`` (each ≈ 1 RTT). Stops at the first
+    failure or when :data:`IDLE_TOTAL_BUDGET_S` is spent. Meant for a worker thread."""
+    family = socket.AF_INET6 if ":" in addr else socket.AF_INET
+    out: list[int] = []
+    deadline = time.monotonic() + IDLE_TOTAL_BUDGET_S
+    for _ in range(min(count, 20)):
+        if time.monotonic() > deadline:
+            break
+        s = socket.socket(family, socket.SOCK_STREAM)
+        s.settimeout(IDLE_CONNECT_TIMEOUT_S)
+        # Close with RST, not FIN: no TIME_WAIT pile-up and no half-closed session at the server.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        try:
+            t0 = time.perf_counter_ns()
+            s.connect((addr, port))
+            out.append(time.perf_counter_ns() - t0)
+        except OSError:
+            break
+        finally:
+            s.close()
+        time.sleep(0.005)  # spread the samples a little; a burst measures one instant
+    return out
+
+
+class NetworkProbe:
+    """Packet capture per (path, step) window. See the module docstring for the contract."""
+
+    name = "network"
+
+    def __init__(self, options: ProbeOptions, targets: Sequence[str]) -> None:
+        self.options = options
+        self.urls = list(targets)
+        self.unavailable: Unavailable | None = None
+        self.tcpdump_path: str | None = None
+        self.targets: dict[str, Target] = {}
+        self.windows: list[JSONDict] = []
+        self.idle_rtt_ms: dict[str, JSONDict] = {}
+        self._tmpdir: Path | None = None
+        self._running: dict[tuple[str, int], tuple[Tcpdump, Path, Target]] = {}
+        self._window_errors: dict[tuple[str, int], str] = {}
+        self._url_path: dict[str, str] = {}
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    async def open(self) -> None:
+        for url in self.urls:
+            self.targets[url] = await asyncio.to_thread(_target, url, self.options.capture_iface)
+        await self._measure_idle_rtt()
+        self.unavailable = self._check_available()
+        if self.unavailable is None:
+            self._tmpdir = Path(tempfile.mkdtemp(prefix="pathprobe-capture-"))
+
+    def _check_available(self) -> Unavailable | None:
+        if not self.options.capture:
+            return Unavailable(
+                "packet capture switched off (--no-capture)", "run without --no-capture"
+            )
+        self.tcpdump_path = find_tcpdump()
+        if self.tcpdump_path is None:
+            return Unavailable(
+                "tcpdump is not installed",
+                "install tcpdump (Debian/Ubuntu: apt-get install tcpdump)",
+            )
+        if not has_capture_privilege():
+            return Unavailable(
+                "packet capture needs root or CAP_NET_RAW",
+                "run as root, or grant the capability: "
+                f"setcap cap_net_raw,cap_net_admin=eip {self.tcpdump_path} "
+                "and run pathprobe with CAP_NET_RAW",
+            )
+        return None
+
+    async def _measure_idle_rtt(self) -> None:
+        for url, tgt in self.targets.items():
+            if not tgt.addrs:
+                self.idle_rtt_ms[url] = {**distribution_ms([]), "error": "host did not resolve"}
+                continue
+            samples = await asyncio.to_thread(idle_connect_rtts_ns, tgt.addrs[0], tgt.port)
+            dist = distribution_ms(samples)
+            dist["min"] = round(min(samples) / 1e6, 4) if samples else None
+            self.idle_rtt_ms[url] = dist
+
+    async def start_window(self, window: Window) -> None:
+        key = (window.path, window.step)
+        self._url_path[window.url] = window.path
+        if self.unavailable is not None or self._tmpdir is None or self.tcpdump_path is None:
+            return
+        tgt = self.targets.get(window.url)
+        if tgt is None:
+            tgt = await asyncio.to_thread(_target, window.url, self.options.capture_iface)
+            self.targets[window.url] = tgt
+        if tgt.iface is None:
+            self._window_errors[key] = f"no route to {tgt.host!r} found to pick an interface"
+            return
+        pcap = self._tmpdir / f"{window.path}-{window.step}.pcap"
+        argv = tcpdump_argv(self.tcpdump_path, tgt.iface, pcap, bpf_filter(tgt.addrs, tgt.port))
+        dump = Tcpdump(argv)
+        try:
+            await dump.start()
+        except (CaptureError, OSError) as exc:
+            self._window_errors[key] = str(exc)
+            return
+        self._running[key] = (dump, pcap, tgt)
+
+    async def stop_window(self, window: Window) -> JSONDict:
+        key = (window.path, window.step)
+        base: JSONDict = {"path": window.path, "step": window.step}
+        run = self._running.pop(key, None)
+        if run is None:
+            reason = self._window_errors.pop(key, None) or (
+                self.unavailable.reason if self.unavailable else "capture was not started"
+            )
+            summary = {**base, "available": False, "reason": reason}
+            self.windows.append(summary)
+            return summary
+        dump, pcap, tgt = run
+        stats = await dump.stop()
+        t0 = time.perf_counter()
+        try:
+            result = await asyncio.to_thread(_parse_and_analyze, pcap, tgt)
+        except (OSError, ValueError) as exc:
+            summary = {
+                **base,
+                "available": False,
+                "iface": tgt.iface,
+                "reason": f"could not read the capture: {exc}",
+                **summarize_stats(stats),
+            }
+            self.windows.append(summary)
+            return summary
+        finally:
+            pcap_bytes = pcap.stat().st_size if pcap.exists() else 0
+            with contextlib.suppress(OSError):
+                pcap.unlink()
+        summary = {
+            **base,
+            "available": True,
+            "iface": tgt.iface,
+            "filter": bpf_filter(tgt.addrs, tgt.port),
+            **summarize_stats(stats),
+            **result,
+            "pcap_bytes": pcap_bytes,
+            "parse_s": round(time.perf_counter() - t0, 3),
+        }
+        self.windows.append(summary)
+        return summary
+
+    async def close(self) -> JSONDict:
+        for dump, pcap, _ in list(self._running.values()):
+            await dump.stop(flush=False)
+            with contextlib.suppress(OSError):
+                pcap.unlink()
+        self._running.clear()
+        if self._tmpdir is not None:
+            shutil.rmtree(self._tmpdir, ignore_errors=True)
+            self._tmpdir = None
+        section: JSONDict = {
+            "available": self.unavailable is None,
+            "reason": self.unavailable.reason if self.unavailable else None,
+            "how_to_enable": self.unavailable.how_to_enable if self.unavailable else None,
+            "tool": "tcpdump",
+            "windows": self.windows,
+            "idle_rtt_ms": {self._path_of(url): v for url, v in self.idle_rtt_ms.items()},
+            "targets": {
+                self._path_of(url): {
+                    "host": t.host,
+                    "port": t.port,
+                    "addrs": list(t.addrs),
+                    "iface": t.iface,
+                }
+                for url, t in self.targets.items()
+            },
+        }
+        return section
+
+    def _path_of(self, url: str) -> str:
+        """Key by path name when a window told us which path this URL is, else by URL."""
+        return self._url_path.get(url, url)
+
+    def __del__(self) -> None:  # last resort: never leave a tcpdump running
+        for dump, _, _ in getattr(self, "_running", {}).values():
+            dump.kill_now()
+
+
+def _parse_and_analyze(pcap: Path, tgt: Target) -> dict[str, Any]:
+    packets, info = read_pcap(pcap)
+    if tgt.iface == "any":
+        packets = dedupe_loopback(packets)
+    server = [
+        socket.inet_pton(socket.AF_INET6 if ":" in a else socket.AF_INET, a) for a in tgt.addrs
+    ]
+    stats = analyze(packets, server, tgt.port).summary()
+    stats["pcap_records"] = info.records
+    stats["pcap_truncated"] = info.truncated
+    stats["linktype"] = info.linktype
+    return stats
