@@ -1,0 +1,147 @@
+"""The network probe against real traffic, captured by a real tcpdump.
+
+Loopback: exact reconciliation of handshakes and bytes with what the client did, wire TTFB ≈ the
+server's fixed delay. Namespace (``ppnet-…``, veth in 10.213.250.0/24): RTT rises by an NFQUEUE
+delay over the idle baseline; random loss on the server's INPUT produces retransmissions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from netprobe_helpers import drive, netns, nfq_delay, server_process
+
+from pathprobe.config import ProbeOptions
+from pathprobe.probes.base import Probe, Window
+from pathprobe.probes.network import NetworkProbe
+
+pytestmark = [pytest.mark.integration, pytest.mark.root]
+
+
+def _window(path: str, url: str, step: int) -> Window:
+    return Window(path=path, url=url, step=step, offered_rps=None, start_ns=time.monotonic_ns())
+
+
+async def _capture(probe: NetworkProbe, path: str, url: str, step: int, coro: object) -> dict:
+    window = _window(path, url, step)
+    await probe.start_window(window)
+    result = await coro  # type: ignore[misc]
+    summary = await probe.stop_window(window)
+    return {"summary": summary, "result": result}
+
+
+def test_loopback_reconciles_with_the_client() -> None:
+    delay_ms, body_bytes, conns, per_conn = 30.0, 3000, 4, 10
+    request_body = b"q" * 700
+
+    async def scenario(port: int) -> tuple[dict, dict]:
+        url = f"http://127.0.0.1:{port}/"
+        probe = NetworkProbe(ProbeOptions(), [url])
+        assert isinstance(probe, Probe)
+        try:
+            await probe.open()
+            got = await _capture(
+                probe, "direct", url, 0,
+                drive("127.0.0.1", port, connections=conns, per_connection=per_conn,
+                      body=request_body),
+            )  # fmt: skip
+        finally:
+            section = await probe.close()
+        return got, section
+
+    with server_process("127.0.0.1", 0, delay_ms, body_bytes) as port:
+        got, section = asyncio.run(scenario(port))
+    s, totals = got["summary"], got["result"]
+
+    assert section["available"] is True, section
+    assert section["tool"] == "tcpdump"
+    assert s["available"] is True, s
+    assert s["iface"] == "lo"
+    assert s["path"] == "direct" and s["step"] == 0
+    assert isinstance(s["capture_drops"], int)
+    assert s["capture_drops"] == 0
+    assert s["handshakes"] == conns
+    assert s["connections"] == conns
+    assert s["rtt_ms"]["count"] == conns
+    assert totals.requests == conns * per_conn
+    # TCP payload = HTTP bytes exactly (headers included): nothing lost, nothing counted twice.
+    assert s["bytes_to_server"] == totals.bytes_sent
+    assert s["bytes_from_server"] == totals.bytes_received
+    assert s["retransmissions"] == 0
+    assert s["resets"] == 0
+    ttfb = s["wire_ttfb_ms"]
+    assert ttfb["count"] == conns * per_conn
+    # The server sleeps delay_ms before answering: the wire gap cannot be shorter than that.
+    assert ttfb["p50"] >= delay_ms * 0.98
+    assert ttfb["p50"] < delay_ms + 200
+    idle = section["idle_rtt_ms"]["direct"]
+    assert idle["count"] >= 5
+    assert section["windows"] == [s]
+
+
+def test_no_capture_degrades_with_a_reason() -> None:
+    async def scenario() -> tuple[dict, dict]:
+        url = "http://127.0.0.1:9/"
+        probe = NetworkProbe(ProbeOptions(capture=False), [url])
+        await probe.open()
+        w = _window("direct", url, 0)
+        await probe.start_window(w)
+        summary = await probe.stop_window(w)
+        return summary, await probe.close()
+
+    summary, section = asyncio.run(scenario())
+    assert section["available"] is False
+    assert "--no-capture" in section["reason"]
+    assert section["how_to_enable"]
+    assert summary["available"] is False and summary["path"] == "direct"
+    # Port 9 on loopback refuses: the idle baseline is empty, not an exception.
+    assert section["idle_rtt_ms"]["direct"]["count"] == 0
+
+
+def test_namespace_delay_raises_rtt_and_loss_causes_retransmissions() -> None:
+    inject_ms = 40.0
+    with netns() as ns, server_process(ns.ns_ip, 8080, 0.0, 2000, netns=ns.name) as port:
+        url = f"http://{ns.ns_ip}:{port}/"
+
+        async def scenario() -> tuple[dict, dict, dict]:
+            probe = NetworkProbe(ProbeOptions(), [url])
+            try:
+                await probe.open()  # idle baseline, before any fault
+                with nfq_delay(ns, 7, inject_ms, ["--sport", str(port)]):
+                    delayed = await _capture(
+                        probe, "direct", url, 0,
+                        drive(ns.ns_ip, port, connections=6, per_connection=3),
+                    )  # fmt: skip
+                rule = ["-p", "tcp", "--dport", str(port), "-m", "statistic", "--mode",
+                        "random", "--probability", "0.05", "-j", "DROP"]  # fmt: skip
+                ns.run("iptables", "-A", "INPUT", *rule)
+                try:
+                    lossy = await _capture(
+                        probe, "direct", url, 1,
+                        drive(ns.ns_ip, port, connections=4, per_connection=60,
+                              body=b"b" * 1200),
+                    )  # fmt: skip
+                finally:
+                    ns.run("iptables", "-D", "INPUT", *rule, check=False)
+            finally:
+                section = await probe.close()
+            return delayed["summary"], lossy["summary"], section
+
+        delayed, lossy, section = asyncio.run(scenario())
+
+    idle = section["idle_rtt_ms"]["direct"]
+    assert section["available"] is True
+    assert delayed["iface"] == ns.host_if  # found by the route lookup, not told
+    assert idle["count"] >= 5 and idle["p50"] < inject_ms / 2
+    assert delayed["handshakes"] == 6
+    rise = delayed["rtt_ms"]["p50"] - idle["p50"]
+    # The SYN/ACK is held inject_ms: the rise is at least that, and not wildly more.
+    assert rise >= inject_ms * 0.95, (delayed["rtt_ms"], idle)
+    assert rise < inject_ms + 100, (delayed["rtt_ms"], idle)
+    assert delayed["retransmissions"] == 0
+    # 5 % random loss of ≥ 240 client data segments: P(no loss) = 0.95**240 ≈ 4e-6.
+    assert lossy["retransmissions"] > 0, lossy
+    assert 0 < lossy["retransmission_rate"] < 0.5
+    assert lossy["data_segments"] >= 240
