@@ -19,9 +19,11 @@ HERE = Path(__file__).resolve().parent
 # keep-alive. Run with: python -c SERVER_SCRIPT HOST PORT DELAY_MS BODY_BYTES
 SERVER_SCRIPT = r"""
 import asyncio, sys
-host, port, delay_ms, body_bytes = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
+host, port = sys.argv[1], int(sys.argv[2])
+delay_ms, body_bytes = float(sys.argv[3]), int(sys.argv[4])
 body = b"x" * body_bytes
-resp = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nContent-Type: text/plain\r\n\r\n" % len(body) + body
+head = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nContent-Type: text/plain\r\n\r\n"
+resp = head % len(body) + body
 
 async def handle(reader, writer):
     try:
@@ -168,7 +170,7 @@ def netns() -> Iterator[Netns]:
 @contextlib.contextmanager
 def nfq_delay(ns: Netns, queue: int, delay_ms: float, match: list[str]) -> Iterator[None]:
     """Delay packets matching ``match`` (iptables OUTPUT matchers inside ``ns``) by ``delay_ms``
-    with :mod:`nfq_delayer` in a subprocess inside the namespace; rule and process always removed."""
+    with :mod:`nfq_delayer`, a subprocess inside the namespace; rule and process always removed."""
     rule = ["-p", "tcp", *match, "-j", "NFQUEUE", "--queue-num", str(queue)]
     proc = subprocess.Popen(
         ["ip", "netns", "exec", ns.name, sys.executable, str(HERE / "nfq_delayer.py"),

@@ -59,7 +59,8 @@ def test_loopback_reconciles_with_the_client() -> None:
     assert section["tool"] == "tcpdump"
     assert s["available"] is True, s
     assert s["iface"] == "lo"
-    assert s["path"] == "direct" and s["step"] == 0
+    assert s["path"] == "direct"
+    assert s["step"] == 0
     assert isinstance(s["capture_drops"], int)
     assert s["capture_drops"] == 0
     assert s["handshakes"] == conns
@@ -95,7 +96,8 @@ def test_no_capture_degrades_with_a_reason() -> None:
     assert section["available"] is False
     assert "--no-capture" in section["reason"]
     assert section["how_to_enable"]
-    assert summary["available"] is False and summary["path"] == "direct"
+    assert summary["available"] is False
+    assert summary["path"] == "direct"
     # Port 9 on loopback refuses: the idle baseline is empty, not an exception.
     assert section["idle_rtt_ms"]["direct"]["count"] == 0
 
@@ -134,7 +136,8 @@ def test_namespace_delay_raises_rtt_and_loss_causes_retransmissions() -> None:
     idle = section["idle_rtt_ms"]["direct"]
     assert section["available"] is True
     assert delayed["iface"] == ns.host_if  # found by the route lookup, not told
-    assert idle["count"] >= 5 and idle["p50"] < inject_ms / 2
+    assert idle["count"] >= 5
+    assert idle["p50"] < inject_ms / 2
     assert delayed["handshakes"] == 6
     rise = delayed["rtt_ms"]["p50"] - idle["p50"]
     # The SYN/ACK is held inject_ms: the rise is at least that, and not wildly more.
