@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
+import click
 import typer
 
 from pathprobe import __version__
+from pathprobe.cli.diagnose import diagnose
+from pathprobe.errors import EXIT_CANNOT_RUN, EXIT_INTERRUPTED, EXIT_USAGE, PathprobeError
+from pathprobe.redact import redact_text
 
 app = typer.Typer(
     name="pathprobe",
@@ -32,8 +39,33 @@ def _root(
 
 
 # Command modules register themselves below, one line each.
+app.command(no_args_is_help=True)(diagnose)
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point: every failure becomes one line on stderr and an exit code."""
+    try:
+        code = app(standalone_mode=False)
+    except click.UsageError as exc:
+        _fail(f"{exc.format_message()} (see --help)", EXIT_USAGE)
+    except click.exceptions.Abort:
+        _fail("interrupted", EXIT_INTERRUPTED)
+    except click.ClickException as exc:
+        _fail(exc.format_message(), EXIT_USAGE)
+    except PathprobeError as exc:
+        _fail(exc.message, exc.exit_code)
+    except KeyboardInterrupt:
+        _fail("interrupted", EXIT_INTERRUPTED)
+    except Exception as exc:
+        if os.environ.get("PATHPROBE_DEBUG"):
+            raise
+        _fail(
+            f"internal error: {type(exc).__name__}: {exc} (set PATHPROBE_DEBUG=1 for details)",
+            EXIT_CANNOT_RUN,
+        )
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _fail(message: str, code: int) -> None:
+    sys.stderr.write(f"pathprobe: error: {redact_text(message)}\n")
+    sys.exit(code)

@@ -1,0 +1,1 @@
+"""Pure functions over arrays: percentiles, step summaries, targets, hop deltas, attribution."""

@@ -1,0 +1,1 @@
+"""report.json (payload builder) and report.html (renderer)."""

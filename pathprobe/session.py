@@ -1,0 +1,327 @@
+"""Runs one diagnosis: paths × steps with probes around each window — the one place that knows
+the order of things.
+
+Order: validate and check ``--out`` (before any load) → build payloads (before the clock) →
+preflight connect to each path → open probes → for each step, each path (alternating order, so slow
+drift does not pass for the cost of a hop): start probe windows, run the step, stop windows →
+close probes → summarise, judge targets, decide the verdict → write report.json and report.html
+atomically. SIGINT/SIGTERM stop the load at once and still write a partial report (exit 130).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import datetime as dt
+import os
+import signal
+import time
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+from pathprobe.analysis.steps import step_summary
+from pathprobe.analysis.targets import judge
+from pathprobe.analysis.verdict import decide
+from pathprobe.config import DiagnoseConfig, check_out_dir
+from pathprobe.errors import (
+    EXIT_INTERRUPTED,
+    EXIT_TARGETS_MET,
+    EXIT_TARGETS_MISSED,
+    CannotRunError,
+)
+from pathprobe.load.engine import AiohttpEngine, EngineOptions, StepResult
+from pathprobe.load.payloads import PayloadPool, build_pool
+from pathprobe.load.schedule import StepPlan, plan_step
+from pathprobe.probes.base import Probe, Window
+from pathprobe.probes.registry import build_probes
+from pathprobe.redact import redact_url
+from pathprobe.reports.payload import build_report, write_json_atomic, write_text_atomic
+from pathprobe.run import RunResult
+
+PREFLIGHT_TIMEOUT_S = 3.0
+
+ProgressCallback = Callable[[str, float], None]
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """What a run will do, for ``--dry-run`` and the progress bar."""
+
+    steps: list[StepPlan]
+    windows: list[tuple[int, str]]  # (step, path) in run order
+    total_s: float
+    total_requests: int | None  # None under closed loop
+
+    def describe(self, config: DiagnoseConfig) -> list[str]:
+        lines = [f"paths: {', '.join(f'{p.name}={redact_url(p.url)}' for p in config.paths)}"]
+        for step in self.steps:
+            shape = (
+                f"{step.offered_rps:g} requests/s ({config.load.arrival})"
+                if step.offered_rps is not None
+                else f"closed loop, concurrency {step.concurrency}"
+            )
+            count = "" if step.offsets_ns is None else f", {len(step.offsets_ns)} requests per path"
+            lines.append(
+                f"step {step.step + 1}: {shape}, {config.load.warmup_s:g} s warm-up + "
+                f"{config.load.duration_s:g} s measured{count}"
+            )
+        total = "unknown (closed loop)" if self.total_requests is None else self.total_requests
+        lines.append(
+            f"total: {len(self.windows)} windows, about {self.total_s:.0f} s, requests: {total}"
+        )
+        return lines
+
+
+def make_plan(config: DiagnoseConfig, pool: PayloadPool) -> Plan:
+    steps = [
+        plan_step(config.load, i, len(pool), pool.cycle) for i in range(len(config.load.steps))
+    ]
+    windows: list[tuple[int, str]] = []
+    for step in steps:
+        names = [p.name for p in config.paths]
+        # Alternate the order (ABBA) so drift over the run does not favour one path.
+        if step.step % 2 == 1:
+            names.reverse()
+        windows.extend((step.step, name) for name in names)
+    total_s = sum(s.total_ns / 1e9 for s in steps) * len(config.paths)
+    if all(s.offsets_ns is not None for s in steps):
+        total_requests: int | None = sum(
+            len(s.offsets_ns) for s in steps if s.offsets_ns is not None
+        ) * len(config.paths)
+    else:
+        total_requests = None
+    return Plan(steps, windows, total_s, total_requests)
+
+
+def capture_header_names(config: DiagnoseConfig) -> tuple[str, ...]:
+    """Response headers kept per request: hop timing headers (the replica header is separate)."""
+    p = config.probes
+    names = (p.server_timing_header, p.upstream_time_header, p.lb_timers_header)
+    return tuple(dict.fromkeys((*names, p.envoy_time_header)))
+
+
+class Session:
+    """One diagnosis in flight."""
+
+    def __init__(
+        self,
+        config: DiagnoseConfig,
+        argv: list[str],
+        pool: PayloadPool,
+        plan: Plan,
+        progress: ProgressCallback | None = None,
+    ) -> None:
+        self.config = config
+        self.pool = pool
+        self.plan = plan
+        self.progress = progress
+        self.stop = asyncio.Event()
+        self.run_result = RunResult(
+            config=config,
+            argv=argv,
+            started_at=_now_iso(),
+            payload_sizes=pool.sizes_bytes() if len(pool) else None,
+        )
+
+    async def run(self) -> RunResult:
+        loop = asyncio.get_running_loop()
+        self._install_signal_handlers(loop)
+        try:
+            await self._preflight()
+            probes = build_probes(self.config, client_pids=lambda: [os.getpid()])
+            await self._open_probes(probes)
+            try:
+                await self._run_windows(probes)
+            finally:
+                await self._close_probes(probes)
+        finally:
+            self._remove_signal_handlers(loop)
+            self.run_result.ended_at = _now_iso()
+        return self.run_result
+
+    def _install_signal_handlers(self, loop: asyncio.AbstractEventLoop) -> None:
+        def interrupted() -> None:
+            if self.stop.is_set():
+                # A second Ctrl-C: the user means it. Leave through KeyboardInterrupt.
+                raise KeyboardInterrupt
+            self.run_result.interrupted = True
+            self.stop.set()
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(sig, interrupted)
+
+    @staticmethod
+    def _remove_signal_handlers(loop: asyncio.AbstractEventLoop) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.remove_signal_handler(sig)
+
+    async def _preflight(self) -> None:
+        """One TCP connect per path. No path reachable → exit 3 before any load."""
+        results = await asyncio.gather(*(_try_connect(p.url) for p in self.config.paths))
+        for spec, problem in zip(self.config.paths, results, strict=True):
+            if problem is not None:
+                self.run_result.unreachable[spec.name] = problem
+        if len(self.run_result.unreachable) == len(self.config.paths):
+            detail = "; ".join(f"{k}: {v}" for k, v in self.run_result.unreachable.items())
+            raise CannotRunError(f"no path reachable ({detail})")
+        for name, problem in self.run_result.unreachable.items():
+            self.run_result.notes.append(f"path {name} was not reachable before the run: {problem}")
+
+    async def _open_probes(self, probes: list[Probe]) -> None:
+        for probe in probes:
+            await probe.open()
+
+    async def _close_probes(self, probes: list[Probe]) -> None:
+        for probe in probes:
+            try:
+                self.run_result.probes[probe.name] = await probe.close()
+            except Exception as exc:  # a probe failing must not lose the measurements
+                self.run_result.probes[probe.name] = {
+                    "available": False,
+                    "reason": f"probe failed while closing: {type(exc).__name__}: {exc}",
+                    "how_to_enable": "report this as a bug",
+                }
+
+    async def _run_windows(self, probes: list[Probe]) -> None:
+        config = self.config
+        options = EngineOptions(
+            capture_headers=capture_header_names(config),
+            replica_header=config.probes.replica_header,
+            abort_on_error_rate=config.abort_on_error_rate,
+        )
+        engine = AiohttpEngine(config.load, self.pool, options, stop=self.stop)
+        urls = {p.name: p.url for p in config.paths}
+        done_s = 0.0
+        for step_index, path in self.plan.windows:
+            if self.stop.is_set():
+                break
+            plan = self.plan.steps[step_index]
+            label = f"step {step_index + 1}/{len(self.plan.steps)} · {path}"
+            window = Window(
+                path=path,
+                url=urls[path],
+                step=step_index,
+                offered_rps=plan.offered_rps,
+                start_ns=time.monotonic_ns() + plan.warmup_ns,
+            )
+            for probe in probes:
+                await self._guard(probe.name, probe.start_window(window))
+            ticker = asyncio.create_task(self._tick(label, done_s, plan.total_ns / 1e9))
+            try:
+                result = await engine.run_step(path, urls[path], plan)
+            finally:
+                ticker.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await ticker
+            done_s += plan.total_ns / 1e9
+            window = dataclasses.replace(
+                window, start_ns=result.measured_start_ns, end_ns=result.measured_end_ns
+            )
+            summaries: dict[str, Any] = {}
+            for probe in probes:
+                summary = await self._guard(probe.name, probe.stop_window(window))
+                if summary is not None:
+                    summaries[probe.name] = summary
+            self._record(result)
+            if result.aborted:
+                self.run_result.notes.append(f"{path}, step {step_index + 1}: {result.aborted}")
+
+    async def _guard(self, name: str, call: Any) -> Any:
+        """Await a probe call; a probe bug is noted, never fatal to the run."""
+        try:
+            return await call
+        except Exception as exc:
+            self.run_result.notes.append(f"probe {name} failed: {type(exc).__name__}: {exc}")
+            return None
+
+    async def _tick(self, label: str, done_s: float, window_s: float) -> None:
+        if self.progress is None:
+            return
+        started = time.monotonic()
+        while True:
+            elapsed = min(time.monotonic() - started, window_s)
+            self.progress(label, done_s + elapsed)
+            await asyncio.sleep(0.25)
+
+    def _record(self, result: StepResult) -> None:
+        self.run_result.steps.setdefault(result.path, []).append(result)
+        summary = step_summary(result, self.run_result.payload_sizes)
+        self.run_result.step_summaries.setdefault(result.path, []).append(summary)
+
+
+async def _try_connect(url: str) -> str | None:
+    """``None`` when a TCP connection to the URL's host and port opens, else why not."""
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        _reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(parts.hostname, port), PREFLIGHT_TIMEOUT_S
+        )
+    except TimeoutError:
+        return f"connect timed out after {PREFLIGHT_TIMEOUT_S:g} s"
+    except OSError as exc:
+        return exc.strerror or str(exc) or type(exc).__name__
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return None
+
+
+def finish(run: RunResult) -> tuple[dict[str, Any], int]:
+    """Summaries → targets → verdict → report payload, and the exit code."""
+    # Steps appear in run order; sort each path's steps by step index for the report.
+    for name, results in run.steps.items():
+        order = sorted(range(len(results)), key=lambda i: results[i].step)
+        run.steps[name] = [results[i] for i in order]
+        run.step_summaries[name] = [run.step_summaries[name][i] for i in order]
+    outer = run.config.outermost.name
+    judgement = judge(run.step_summaries.get(outer, []), run.config.targets)
+    verdict = decide(run, judgement)
+    report = build_report(run, verdict, judgement)
+    if run.interrupted:
+        code = EXIT_INTERRUPTED
+    elif verdict["targets_met"]:
+        code = EXIT_TARGETS_MET
+    else:
+        code = EXIT_TARGETS_MISSED
+    return report, code
+
+
+def write_outputs(config: DiagnoseConfig, report: dict[str, Any]) -> None:
+    """report.json and report.html, each written atomically."""
+    from pathprobe.reports.render import render_html
+
+    write_json_atomic(config.out_dir / "report.json", report)
+    write_text_atomic(config.out_dir / "report.html", render_html(report))
+
+
+def prepare(config: DiagnoseConfig) -> tuple[PayloadPool, Plan]:
+    """Everything that can fail on bad input, before any load: out dir, payloads, plan."""
+    check_out_dir(config.out_dir)
+    pool = build_pool(config.load.payload, config.load.seed)
+    return pool, make_plan(config, pool)
+
+
+def run_diagnosis(
+    config: DiagnoseConfig, argv: list[str], progress: ProgressCallback | None = None
+) -> tuple[dict[str, Any], int]:
+    """Run a whole diagnosis and write its reports; returns (report, exit code)."""
+    pool, plan = prepare(config)
+    session = Session(config, argv, pool, plan, progress)
+    try:
+        run = asyncio.run(session.run())
+    except KeyboardInterrupt:
+        run = session.run_result
+        run.interrupted = True
+        run.ended_at = run.ended_at or _now_iso()
+    report, code = finish(run)
+    write_outputs(config, report)
+    return report, code
+
+
+def _now_iso() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
