@@ -7,8 +7,9 @@ of frames, **outermost first** (the order of py-spy's raw/folded output).
 How one stack is classified (:func:`classify_stack`):
 
 1. **idle** when the innermost frame is a blocking wait (``select``, ``poll``, ``accept``,
-   ``sleep``, ``wait``, ``acquire``, a socket read …). py-spy's raw format carries no idle flag, so
-   this is the only idle signal once ``--idle`` stacks are recorded.
+   ``sleep``, ``wait``, ``acquire``, a socket read …). py-spy drops threads it sees idle (by OS
+   thread state) unless run with ``--idle``, and its raw format has no idle flag, so this catches
+   waits it sampled anyway (and every idle thread under ``--idle``).
 2. Otherwise frames are walked **innermost → outermost**; the first frame a rule claims decides
    (innermost matching rule wins), with three kinds of rule:
 
@@ -65,7 +66,8 @@ _PREPROCESSING_LIBS = StageRule.of(
     _lib(
         "PIL", "cv2", "torchvision/transforms", "albumentations", "skimage", "imageio",
         "tokenizers", "librosa", "soundfile", "torchaudio/transforms", "timm/data",
-        "transformers/image_processing_utils", "sklearn/preprocessing", "sklearn/feature_extraction",
+        "transformers/image_processing_utils", "sklearn/preprocessing",
+        "sklearn/feature_extraction",
     ),
     "preprocessing",
 )  # fmt: skip
@@ -93,14 +95,14 @@ _FRAMEWORK = re.compile(
         "waitress", "gevent", "eventlet", "multidict", "yarl", "pydantic", "pydantic_core",
         "sniffio", "concurrent/futures", "threading", "socket", "ssl", "trio",
     )
-    + r"|^<module> \("
 )  # fmt: skip
 
 # Libraries whose frames say nothing about the stage by themselves: their caller decides.
 _TRANSPARENT = re.compile(
     _lib(
-        "numpy", "scipy", "sklearn", "pandas", "numba", "json", "email", "base64", "io", "codecs",
-        "encodings", "copy", "functools", "contextlib", "typing", "abc", "enum", "re", "collections",
+        "numpy", "scipy", "sklearn", "pandas", "numba", "json", "email", "base64", "io",
+        "codecs", "encodings", "copy", "functools", "contextlib", "typing", "abc", "enum", "re",
+        "collections",
         "logging", "warnings", "weakref", "tempfile", "os", "posixpath", "genericpath", "pathlib",
         "importlib", "dataclasses", "inspect", "urllib", "struct", "zlib", "gzip", "random", "math",
         "statistics", "orjson", "ujson", "msgpack", "multipart", "python_multipart", "attr",
@@ -116,7 +118,7 @@ _PREPROCESSING_NAME = re.compile(
     re.IGNORECASE,
 )
 _INFERENCE_NAME = re.compile(
-    r"predict|infer|forward|run_model|model_call|generate|score|classify|embed",
+    r"predict|infer|forward|run_model|model_call|classify|generate|embed",
     re.IGNORECASE,
 )
 

@@ -1,0 +1,285 @@
+"""py-spy as a subprocess: finding it, checking it may attach, recording a window, parsing output.
+
+One recording is ``py-spy record --subprocesses --nonblocking --format raw --rate R
+--duration CAP -o FILE --pid PID``, started with asyncio (the event loop never waits on it) and
+stopped with SIGINT — on which py-spy writes its file and exits — then SIGKILL if it does not
+exit in time. Every recording is reaped, also when the window is abandoned.
+
+``--nonblocking`` keeps py-spy from pausing the server for each sample (its overhead then is the
+sampler's own CPU, measured in benchmarks/bench_pyspy_overhead.py). Idle threads are left out
+(no ``--idle``): py-spy decides idleness from the thread's OS state, which sees a ``time.sleep``
+or a blocking read that no frame name shows, and the raw format has no idle flag to carry it. So
+``samples`` counts *active* samples; the ``idle`` category holds only active-looking stacks whose
+innermost frame is a wait (:mod:`pathprobe.probes.stages`). ``include_idle=True`` adds ``--idle``.
+``--duration`` is a safety cap: if pathprobe dies without stopping it, py-spy still ends by
+itself.
+
+The raw format is one line per distinct stack: ``frame;frame;…;frame COUNT``, outermost first;
+with ``--subprocesses`` the first frames are ``process PID:"cmdline"`` pseudo-frames.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import shutil
+import signal
+import sys
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+from pathprobe.probes.base import Unavailable
+
+#: Samples per second. Measured on this machine kind (2 cores) by
+#: benchmarks/bench_pyspy_overhead.py to keep py-spy under 3 % of the server's CPU.
+DEFAULT_RATE_HZ = 50
+#: Frames longer than this are cut (hostile or generated names must not bloat the report).
+MAX_FRAME_CHARS = 160
+STOP_GRACE_S = 5.0
+CAP_SYS_PTRACE_BIT = 19
+
+
+@dataclass(frozen=True)
+class RawProfile:
+    """A parsed raw recording: stacks (outermost first, pseudo-frames removed) → samples."""
+
+    stacks: Counter[tuple[str, ...]]
+    samples: int
+    pids: frozenset[int]
+
+
+def find_py_spy() -> str | None:
+    """The py-spy executable: beside the running interpreter (the venv), else on PATH."""
+    beside = Path(sys.executable).with_name("py-spy")
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    return shutil.which("py-spy")
+
+
+def ptrace_refusal(pid: int) -> Unavailable | None:
+    """Why this process may not ptrace ``pid`` (py-spy needs it), or None when it may.
+
+    Checks root / CAP_SYS_PTRACE and the Yama ``ptrace_scope`` (1: only descendants, which py-spy
+    is not; 2: admin only; 3: never), and a different owner without the capability.
+    """
+    how = (
+        "run pathprobe as root, or grant CAP_SYS_PTRACE (docker: --cap-add SYS_PTRACE; "
+        "Kubernetes: securityContext.capabilities.add [SYS_PTRACE]), or set "
+        "kernel.yama.ptrace_scope=0"
+    )
+    has_cap = _has_cap_sys_ptrace()
+    try:
+        scope = int(Path("/proc/sys/kernel/yama/ptrace_scope").read_text().strip())
+    except (OSError, ValueError):
+        scope = 0
+    if scope >= 3:
+        return Unavailable("ptrace is disabled on this host (kernel.yama.ptrace_scope=3)", how)
+    if scope >= 1 and not has_cap:
+        return Unavailable(
+            f"ptrace refused: kernel.yama.ptrace_scope={scope} and no CAP_SYS_PTRACE", how
+        )
+    if not has_cap:
+        try:
+            owner = os.stat(f"/proc/{pid}").st_uid
+        except OSError:
+            return None  # the process is gone; open() reports that separately
+        if owner != os.geteuid():
+            return Unavailable(
+                f"ptrace refused: PID {pid} belongs to uid {owner}, pathprobe runs as uid "
+                f"{os.geteuid()} without CAP_SYS_PTRACE",
+                how,
+            )
+    return None
+
+
+def _has_cap_sys_ptrace() -> bool:
+    # Read the effective set even for root: a container may run root without the capability.
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("CapEff:"):
+                return bool(int(line.split()[1], 16) >> CAP_SYS_PTRACE_BIT & 1)
+    except (OSError, ValueError):
+        pass
+    return os.geteuid() == 0
+
+
+async def py_spy_version(exe: str) -> str | None:
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            exe, "--version", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL
+        )
+        out, _ = await asyncio.wait_for(proc.communicate(), timeout=10)
+    except (OSError, TimeoutError):
+        return None
+    text = out.decode(errors="replace").strip()
+    return text.removeprefix("py-spy ").strip() or None
+
+
+async def try_dump(exe: str, pid: int, timeout_s: float = 15.0) -> str | None:
+    """Attach once (``py-spy dump --nonblocking``); None on success, else py-spy's complaint."""
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            exe, "dump", "--nonblocking", "--pid", str(pid),
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+    except OSError as exc:
+        return f"cannot run py-spy: {exc}"
+    try:
+        _, err = await asyncio.wait_for(proc.communicate(), timeout=timeout_s)
+    except TimeoutError:
+        await _reap(proc, kill=True)
+        return "py-spy dump timed out"
+    if proc.returncode == 0:
+        return None
+    text = err.decode(errors="replace").strip().splitlines()
+    return (text[-1] if text else f"py-spy exited with {proc.returncode}")[:300]
+
+
+class Recording:
+    """One running ``py-spy record`` of one root PID (and its subprocesses)."""
+
+    def __init__(
+        self,
+        exe: str,
+        pid: int,
+        out_path: Path,
+        rate_hz: int,
+        max_duration_s: int,
+        include_idle: bool = False,
+    ) -> None:
+        self.exe = exe
+        self.pid = pid
+        self.out_path = out_path
+        self.err_path = out_path.with_suffix(".stderr")
+        self.rate_hz = rate_hz
+        self.max_duration_s = max_duration_s
+        self.include_idle = include_idle
+        self._proc: asyncio.subprocess.Process | None = None
+        self.error: str | None = None
+        #: CPU seconds py-spy itself used, read just before it is stopped (its overhead).
+        self.cpu_seconds: float | None = None
+
+    def argv(self) -> list[str]:
+        argv = [
+            self.exe, "record", "--subprocesses", "--nonblocking",
+            "--format", "raw", "--rate", str(self.rate_hz),
+            "--duration", str(self.max_duration_s),
+            "-o", str(self.out_path), "--pid", str(self.pid),
+        ]  # fmt: skip
+        if self.include_idle:
+            argv.insert(4, "--idle")
+        return argv
+
+    async def start(self) -> None:
+        with open(self.err_path, "wb") as err:  # noqa: ASYNC230 - creating an empty local file
+            # Own session: a Ctrl-C at the terminal reaches pathprobe, which then stops py-spy in
+            # order; stderr to a file so a chatty py-spy can never block on a full pipe.
+            self._proc = await asyncio.create_subprocess_exec(
+                *self.argv(),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=err,
+                start_new_session=True,
+            )
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.returncode is None
+
+    async def stop(self) -> RawProfile:
+        """SIGINT, wait, SIGKILL if needed; always reaped. Parses what py-spy wrote."""
+        proc = self._proc
+        if proc is not None:
+            if proc.returncode is None:
+                self.cpu_seconds = _cpu_seconds(proc.pid)
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signal.SIGINT)
+                try:
+                    await asyncio.wait_for(proc.wait(), timeout=STOP_GRACE_S)
+                except TimeoutError:
+                    await _reap(proc, kill=True)
+            stderr = _tail(self.err_path)
+            if proc.returncode not in (0, -signal.SIGINT) and not self.out_path.exists():
+                self.error = stderr or f"py-spy exited with {proc.returncode}"
+        try:
+            text = await asyncio.to_thread(self.out_path.read_text, "utf-8", "replace")
+        except OSError:
+            text = ""
+            if self.error is None:
+                self.error = _tail(self.err_path) or "py-spy wrote no output"
+        return parse_raw(text)
+
+    async def kill(self) -> None:
+        """Abandon the recording (close without stop): kill and reap."""
+        if self._proc is not None:
+            await _reap(self._proc, kill=True)
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    try:
+        times = psutil.Process(pid).cpu_times()
+    except psutil.Error:
+        return None
+    return times.user + times.system
+
+
+async def _reap(proc: asyncio.subprocess.Process, kill: bool) -> None:
+    if proc.returncode is None and kill:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(proc.wait(), timeout=STOP_GRACE_S)
+
+
+def _tail(path: Path) -> str:
+    try:
+        lines = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    # py-spy prints progress lines prefixed "py-spy>"; the last one that is not is the error.
+    errors = [ln for ln in lines if not ln.startswith("py-spy>")]
+    return (errors[-1] if errors else "")[:300]
+
+
+_PROCESS_FRAME = re.compile(r"^process (\d+):")
+
+
+def shorten_frame(frame: str) -> str:
+    """Cut a frame to :data:`MAX_FRAME_CHARS`, keeping its ``(file:line)`` tail readable."""
+    if len(frame) <= MAX_FRAME_CHARS:
+        return frame
+    return frame[: MAX_FRAME_CHARS - 1] + "…"
+
+
+def parse_raw(text: str) -> RawProfile:
+    """Parse py-spy's raw (folded) output; malformed lines are skipped."""
+    stacks: Counter[tuple[str, ...]] = Counter()
+    pids: set[int] = set()
+    total = 0
+    for line in text.splitlines():
+        stack_text, sep, count_text = line.rpartition(" ")
+        if not sep or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        frames: list[str] = []
+        for frame in stack_text.split(";"):
+            match = _PROCESS_FRAME.match(frame)
+            if match:
+                pids.add(int(match.group(1)))
+                continue
+            if frame.startswith("thread (") or not frame:
+                continue
+            frames.append(shorten_frame(frame))
+        stacks[tuple(frames)] += count
+        total += count
+    return RawProfile(stacks=stacks, samples=total, pids=frozenset(pids))
+
+
+def folded_top(stacks: Counter[tuple[str, ...]], limit: int = 2000) -> dict[str, int]:
+    """The ``limit`` heaviest stacks as ``"frame;frame;frame" → samples`` (for the flame graph)."""
+    return {";".join(stack): n for stack, n in stacks.most_common(limit) if stack}

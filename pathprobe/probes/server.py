@@ -1,0 +1,360 @@
+"""The server probe: what the model server's processes did during each load window.
+
+For the processes of ``--server-pid`` (and their children, restarted workers included) it records,
+per (path, step) window (design.md §3):
+
+* py-spy samples folded into stages by name rules (:mod:`.stages`, :mod:`.pyspy`);
+* CPU and memory (RSS, USS) of every worker over time, births and deaths (:mod:`.processes`);
+* the cgroup's memory limit, usage maximum, OOM events and CPU throttling, and kernel OOM lines
+  (:mod:`.cgroups`).
+
+Each part degrades on its own with a reason: py-spy missing or ptrace refused still leaves the
+process sampler and the cgroup; an unreadable cgroup leaves the rest. Only "no process to watch"
+makes the whole probe unavailable.
+
+Window summary keys (read by attribution and the report; keep them):
+``path``, ``step``, ``samples``, ``stage_samples``, ``stage_share``, ``folded``, ``workers``,
+``timeline``, ``worker_deaths``, ``worker_births``, ``cgroup``, ``kernel_oom_lines``,
+``busy_workers_mean``, ``cpu_cores_available`` — plus ``t0_ns`` (monotonic_ns of ``t_ms`` 0),
+``window_ms``, ``cpu_seconds_total`` (workers), ``profiler_cpu_seconds`` (py-spy itself),
+``profile`` (``{"available", "reason", ...}``) and ``pids_profiled``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import shutil
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from pathprobe.config import ProbeOptions
+from pathprobe.probes import cgroups, pyspy, stages
+from pathprobe.probes.base import JSONDict, Probe, Unavailable, Window
+from pathprobe.probes.processes import ProcessSampler, descendants
+
+NO_TARGET = Unavailable(
+    "no server process to observe (no --server-pid and no --agent)",
+    "pass --server-pid PID or --agent URL",
+)
+PY_SPY_MISSING_HOW = "pip install py-spy (a pathprobe dependency) or put py-spy on PATH"
+#: Longest a local recording may run before py-spy stops by itself (a safety net only: windows
+#: are stopped explicitly).
+DEFAULT_MAX_RECORD_S = 900
+_KILLED_PID = re.compile(r"(?:Killed process|pid=)\s*(\d+)")
+
+
+@dataclass
+class _Active:
+    """What runs during one window."""
+
+    window: Window
+    t0_ns: int
+    tmpdir: Path
+    recordings: list[pyspy.Recording] = field(default_factory=list)
+    sampler: ProcessSampler | None = None
+    cgroup: cgroups.CgroupWatch | None = None
+    kernel: cgroups.KernelOomLog | None = None
+
+
+class ServerProbe:
+    """:class:`~pathprobe.probes.base.Probe` for local server processes (``--server-pid``).
+
+    ``cgroup`` (a cgroup directory) widens the watched set to every process in it; without it the
+    cgroup of the first PID is only *read*, never used to pick processes.
+    Several windows may be open at once (the agent allows it), keyed by (path, step).
+    """
+
+    name = "server"
+
+    def __init__(
+        self,
+        options: ProbeOptions,
+        *,
+        cgroup: str | Path | None = None,
+        rate_hz: int = pyspy.DEFAULT_RATE_HZ,
+        sample_hz: float = 5.0,
+        max_record_s: int = DEFAULT_MAX_RECORD_S,
+    ) -> None:
+        self.options = options
+        self.rate_hz = rate_hz
+        self.sample_hz = sample_hz
+        self.max_record_s = max_record_s
+        self.explicit_cgroup = None if cgroup is None else Path(cgroup)
+        self.roots: tuple[int, ...] = tuple(options.server_pids)
+        self.unavailable: Unavailable | None = None
+        self.profile_unavailable: Unavailable | None = None
+        self.cgroup_unavailable: Unavailable | None = None
+        self.cgroup_paths: cgroups.CgroupPaths | None = None
+        self.py_spy: str | None = None
+        self.py_spy_version: str | None = None
+        self.rules = stages.compile_rules(options.stage_rules)
+        self._active: dict[tuple[str, int], _Active] = {}
+        self._windows: list[JSONDict] = []
+        self._pids_seen: set[int] = set()
+        self._opened = False
+
+    # -- Probe protocol ---------------------------------------------------------------------
+
+    async def open(self) -> None:
+        self._opened = True
+        alive = [pid for pid in self.roots if psutil.pid_exists(pid)]
+        if self.explicit_cgroup is not None:
+            self.cgroup_paths = cgroups.cgroup_from_path(self.explicit_cgroup)
+        if not alive and not (self.cgroup_paths and cgroups.cgroup_pids(self.cgroup_paths)):
+            self.unavailable = (
+                NO_TARGET
+                if not self.roots and self.explicit_cgroup is None
+                else Unavailable(
+                    f"server process(es) {list(self.roots)} not running",
+                    "pass the PID of a running server process with --server-pid",
+                )
+            )
+            return
+        self.roots = tuple(alive)
+        if self.cgroup_paths is None and alive:
+            self.cgroup_paths = cgroups.cgroup_of(alive[0])
+        self.cgroup_unavailable = cgroups.check_cgroup(self.cgroup_paths)
+        self.profile_unavailable = await self._check_profiler()
+
+    async def start_window(self, window: Window) -> None:
+        if self.unavailable is not None:
+            return
+        key = (window.path, window.step)
+        if key in self._active:
+            await self._abandon(self._active.pop(key))
+        active = _Active(
+            window=window,
+            t0_ns=time.monotonic_ns(),
+            tmpdir=Path(tempfile.mkdtemp(prefix="pathprobe-pyspy-")),
+        )
+        self._active[key] = active
+        if self.cgroup_paths is not None and self.cgroup_unavailable is None:
+            active.cgroup = cgroups.CgroupWatch(self.cgroup_paths)
+            await asyncio.to_thread(active.cgroup.begin)
+        active.kernel = cgroups.KernelOomLog()
+        await asyncio.to_thread(active.kernel.begin)
+        cgroup_pids = None
+        if self.explicit_cgroup is not None and self.cgroup_paths is not None:
+            paths = self.cgroup_paths
+            cgroup_pids = lambda: cgroups.cgroup_pids(paths)  # noqa: E731
+        active.sampler = ProcessSampler(
+            self.roots,
+            cgroup_pids=cgroup_pids,
+            on_tick=active.cgroup.memory_usage_bytes if active.cgroup else None,
+            sample_hz=self.sample_hz,
+        )
+        await asyncio.to_thread(active.sampler.start)
+        active.t0_ns = active.sampler.t0_ns
+        if self.profile_unavailable is None and self.py_spy is not None:
+            for i, pid in enumerate(self._profile_targets()):
+                rec = pyspy.Recording(
+                    self.py_spy, pid, active.tmpdir / f"pyspy-{i}.txt",
+                    self.rate_hz, self.max_record_s,
+                )  # fmt: skip
+                try:
+                    await rec.start()
+                except OSError as exc:
+                    rec.error = f"cannot start py-spy: {exc}"
+                active.recordings.append(rec)
+
+    async def stop_window(self, window: Window) -> JSONDict:
+        key = (window.path, window.step)
+        active = self._active.pop(key, None)
+        if active is None:
+            summary: JSONDict = {"path": window.path, "step": window.step, "available": False}
+            summary["reason"] = (
+                self.unavailable.reason if self.unavailable else "window was not started"
+            )
+            self._windows.append(summary)
+            return summary
+        try:
+            summary = await self._finish(active, window)
+        finally:
+            shutil.rmtree(active.tmpdir, ignore_errors=True)
+        self._windows.append(summary)
+        return summary
+
+    async def close(self) -> JSONDict:
+        for active in list(self._active.values()):
+            await self._abandon(active)
+        self._active.clear()
+        section: JSONDict = {
+            "available": self.unavailable is None,
+            "reason": None if self.unavailable is None else self.unavailable.reason,
+            "how_to_enable": None if self.unavailable is None else self.unavailable.how_to_enable,
+            "windows": list(self._windows),
+            "profiler": {
+                "tool": "py-spy",
+                "version": self.py_spy_version,
+                "rate_hz": self.rate_hz,
+                **self._part(self.profile_unavailable),
+            },
+            "cgroup": self._part(self.cgroup_unavailable),
+            "pids": sorted(self._pids_seen | set(self.roots)),
+        }
+        return section
+
+    # -- parts ------------------------------------------------------------------------------
+
+    async def _check_profiler(self) -> Unavailable | None:
+        if not self.options.profile:
+            return Unavailable("profiling turned off (--no-profile)", "drop --no-profile")
+        self.py_spy = pyspy.find_py_spy()
+        if self.py_spy is None:
+            return Unavailable("py-spy not found", PY_SPY_MISSING_HOW)
+        self.py_spy_version = await pyspy.py_spy_version(self.py_spy)
+        targets = self._profile_targets()
+        for pid in targets:
+            refusal = pyspy.ptrace_refusal(pid)
+            if refusal is not None:
+                return refusal
+        # A root may be a wrapper (a shell, `timeout`): one Python process in the tree is enough.
+        complaint = None
+        for pid in sorted(descendants(targets))[:8]:
+            complaint = await pyspy.try_dump(self.py_spy, pid)
+            if complaint is None:
+                return None
+        lowered = (complaint or "").lower()
+        if "permission" in lowered or "not permitted" in lowered:
+            return Unavailable(
+                f"ptrace refused: {complaint}", "run as root or grant CAP_SYS_PTRACE"
+            )
+        return Unavailable(
+            f"py-spy cannot read the server processes: {complaint}",
+            "point --server-pid at the Python server process (e.g. the gunicorn master)",
+        )
+
+    def _profile_targets(self) -> list[int]:
+        """Root PIDs for py-spy; with only a cgroup, the cgroup's oldest processes' roots."""
+        if self.roots:
+            return [pid for pid in self.roots if psutil.pid_exists(pid)]
+        if self.cgroup_paths is None:
+            return []
+        pids = cgroups.cgroup_pids(self.cgroup_paths) - {os.getpid()}
+        # Top of each tree inside the cgroup: processes whose parent is outside it.
+        tops = []
+        for pid in sorted(pids):
+            with contextlib.suppress(psutil.Error):
+                if psutil.Process(pid).ppid() not in pids:
+                    tops.append(pid)
+        return tops
+
+    async def _finish(self, active: _Active, window: Window) -> JSONDict:
+        profiles = await asyncio.gather(*(rec.stop() for rec in active.recordings))
+        sampler_summary: JSONDict = {}
+        if active.sampler is not None:
+            sampler = active.sampler
+            await asyncio.to_thread(sampler.stop)
+            sampler_summary = sampler.summary()
+        cgroup_summary: JSONDict
+        if active.cgroup is not None:
+            cgroup_summary = await asyncio.to_thread(active.cgroup.end)
+        else:
+            cgroup_summary = (self.cgroup_unavailable or Unavailable(
+                "no cgroup found for the server", cgroups.CGROUP_HOW_TO
+            )).as_json()  # fmt: skip
+        kernel_lines: list[str] = []
+        if active.kernel is not None:
+            kernel_lines = await asyncio.to_thread(active.kernel.end)
+
+        stacks: Counter[tuple[str, ...]] = Counter()
+        profiled: set[int] = set()
+        for profile in profiles:
+            stacks.update(profile.stacks)
+            profiled |= profile.pids
+        samples = sum(stacks.values())
+        stage_samples = stages.fold_stage_counts(stacks, self.rules) if samples else {}
+        errors = [rec.error for rec in active.recordings if rec.error]
+        profile_state: JSONDict
+        if self.profile_unavailable is not None:
+            profile_state = self.profile_unavailable.as_json()
+        elif errors and not samples:
+            profile_state = Unavailable(
+                f"py-spy failed: {errors[0]}", "check that py-spy can attach (run as root)"
+            ).as_json()
+        else:
+            profile_state = {"available": True, "errors": errors}
+        profiler_cpu = [rec.cpu_seconds for rec in active.recordings if rec.cpu_seconds]
+
+        deaths = sampler_summary.get("worker_deaths", [])
+        killed = {int(m.group(1)) for line in kernel_lines for m in _KILLED_PID.finditer(line)}
+        for death in deaths:
+            death["oom_killed"] = death["pid"] in killed
+        worker_pids = {w["pid"] for w in sampler_summary.get("workers", [])}
+        self._pids_seen |= worker_pids
+        end_ns = window.end_ns or time.monotonic_ns()
+        start_ns = window.start_ns or active.t0_ns
+        summary: JSONDict = {
+            "path": window.path,
+            "step": window.step,
+            "available": True,
+            "t0_ns": active.t0_ns,
+            "window_ms": round(max(0, end_ns - start_ns) / 1e6, 1),
+            "samples": samples,
+            "stage_samples": stage_samples,
+            "stage_share": {k: round(v, 4) for k, v in stages.stage_shares(stage_samples).items()},
+            "folded": pyspy.folded_top(stacks),
+            "profile": profile_state,
+            "pids_profiled": sorted(profiled),
+            "profiler_cpu_seconds": round(sum(profiler_cpu), 3) if profiler_cpu else None,
+            "workers": sampler_summary.get("workers", []),
+            "timeline": sampler_summary.get("timeline", []),
+            "worker_deaths": deaths,
+            "worker_births": sampler_summary.get("worker_births", []),
+            "busy_workers_mean": sampler_summary.get("busy_workers_mean"),
+            "cpu_seconds_total": sampler_summary.get("cpu_seconds_total"),
+            "cgroup": cgroup_summary,
+            "kernel_oom_lines": kernel_lines,
+            "cpu_cores_available": self._cores_available(cgroup_summary, worker_pids),
+        }
+        if sampler_summary.get("sampler_error"):
+            summary["sampler_error"] = sampler_summary["sampler_error"]
+        return summary
+
+    def _cores_available(self, cgroup_summary: JSONDict, pids: set[int]) -> float:
+        """Cores the server may use: its CPU affinity, capped by a cgroup CPU quota."""
+        cores: float = float(os.cpu_count() or 1)
+        for pid in sorted(pids)[:1] or list(self.roots[:1]):
+            with contextlib.suppress(OSError):
+                cores = float(len(os.sched_getaffinity(pid)))
+        limit = cgroup_summary.get("cpu_limit_cores")
+        if isinstance(limit, int | float) and limit > 0:
+            cores = min(cores, float(limit))
+        return cores
+
+    async def _abandon(self, active: _Active) -> None:
+        """Stop everything of a window nobody will ask for (reaps py-spy)."""
+        for rec in active.recordings:
+            await rec.kill()
+        if active.sampler is not None:
+            await asyncio.to_thread(active.sampler.stop)
+        if active.cgroup is not None:
+            active.cgroup.close()
+        if active.kernel is not None:
+            active.kernel.close()
+        shutil.rmtree(active.tmpdir, ignore_errors=True)
+
+    @staticmethod
+    def _part(unavailable: Unavailable | None) -> JSONDict:
+        if unavailable is None:
+            return {"available": True, "reason": None, "how_to_enable": None}
+        return unavailable.as_json()
+
+
+def make_server_probe(options: ProbeOptions, **kwargs: Any) -> Probe:
+    """The server probe for ``options``: remote through ``--agent URL``, else local PIDs."""
+    if options.agent_url:
+        from pathprobe.agent.client import AgentServerProbe
+
+        probe: Probe = AgentServerProbe(options.agent_url, options.agent_token)
+        return probe
+    return ServerProbe(options, **kwargs)
