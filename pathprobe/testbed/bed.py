@@ -1,0 +1,408 @@
+"""The :class:`Testbed`: two model-server replicas, an nginx sidecar each, haproxy over both.
+
+    with Testbed(faults=["proxy_queue"], stack="aiohttp") as tb:
+        tb.urls["direct"], tb.urls["proxy"], tb.urls["lb"]   # http://HOST:PORT
+        tb.server_pids                                       # the servers' master PIDs
+
+Everything it starts is recorded (see :mod:`pathprobe.testbed.state`) as soon as it exists, and
+:meth:`Testbed.stop` — also called when :meth:`start` fails half-way or is interrupted — removes
+exactly that: our process groups by PID, our namespace with its rules and qdiscs, our cgroups.
+The servers, nginx and haproxy are pinned to ``server_cpu``; the client should run on
+``client_cpu`` so a server fault does not starve it (design.md §6).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from pathprobe.errors import CannotRunError
+from pathprobe.testbed import cgroup, netns, state
+from pathprobe.testbed.faults import (
+    FAULTS,
+    NETWORK_FAULTS,
+    relevant_magnitudes,
+    resolve_magnitudes,
+    validate_faults,
+    validate_stack,
+)
+from pathprobe.testbed.procs import ProcRecord, free_port, spawn
+from pathprobe.testbed.render import render_haproxy, render_nginx
+from pathprobe.testbed.settings import ENV_VAR, ServerSettings
+
+REPLICAS = ("r1", "r2")
+LB_TIMERS_HEADER = "x-haproxy-timers"
+START_TIMEOUT_S = 90.0
+
+#: Where each stack puts its time, for the report and for attribution rules.
+STACK_FUNCTIONS: dict[str, dict[str, list[str]]] = {
+    "fastapi": {
+        "preprocessing": ["preprocess_image", "decode_image", "resize_image", "normalize_pixels",
+                          "denoise_full_resolution", "expand_pixel_pyramid"],
+        "inference": ["DigitModel.predict_digit", "DigitModel.refine_with_ensemble",
+                      "TabularModel.predict_rows"],
+        "server_timing": ["preprocess", "inference"],
+    },
+    "aiohttp": {
+        "preprocessing": ["prepare_input", "load_jpeg", "fit_to_input", "standardize_array",
+                          "sharpen_and_equalize", "build_scale_space"],
+        "inference": ["ConvNet.forward", "ConvNet.deep_residual_blocks", "WineModel.score_table"],
+        "server_timing": ["prep", "model"],
+    },
+}  # fmt: skip
+
+
+class Testbed:
+    """A real request path on this machine with optional faults. See the module docstring."""
+
+    def __init__(
+        self,
+        faults: Sequence[str] = (),
+        stack: str = "fastapi",
+        workdir: Path | None = None,
+        server_cpu: int | None = 1,
+        magnitudes: Mapping[str, Any] | None = None,
+        replica_header: str = "x-replica",
+        state_file: Path | None = None,
+    ) -> None:
+        self.faults = validate_faults(faults)
+        self.stack = validate_stack(stack)
+        self.magnitudes = resolve_magnitudes(stack, magnitudes)
+        self.replica_header = replica_header
+        self.lb_timers_header = LB_TIMERS_HEADER
+        self.tag = secrets.token_hex(3)
+        self._workdir_arg = workdir
+        self.workdir: Path = workdir or Path(tempfile.gettempdir()) / f"pathprobe-tb-{self.tag}"
+        self.state_file = state_file
+        cpus = sorted(os.sched_getaffinity(0))
+        if server_cpu is not None and server_cpu in cpus and len(cpus) >= 2:
+            self.server_cpu: int | None = server_cpu
+            self.client_cpu: int | None = next(c for c in cpus if c != server_cpu)
+        else:
+            self.server_cpu = self.client_cpu = None
+        self.urls: dict[str, str] = {}
+        self.server_pids: list[int] = []
+        self.netns: str | None = None
+        self.host = "127.0.0.1"
+        self.cgroups: list[cgroup.MemoryCgroup] = []
+        self.started_in_s: float | None = None
+        self._popens: dict[int, subprocess.Popen[bytes]] = {}
+        self._state: dict[str, Any] | None = None
+        self._ns_plan: netns.NetnsPlan | None = None
+
+    # --- context manager ----------------------------------------------------------------------
+
+    def __enter__(self) -> Testbed:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    def start(self) -> Testbed:
+        """Bring everything up and wait until all three URLs answer. On any failure (or Ctrl-C)
+        everything already started is torn down before the exception propagates."""
+        if self._state is not None:
+            raise RuntimeError("testbed already started")
+        t0 = time.monotonic()
+        owns = self._workdir_arg is None
+        self.workdir.mkdir(parents=True, exist_ok=not owns)
+        self._state = state.empty_state(self.tag, self.workdir, owns)
+        self._state.update(stack=self.stack, faults=list(self.faults))
+        self._save()
+        try:
+            self._start_all()
+        except BaseException as exc:
+            log_tail = self._log_tails()
+            self.stop()
+            if isinstance(exc, Exception) and not isinstance(exc, CannotRunError):
+                raise CannotRunError(f"testbed failed to start: {exc}{log_tail}") from exc
+            raise
+        self.started_in_s = time.monotonic() - t0
+        return self
+
+    def stop(self) -> list[str]:
+        """Tear down what this testbed started (idempotent). Returns problems, empty when clean."""
+        if self._state is None:
+            return []
+        problems = state.teardown(self._state, keep_workdir=False)
+        for popen in self._popens.values():
+            try:
+                popen.wait(timeout=1)
+            except subprocess.TimeoutExpired:
+                pass
+        self._popens.clear()
+        self._state = None
+        if self.state_file is not None:
+            self.state_file.unlink(missing_ok=True)
+        return problems
+
+    def describe(self) -> dict[str, Any]:
+        """Faults with their magnitudes and the layout, for the report (JSON-serialisable)."""
+        return {
+            "stack": self.stack,
+            "faults": [{"name": f, "stage": FAULTS[f]} for f in self.faults],
+            "magnitudes": relevant_magnitudes(self.faults, self.magnitudes),
+            "urls": dict(self.urls),
+            "replicas": list(REPLICAS),
+            "replica_header": self.replica_header,
+            "lb_timers_header": self.lb_timers_header,
+            "upstream_time_header": "x-upstream-header-time",
+            "server_pids": list(self.server_pids),
+            "server_cpu": self.server_cpu,
+            "client_cpu": self.client_cpu,
+            "netns": self.netns,
+            "functions": STACK_FUNCTIONS[self.stack],
+            "started_in_s": self.started_in_s,
+        }
+
+    # --- internals ------------------------------------------------------------------------------
+
+    def _save(self) -> None:
+        if self.state_file is not None and self._state is not None:
+            state.save(self._state, self.state_file)
+
+    def _record(self, popen: subprocess.Popen[bytes], record: ProcRecord) -> None:
+        assert self._state is not None
+        self._popens[record.pid] = popen
+        self._state["processes"].append(record.to_json())
+        self._save()
+
+    def _start_all(self) -> None:
+        assert self._state is not None
+        prefix: list[str] = []
+        bind_host = "127.0.0.1"
+        if NETWORK_FAULTS & set(self.faults):
+            plan = netns.plan(self.tag)
+            self._ns_plan = plan
+            # Recorded before creation: a half-made namespace is removed too.
+            self._state["netns"] = {"name": plan.name, "outer_if": plan.outer_if}
+            self._save()
+            netns.create(plan)
+            self.netns, self.host, bind_host = plan.name, plan.inner_ip, "0.0.0.0"
+            prefix = plan.exec_prefix()
+        pin = ["taskset", "-c", str(self.server_cpu)] if self.server_cpu is not None else []
+
+        server_ports = {r: free_port() for r in REPLICAS}
+        nginx_ports = {r: free_port() for r in REPLICAS}
+        lb_port = free_port()
+        for replica in REPLICAS:
+            cg_wrap: list[str] = []
+            if "oom" in self.faults:
+                cg = cgroup.create(f"{self.tag}-{replica}")
+                self.cgroups.append(cg)
+                self._state["cgroups"].append(str(cg.path))
+                self._save()
+                # The launcher joins the cgroup itself before exec, so every worker is inside.
+                cg_wrap = ["sh", "-c", f'echo $$ > {cg.procs_file} && exec "$@"', "sh"]
+            argv = [*prefix, *cg_wrap, *pin, *self._server_argv(bind_host, server_ports[replica])]
+            log_path = self.workdir / f"server-{replica}.log"
+            popen, record = spawn(f"server-{replica}", argv, log_path=log_path,
+                                  env=self._server_env(replica), cwd=self.workdir)  # fmt: skip
+            self._record(popen, record)
+            self.server_pids.append(record.pid)
+        self._state["server_pids"] = list(self.server_pids)
+        for replica in REPLICAS:
+            self._wait_http(
+                f"http://{self.host}:{server_ports[replica]}/healthz", f"server-{replica}"
+            )
+        if self.cgroups:
+            headroom = int(self.magnitudes["oom_headroom_mb"] * 1024 * 1024)
+            for cg in self.cgroups:
+                cg.set_limit_bytes(cg.usage_bytes() + headroom)
+
+        limit_rps = self.magnitudes["proxy_rate_rps"] if "proxy_queue" in self.faults else None
+        for replica in REPLICAS:
+            tmp = self.workdir / f"nginx-{replica}-tmp"
+            tmp.mkdir(exist_ok=True)
+            conf = self.workdir / f"nginx-{replica}.conf"
+            conf.write_text(render_nginx(
+                replica=replica, workdir=self.workdir, listen_host=bind_host,
+                listen_port=nginx_ports[replica], server_port=server_ports[replica],
+                limit_rate_rps=limit_rps,
+                limit_burst=int(self.magnitudes["proxy_burst"]), run_as_root=os.geteuid() == 0,
+            ))  # fmt: skip
+            argv = [
+                *prefix,
+                *pin,
+                "nginx",
+                "-e",
+                "stderr",
+                "-p",
+                str(self.workdir),
+                "-c",
+                str(conf),
+            ]
+            popen, record = spawn(
+                f"nginx-{replica}", argv, log_path=self.workdir / f"nginx-{replica}.log"
+            )
+            self._record(popen, record)
+        cfg = self.workdir / "haproxy.cfg"
+        cfg.write_text(render_haproxy(
+            workdir=self.workdir, listen_host=bind_host, listen_port=lb_port,
+            backends=[(r, nginx_ports[r]) for r in REPLICAS],
+            maxconn=int(self.magnitudes["lb_maxconn"]) if "lb_queue" in self.faults else None,
+            timers_header=self.lb_timers_header,
+        ))  # fmt: skip
+        popen, record = spawn("haproxy", [*prefix, *pin, "haproxy", "-db", "-f", str(cfg)],
+                              log_path=self.workdir / "haproxy.log")  # fmt: skip
+        self._record(popen, record)
+
+        self.urls = {
+            "direct": f"http://{self.host}:{server_ports['r1']}",
+            "proxy": f"http://{self.host}:{nginx_ports['r1']}",
+            "lb": f"http://{self.host}:{lb_port}",
+        }
+        self._state["urls"] = dict(self.urls)
+        self._state["stats_socket"] = str(self.workdir / "haproxy.sock")
+        self._save()
+        for replica in REPLICAS:
+            self._wait_http(
+                f"http://{self.host}:{nginx_ports[replica]}/healthz", f"nginx-{replica}"
+            )
+        self._wait_http(f"{self.urls['lb']}/healthz", "haproxy")
+
+        # Network faults last, so bring-up itself is not slowed by them.
+        if self._ns_plan is not None:
+            self._apply_network_faults(self._ns_plan)
+        if "starved_client" in self.faults:
+            if self.client_cpu is None:
+                raise CannotRunError(
+                    "starved_client needs at least 2 CPUs (client and server cores)"
+                )
+            argv = [sys.executable, "-m", "pathprobe.testbed.hog", "--cpu", str(self.client_cpu),
+                    "--duty", str(self.magnitudes["starved_client_duty"]),
+                    "--period-ms", str(self.magnitudes["starved_client_period_ms"])]  # fmt: skip
+            popen, record = spawn("hog", argv, log_path=self.workdir / "hog.log")
+            self._record(popen, record)
+
+    def _apply_network_faults(self, plan: netns.NetnsPlan) -> None:
+        if "net_delay" in self.faults:
+            argv = [*plan.exec_prefix(), sys.executable, "-m", "pathprobe.testbed.nfq_delay",
+                    "--queue", str(netns.NFQUEUE_NUM),
+                    "--delay-ms", str(self.magnitudes["net_delay_ms"])]  # fmt: skip
+            if self.server_cpu is not None:
+                argv = [*plan.exec_prefix(), "taskset", "-c", str(self.server_cpu), *argv[4:]]
+            popen, record = spawn("nfq-delay", argv, log_path=self.workdir / "nfq-delay.log")
+            self._record(popen, record)
+            self._wait_log(self.workdir / "nfq-delay.log", "nfq_delay: queue", popen)
+            netns.add_delay_rules(plan)
+        if "net_loss" in self.faults:
+            netns.add_loss(plan, self.magnitudes["net_loss_pct"])
+        if "net_bandwidth" in self.faults:
+            netns.add_bandwidth_limit(plan, self.magnitudes["net_bandwidth_mbit"])
+
+    def _server_argv(self, host: str, port: int) -> list[str]:
+        if self.stack == "aiohttp":
+            return [sys.executable, "-m", "pathprobe.testbed.aiohttp_server",
+                    "--host", host, "--port", str(port)]  # fmt: skip
+        workers = 1 if "single_concurrency" in self.faults else int(self.magnitudes["workers"])
+        argv = [sys.executable, "-m", "gunicorn", "--preload", "-w", str(workers),
+                "-k", "uvicorn_worker.UvicornWorker", "--bind", f"{host}:{port}",
+                "--timeout", "120", "--graceful-timeout", "3", "--log-level", "warning",
+                "--backlog", "2048"]  # fmt: skip
+        if _gunicorn_has_control_socket():
+            # gunicorn >= 25 opens one control socket per user: two replicas would collide.
+            argv.append("--no-control-socket")
+        argv.append("pathprobe.testbed.fastapi_server:create_app()")
+        return argv
+
+    def _server_env(self, replica: str) -> dict[str, str]:
+        settings = ServerSettings(
+            replica=replica,
+            faults=self.faults,
+            magnitudes=dict(self.magnitudes),
+            replica_header=self.replica_header,
+        )
+        env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+        # One core per testbed: BLAS thread pools would only fight over it.
+        env.update({ENV_VAR: settings.to_env(), "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1",
+                    "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})  # fmt: skip
+        return env
+
+    def _wait_http(self, url: str, what: str, timeout_s: float = START_TIMEOUT_S) -> None:
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        deadline = time.monotonic() + timeout_s
+        last = "no answer"
+        while time.monotonic() < deadline:
+            self._check_alive()
+            try:
+                with opener.open(url, timeout=2) as resp:
+                    if resp.status == 200:
+                        return
+                    last = f"HTTP {resp.status}"
+            except urllib.error.HTTPError as exc:
+                last = f"HTTP {exc.code}"
+            except (OSError, urllib.error.URLError) as exc:
+                last = str(exc)
+            time.sleep(0.1)
+        raise CannotRunError(f"{what} did not answer at {url} within {timeout_s:.0f} s ({last})")
+
+    def _wait_log(self, path: Path, needle: str, popen: subprocess.Popen[bytes]) -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if path.exists() and needle in path.read_text(errors="replace"):
+                return
+            if popen.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise CannotRunError(f"{path.stem} did not start")
+
+    def _check_alive(self) -> None:
+        for pid, popen in self._popens.items():
+            if popen.poll() is not None:
+                name = next((p["name"] for p in (self._state or {}).get("processes", [])
+                             if p["pid"] == pid), str(pid))  # fmt: skip
+                raise CannotRunError(f"{name} exited with code {popen.returncode}")
+
+    def _log_tails(self) -> str:
+        tails = []
+        for log in sorted(self.workdir.glob("*.log")):
+            try:
+                lines = log.read_text(errors="replace").strip().splitlines()[-5:]
+            except OSError:
+                continue
+            if lines:
+                tails.append(f"\n--- {log.name}\n" + "\n".join(lines))
+        return "".join(tails)
+
+
+def _gunicorn_has_control_socket() -> bool:
+    try:
+        from importlib.metadata import version
+
+        major = int(version("gunicorn").split(".")[0])
+    except Exception:
+        return False
+    return major >= 25
+
+
+def stats_socket_query(socket_path: Path, command: str = "show stat") -> str:
+    """Ask haproxy's admin socket (tests use it to read queue counters independently)."""
+    import socket as _socket
+
+    with _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM) as sock:
+        sock.settimeout(5)
+        sock.connect(str(socket_path))
+        sock.sendall(command.encode() + b"\n")
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks).decode()

@@ -1,0 +1,150 @@
+"""Start and stop the testbed's processes: each in its own process group, stopped only by its id.
+
+A :class:`ProcRecord` remembers pid, process group and the kernel's start time of the process, so a
+later ``pathprobe testbed down`` never signals a recycled PID that now belongs to someone else.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ProcRecord:
+    name: str
+    pid: int
+    pgid: int
+    start_ticks: int  # field 22 of /proc/PID/stat: identifies this process, not just its number
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> ProcRecord:
+        return cls(str(raw["name"]), int(raw["pid"]), int(raw["pgid"]), int(raw["start_ticks"]))
+
+
+def start_ticks(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot, or ``None`` if it does not exist."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) may contain spaces and parentheses: split after the last ')'.
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return int(fields[19])
+
+
+def is_alive(record: ProcRecord) -> bool:
+    ticks = start_ticks(record.pid)
+    if ticks is None or ticks != record.start_ticks:
+        return False
+    try:
+        state = Path(f"/proc/{record.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def spawn(
+    name: str,
+    argv: Sequence[str],
+    *,
+    log_path: Path,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> tuple[subprocess.Popen[bytes], ProcRecord]:
+    """Start ``argv`` in a new session (its own process group), output appended to ``log_path``."""
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=dict(env) if env is not None else None,
+            cwd=cwd,
+            start_new_session=True,
+        )
+    ticks = start_ticks(proc.pid) or 0
+    return proc, ProcRecord(name, proc.pid, proc.pid, ticks)
+
+
+def stop(
+    record: ProcRecord, popen: subprocess.Popen[bytes] | None = None, grace_s: float = 5.0
+) -> None:
+    """SIGTERM the record's process group, then SIGKILL what is left after ``grace_s``.
+
+    Signals go to the group only while its leader is still the process we started; the group id is
+    ours (``start_new_session``), so nothing outside the testbed is touched.
+    """
+    if is_alive(record):
+        _signal_group(record.pgid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        if popen is not None and popen.poll() is None:
+            time.sleep(0.05)
+            continue
+        if popen is None and is_alive(record):
+            time.sleep(0.05)
+            continue
+        break
+    # Leader gone (or stuck): kill any member of our group that remains, e.g. orphaned workers.
+    if _group_members(record.pgid) and (popen is not None or _group_is_ours(record)):
+        _signal_group(record.pgid, signal.SIGKILL)
+    if popen is not None:
+        try:
+            popen.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            pass
+
+
+def _group_is_ours(record: ProcRecord) -> bool:
+    # Without the Popen handle (``testbed down`` from another process) the leader may be gone; the
+    # group is still ours if every remaining member started no earlier than the leader did.
+    members = _group_members(record.pgid)
+    return bool(members) and all((start_ticks(p) or 0) >= record.start_ticks for p in members)
+
+
+def _group_members(pgid: int) -> list[int]:
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.getpgid(int(entry.name)) == pgid:
+                members.append(int(entry.name))
+        except (ProcessLookupError, PermissionError):
+            continue
+    return members
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port the OS considers free right now (bind to port 0 and read it back)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def run(
+    argv: Sequence[str], check: bool = True, timeout_s: float = 20.0
+) -> subprocess.CompletedProcess[str]:
+    """Run a short command (ip, tc, iptables); raise with its stderr when ``check`` and it fails."""
+    result = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout_s)
+    if check and result.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} failed: {result.stderr.strip() or result.returncode}")
+    return result

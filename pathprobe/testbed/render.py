@@ -1,0 +1,66 @@
+"""Render the nginx and haproxy configurations from the templates shipped in the package (pure)."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from string import Template
+
+
+def _template(name: str) -> Template:
+    return Template(resources.files("pathprobe.testbed").joinpath("templates", name).read_text())
+
+
+def render_nginx(
+    *,
+    replica: str,
+    workdir: Path,
+    listen_host: str,
+    listen_port: int,
+    server_port: int,
+    limit_rate_rps: float | None = None,
+    limit_burst: int = 2000,
+    run_as_root: bool = False,
+) -> str:
+    """nginx in front of one model server; with ``limit_rate_rps``, requests above it queue."""
+    zone = limit = ""
+    if limit_rate_rps is not None:
+        # One shared key ($server_port), so every client counts against the same rate. No
+        # ``nodelay``: excess requests wait in the burst queue instead of being rejected.
+        rate = f"{max(1, round(limit_rate_rps))}r/s"
+        zone = f"limit_req_zone $server_port zone=pptb_{replica}:1m rate={rate};"
+        limit = (
+            f"limit_req zone=pptb_{replica} burst={int(limit_burst)};\n"
+            "            limit_req_status 503;"
+        )
+    return _template("nginx.conf.tmpl").substitute(
+        replica=replica,
+        workdir=str(workdir),
+        listen_host=listen_host,
+        listen_port=listen_port,
+        server_port=server_port,
+        limit_req_zone=zone,
+        limit_req=limit,
+        user_line="user root root;" if run_as_root else "",
+    )
+
+
+def render_haproxy(
+    *,
+    workdir: Path,
+    listen_host: str,
+    listen_port: int,
+    backends: list[tuple[str, int]],
+    maxconn: int | None = None,
+    timers_header: str = "x-haproxy-timers",
+) -> str:
+    """haproxy round-robin over ``backends`` (name, port on 127.0.0.1); ``maxconn`` per server."""
+    limit = f" maxconn {int(maxconn)}" if maxconn else ""
+    servers = "\n".join(f"    server {name} 127.0.0.1:{port}{limit}" for name, port in backends)
+    return _template("haproxy.cfg.tmpl").substitute(
+        workdir=str(workdir),
+        listen_host=listen_host,
+        listen_port=listen_port,
+        servers=servers,
+        timers_header=timers_header,
+    )

@@ -1,0 +1,47 @@
+"""What one model-server replica is told at start-up, passed through one environment variable.
+
+The testbed writes :class:`ServerSettings` as JSON into ``PATHPROBE_TB_SETTINGS``; the server
+(gunicorn app factory or aiohttp master) reads it back. Kept tiny so servers import nothing heavy
+from the orchestration side.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+
+ENV_VAR = "PATHPROBE_TB_SETTINGS"
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    replica: str = "r1"
+    faults: tuple[str, ...] = ()
+    magnitudes: dict[str, float] = field(default_factory=dict)
+    replica_header: str = "x-replica"
+
+    def has(self, fault: str) -> bool:
+        return fault in self.faults
+
+    def magnitude(self, key: str, default: float = 0.0) -> float:
+        return float(self.magnitudes.get(key, default))
+
+    @property
+    def workers(self) -> int:
+        if self.has("single_concurrency"):
+            return 1
+        return max(1, int(self.magnitude("workers", 2)))
+
+    def to_env(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_env(cls) -> ServerSettings:
+        raw = json.loads(os.environ.get(ENV_VAR, "{}"))
+        return cls(
+            replica=str(raw.get("replica", "r1")),
+            faults=tuple(raw.get("faults", ())),
+            magnitudes={str(k): float(v) for k, v in raw.get("magnitudes", {}).items()},
+            replica_header=str(raw.get("replica_header", "x-replica")),
+        )
