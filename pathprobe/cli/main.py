@@ -9,6 +9,7 @@ import click
 import typer
 
 from pathprobe import __version__
+from pathprobe.cli.agent import agent as agent_command
 from pathprobe.cli.diagnose import diagnose
 from pathprobe.errors import EXIT_CANNOT_RUN, EXIT_INTERRUPTED, EXIT_USAGE, PathprobeError
 from pathprobe.redact import redact_text
@@ -40,6 +41,7 @@ def _root(
 
 # Command modules register themselves below, one line each.
 app.command(no_args_is_help=True)(diagnose)
+app.command(name="agent")(agent_command)
 
 
 def main() -> None:

@@ -83,11 +83,13 @@ class ServerProbe:
         rate_hz: int = pyspy.DEFAULT_RATE_HZ,
         sample_hz: float = 5.0,
         max_record_s: int = DEFAULT_MAX_RECORD_S,
+        keep_windows: bool = True,
     ) -> None:
         self.options = options
         self.rate_hz = rate_hz
         self.sample_hz = sample_hz
         self.max_record_s = max_record_s
+        self.keep_windows = keep_windows
         self.explicit_cgroup = None if cgroup is None else Path(cgroup)
         self.roots: tuple[int, ...] = tuple(options.server_pids)
         self.unavailable: Unavailable | None = None
@@ -174,14 +176,18 @@ class ServerProbe:
             summary["reason"] = (
                 self.unavailable.reason if self.unavailable else "window was not started"
             )
-            self._windows.append(summary)
+            self._keep(summary)
             return summary
         try:
             summary = await self._finish(active, window)
         finally:
             shutil.rmtree(active.tmpdir, ignore_errors=True)
-        self._windows.append(summary)
+        self._keep(summary)
         return summary
+
+    def _keep(self, summary: JSONDict) -> None:
+        if self.keep_windows:
+            self._windows.append(summary)
 
     async def close(self) -> JSONDict:
         for active in list(self._active.values()):

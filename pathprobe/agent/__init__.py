@@ -1,0 +1,1 @@
+"""The server-side agent for remote profiling (``pathprobe agent``) and its client probe."""
