@@ -120,7 +120,8 @@ def _to_svg(fig: Figure) -> str:
     svg = buf.getvalue()
     svg = svg[svg.index("<svg") :]
     # Drop the fixed size so CSS can scale the chart; the viewBox keeps the aspect ratio.
-    return re.sub(r'<svg([^>]*?) width="[^"]*" height="[^"]*"', r'<svg\1 class="chart-svg"', svg, count=1)
+    pattern = r'<svg([^>]*?) width="[^"]*" height="[^"]*"'
+    return re.sub(pattern, r'<svg\1 class="chart-svg"', svg, count=1)
 
 
 def _ms_formatter(value: float, _pos: object) -> str:

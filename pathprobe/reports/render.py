@@ -41,6 +41,7 @@ FLAME_MAX_DEPTH = 96
 FRAME_MAX_CHARS = 200
 TOP_STACKS = 12
 EVIDENCE_MAX = 6
+_PCT_KEYS = ("p50", "p90", "p99", "p99.9", "max")
 
 # The verdict's vocabulary (design.md §2) in plain words, with the typical fix.
 STAGES: dict[str, tuple[str, str]] = {
@@ -228,6 +229,15 @@ def _window_label(report: Mapping[str, Any], window: Mapping[str, Any]) -> tuple
     if isinstance(step, int) and not isinstance(step, bool) and 0 <= step < len(steps):
         return path, _step_label(steps[step], step)
     return path, clip(step, 40)
+
+
+def _step_of(report: Mapping[str, Any], window: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The path step a probe window measured (``step`` is an index), or an empty mapping."""
+    step = window.get("step")
+    steps = _steps(report, str(window.get("path")))
+    if isinstance(step, int) and not isinstance(step, bool) and 0 <= step < len(steps):
+        return steps[step]
+    return {}
 
 
 def find_knee(steps: Sequence[Mapping[str, Any]]) -> float | None:
@@ -646,6 +656,7 @@ def _client_view(report: Mapping[str, Any]) -> dict[str, Any]:
     for w in windows:
         path, step = _window_label(report, w)
         cpu_max = num(get(w, "cpu_percent", "max"))
+        slip = as_map(w.get("slip_ms")) or _step_of(report, w).get("slip_ms")
         rows.append(
             {
                 "path": path,
@@ -657,9 +668,10 @@ def _client_view(report: Mapping[str, Any]) -> dict[str, Any]:
                 "lag_p50": fmt_ms(get(w, "loop_lag_ms", "p50")),
                 "lag_p99": fmt_ms(get(w, "loop_lag_ms", "p99")),
                 "lag_max": fmt_ms(get(w, "loop_lag_ms", "max")),
-                "slip_p50": fmt_ms(get(w, "slip_ms", "p50")),
-                "slip_p99": fmt_ms(get(w, "slip_ms", "p99")),
-                "slip_max": fmt_ms(get(w, "slip_ms", "max")),
+                "slip_p50": fmt_ms(get(slip, "p50")),
+                "slip_p99": fmt_ms(get(slip, "p99")),
+                "slip_max": fmt_ms(get(slip, "max")),
+                "busiest": fmt_pct(get(w, "busiest_process_cpu_percent", "max"), True),
             }
         )
     panels = []
@@ -681,13 +693,17 @@ def _client_view(report: Mapping[str, Any]) -> dict[str, Any]:
 
 def _network_view(report: Mapping[str, Any]) -> dict[str, Any]:
     net = as_map(get(report, "probes", "network"))
-    rows = []
+    rows: list[dict[str, Any]] = []
     for w in (as_map(x) for x in as_list(net.get("windows"))):
         path, step = _window_label(report, w)
+        if w.get("available") is False:
+            rows.append({"path": path, "step": step, "unavailable": clip(w.get("reason"), 300)})
+            continue
         rows.append(
             {
                 "path": path,
                 "step": step,
+                "unavailable": None,
                 "rtt_p50": fmt_ms(get(w, "rtt_ms", "p50")),
                 "rtt_p99": fmt_ms(get(w, "rtt_ms", "p99")),
                 "retrans": fmt_num(w.get("retransmissions")),
@@ -704,12 +720,21 @@ def _network_view(report: Mapping[str, Any]) -> dict[str, Any]:
                 "bad_drops": (num(w.get("capture_drops")) or 0) > 0,
             }
         )
-    idle = as_map(net.get("idle_rtt_ms"))
-    return {
-        "missing": not_observed(net, "network"),
-        "rows": rows,
-        "idle": {k: fmt_ms(v) for k, v in idle.items() if num(v) is not None},
-    }
+    # Idle RTT baseline: one distribution, or one per path ({path: {p50: …}}).
+    idle_raw = as_map(net.get("idle_rtt_ms"))
+    per_path = (
+        idle_raw if all(isinstance(v, Mapping) for v in idle_raw.values()) else {"": idle_raw}
+    )
+    idle = []
+    for name, dist in per_path.items():
+        parts = [
+            f"{k} {fmt_ms(v)}"
+            for k, v in as_map(dist).items()
+            if k in _PCT_KEYS and num(v) is not None
+        ]
+        if parts:
+            idle.append({"path": clip(name, 60), "text": " · ".join(parts)})
+    return {"missing": not_observed(net, "network"), "rows": rows, "idle": idle}
 
 
 def folded_to_tree(folded: Mapping[str, Any], max_stacks: int = FLAME_MAX_STACKS) -> dict[str, Any]:
@@ -789,6 +814,7 @@ def _server_view(report: Mapping[str, Any]) -> dict[str, Any]:
     worker_rows = []
     deaths = []
     cgroup_rows = []
+    oom_lines: list[dict[str, str]] = []
     for path, ws in by_path.items():
         folded: dict[str, float] = {}
         for w in ws:
@@ -843,6 +869,10 @@ def _server_view(report: Mapping[str, Any]) -> dict[str, Any]:
                         "reason": clip(get(d, "reason"), 200),
                     }
                 )
+            oom_lines.extend(
+                {"path": plabel, "step": step, "line": clip(line, 400)}
+                for line in as_list(w.get("kernel_oom_lines"))[:20]
+            )
             cg = as_map(w.get("cgroup"))
             if cg:
                 cgroup_rows.append(
@@ -915,6 +945,7 @@ def _server_view(report: Mapping[str, Any]) -> dict[str, Any]:
         "workers": worker_rows,
         "deaths": deaths,
         "cgroup": cgroup_rows,
+        "oom_lines": oom_lines,
         "chart": Markup(charts.series_chart(panels)) if panels else None,
     }
 
@@ -972,6 +1003,11 @@ def build_view(report: Mapping[str, Any]) -> dict[str, Any]:
         {"name": clip(p, 60), "url": clip(get(report, "paths", p, "url"), 400)}
         for p in _path_names(report)
     ]
+    notes = [clip(n, 600) for n in as_list(report.get("notes"))[:30]]
+    for p in _path_names(report):
+        unreachable = get(report, "paths", p, "unreachable")
+        if unreachable:
+            notes.append(f"path {clip(p, 60)} was not reachable: {clip(unreachable, 400)}")
     schema = report.get("schema")
     return {
         "schema": clip(schema, 60),
@@ -985,6 +1021,7 @@ def build_view(report: Mapping[str, Any]) -> dict[str, Any]:
         "network": _network_view(report),
         "server": _server_view(report),
         "reproduce": _reproduce_view(report),
+        "notes": notes,
         "stage_legend": [{"name": s, "color": charts.stage_color(s)} for s in STAGES],
     }
 
