@@ -298,8 +298,12 @@ def _register_v1_oom_eventfd(memory_dir: Path) -> int | None:
     try:
         efd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         ofd = os.open(memory_dir / "memory.oom_control", os.O_RDONLY | os.O_CLOEXEC)
-        with open(memory_dir / "cgroup.event_control", "w") as control:
-            control.write(f"{efd} {ofd}")
+        # No O_CREAT: the control file exists only in a real v1 memory cgroup.
+        cfd = os.open(memory_dir / "cgroup.event_control", os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.write(cfd, f"{efd} {ofd}".encode())
+        finally:
+            os.close(cfd)
     except (OSError, AttributeError):
         if efd is not None:
             os.close(efd)
