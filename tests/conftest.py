@@ -22,8 +22,8 @@ SERVERS_SCRIPT = HELPERS / "servers.py"
 
 @pytest.fixture(autouse=True)
 def _no_proxy_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Proxy variables must never route test traffic off the machine (httpx's conftest does this)."""
-    for name in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
+    """Proxy variables must never route test traffic off the machine (as httpx's conftest)."""
+    for name in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -70,7 +70,7 @@ def start_process(
 
 @pytest.fixture
 def spawn_server(tmp_path: Path) -> Iterator[Callable[..., ServerProc]]:
-    """``spawn_server(kind, *extra_args)`` → a running tests/helpers/servers.py; killed at teardown."""
+    """``spawn_server(kind, *extra_args)`` → a running tests/helpers/servers.py, killed after."""
     started: list[ServerProc] = []
 
     def spawn(kind: str, *extra: str) -> ServerProc:
