@@ -4,7 +4,8 @@ Three kinds of evidence (design.md §4, step 1 — the client gate):
 
 * **CPU** of the load-generating processes (psutil, ~10 Hz, in a daemon thread so the event loop
   never waits on ``/proc``), in % of one core: an event loop is one thread, so a process near 100 %
-  is saturated whatever the machine's core count.
+  is saturated whatever the machine's core count. Beside it, how busy the cores those processes may
+  run on are (``cores_busy_percent``): low own CPU on busy cores: a neighbour starves the client.
 * **Event-loop lag** of the loop the probe runs in: a 10 ms periodic timer and how late it wakes.
 * **Schedule slip and pool wait** from the engine's per-request records:
   :func:`client_schedule_summary` (pure), and the client's own overhead where the capture saw the
@@ -128,8 +129,8 @@ class _CpuSampler(threading.Thread):
         self.pids_provider = pids_provider
         self.interval_s = interval_s
         self.stop_event = threading.Event()
-        # (t_ns, summed cpu %, busiest single process cpu %)
-        self.samples: collections.deque[tuple[int, float, float]] = collections.deque(
+        # (t_ns, summed cpu %, busiest single process cpu %, busy % of the processes' cores)
+        self.samples: collections.deque[tuple[int, float, float, float]] = collections.deque(
             maxlen=_MAX_CPU_SAMPLES
         )
         self.error: str | None = None
@@ -140,6 +141,7 @@ class _CpuSampler(threading.Thread):
         procs: dict[int, psutil.Process] = {}
         last: dict[int, float] = {}
         last_t = time.monotonic_ns()
+        last_cores: list[Any] = psutil.cpu_times(percpu=True)
         while not self.stop_event.is_set():
             try:
                 pids = list(self.pids_provider())
@@ -164,18 +166,42 @@ class _CpuSampler(threading.Thread):
                     pct = max(cpu_s - last[pid], 0.0) / wall_s * 100.0
                     total += pct
                     busiest = max(busiest, pct)
+            cores_now: list[Any] = psutil.cpu_times(percpu=True)
+            busy = _cores_busy_percent(last_cores, cores_now, _affinity(pids))
             if last and wall_s > 0:
-                self.samples.append((now, total, busiest))
-            last, last_t = seen, now
+                self.samples.append((now, total, busiest, busy))
+            last, last_t, last_cores = seen, now, cores_now
             self.stop_event.wait(self.interval_s)
 
 
-def _cores_available(pids: Sequence[int]) -> int:
+def _affinity(pids: Sequence[int]) -> set[int]:
+    """The cores the processes may run on (union)."""
     cores: set[int] = set()
     for pid in pids or [os.getpid()]:
         with contextlib.suppress(OSError):
             cores |= os.sched_getaffinity(pid)
-    return len(cores) or (os.cpu_count() or 1)
+    return cores
+
+
+def _cores_available(pids: Sequence[int]) -> int:
+    return len(_affinity(pids)) or (os.cpu_count() or 1)
+
+
+def _cores_busy_percent(before: Sequence[Any], after: Sequence[Any], cores: set[int]) -> float:
+    """Mean busy share of ``cores`` between two ``psutil.cpu_times(percpu=True)`` readings.
+
+    A client whose own CPU is low while its cores are busy is being starved by a neighbour:
+    the load generator cannot run when it should, and the schedule slips."""
+    shares: list[float] = []
+    for i in sorted(cores):
+        if i >= len(before) or i >= len(after):
+            continue
+        b, a = before[i], after[i]
+        total = sum(a) - sum(b)
+        idle = (a.idle - b.idle) + (getattr(a, "iowait", 0.0) - getattr(b, "iowait", 0.0))
+        if total > 0:
+            shares.append(min(max(1.0 - idle / total, 0.0), 1.0) * 100.0)
+    return sum(shares) / len(shares) if shares else 0.0
 
 
 class ClientProbe:
@@ -228,8 +254,10 @@ class ClientProbe:
             rows = [s for s in list(self._sampler.samples) if start <= s[0] <= end]
             total = np.array([r[1] for r in rows], dtype=np.float64)
             busiest = np.array([r[2] for r in rows], dtype=np.float64)
+            cores_busy = np.array([r[3] for r in rows], dtype=np.float64)
             summary["cpu_percent"] = _cpu_stats(total)
             summary["busiest_process_cpu_percent"] = _cpu_stats(busiest)
+            summary["cores_busy_percent"] = _cpu_stats(cores_busy)
             summary["timeline"] = _timeline(rows, start)
             if self._sampler.error:
                 summary["cpu_error"] = self._sampler.error
@@ -271,7 +299,7 @@ def _cpu_stats(values: npt.NDArray[np.float64]) -> dict[str, float | int | None]
     }
 
 
-def _timeline(rows: Sequence[tuple[int, float, float]], start_ns: int) -> list[JSONDict]:
+def _timeline(rows: Sequence[tuple[int, float, float, float]], start_ns: int) -> list[JSONDict]:
     """At most :data:`TIMELINE_MAX_POINTS` points; longer windows are averaged into buckets."""
     if not rows:
         return []
