@@ -1,4 +1,10 @@
-"""The explicit list of probes a diagnosis runs (plugins by Protocol, listed here)."""
+"""The explicit list of probes a diagnosis runs (plugins by Protocol, listed here).
+
+Order matters: probes start in list order and stop in the same order. The client probe comes first
+so its CPU sampler and loop-lag timer cover the other probes' own start-up work; the network probe
+next (its idle-RTT connects run in ``open`` before any load); the server probe last (py-spy start
+is the slowest).
+"""
 
 from __future__ import annotations
 
@@ -6,9 +12,21 @@ from collections.abc import Callable, Sequence
 
 from pathprobe.config import DiagnoseConfig
 from pathprobe.probes.base import Probe
+from pathprobe.probes.client import ClientProbe
+from pathprobe.probes.network import NetworkProbe
+from pathprobe.probes.server import make_server_probe
 
 
 def build_probes(config: DiagnoseConfig, client_pids: Callable[[], Sequence[int]]) -> list[Probe]:
-    """The probes for ``config``, in the order they are started (client first)."""
-    probes: list[Probe] = []
+    """The probes for ``config``, in the order they are started (client first).
+
+    Every probe is always listed: one that cannot observe (no root, no ``--server-pid``,
+    ``--no-capture``) says why in its report section instead of being silently left out.
+    The server probe is the agent-backed one when ``--agent URL`` is given.
+    """
+    probes: list[Probe] = [
+        ClientProbe(client_pids),
+        NetworkProbe(config.probes, [p.url for p in config.paths]),
+        make_server_probe(config.probes),
+    ]
     return probes
