@@ -11,6 +11,8 @@ import typer
 from pathprobe import __version__
 from pathprobe.cli.agent import agent as agent_command
 from pathprobe.cli.diagnose import diagnose
+from pathprobe.cli.report import compare as compare_command
+from pathprobe.cli.report import report as report_command
 from pathprobe.errors import EXIT_CANNOT_RUN, EXIT_INTERRUPTED, EXIT_USAGE, PathprobeError
 from pathprobe.redact import redact_text
 
@@ -42,6 +44,8 @@ def _root(
 # Command modules register themselves below, one line each.
 app.command(no_args_is_help=True)(diagnose)
 app.command(name="agent")(agent_command)
+app.command(name="report", no_args_is_help=True)(report_command)
+app.command(name="compare", no_args_is_help=True)(compare_command)
 
 
 def main() -> None:
