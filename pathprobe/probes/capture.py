@@ -4,7 +4,7 @@ Why tcpdump and not a capture loop in Python: the kernel runs the BPF filter, li
 TPACKET_V3 ring (``-B``) absorbs bursts, and tcpdump only copies headers (``-s``) to a file, so the
 client's own process pays nothing per packet. The pcap is parsed after the window, by
 :func:`read_pcap`: a struct-based reader of the pcap format plus IPv4/IPv6/TCP headers. (scapy's
-full dissection costs ~100 µs per packet, this a few µs;
+full dissection cost ~19 µs per packet on the CI machine kind, this ~5 µs;
 ``benchmarks/bench_capture_overhead.py`` measures both.)
 
 Stopping: tcpdump runs without ``--immediate-mode``, so libpcap hands packets over in ring blocks
