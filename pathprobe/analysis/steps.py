@@ -22,8 +22,11 @@ def latency_ms(records: Records) -> npt.NDArray[np.float64]:
 
 
 def service_ms(records: Records) -> npt.NDArray[np.float64]:
-    """Actual send → last byte, ms."""
-    return np.asarray((records["end_ns"] - records["actual_ns"]) / NS_PER_MS, dtype=np.float64)
+    """Actual send (a connection was free) → last byte, ms; see :mod:`pathprobe.load.records`."""
+    wait = np.maximum(records["conn_wait_ns"], 0)
+    return np.asarray(
+        (records["end_ns"] - records["actual_ns"] - wait) / NS_PER_MS, dtype=np.float64
+    )
 
 
 def achieved_rps(result: StepResult) -> float:

@@ -278,7 +278,7 @@ class _StepRun:
                 if self.aborted is not None:
                     return
                 seq = next(counter)
-                await self._one(session, seq, time.monotonic_ns())
+                await self._one(session, seq, None)
 
         users = [asyncio.create_task(user()) for _ in range(concurrency)]
         await self._drain(set(users))
@@ -303,7 +303,10 @@ class _StepRun:
         with contextlib.suppress(asyncio.CancelledError):
             await stop_wait
 
-    async def _one(self, session: aiohttp.ClientSession, seq: int, intended_ns: int) -> None:
+    async def _one(
+        self, session: aiohttp.ClientSession, seq: int, intended_ns: int | None
+    ) -> None:
+        """Send request ``seq``; ``intended_ns`` None (closed loop) means "now"."""
         self.in_flight += 1
         payload_idx = self.plan.payload_for(seq)
         payload = self.engine._pool.payloads[payload_idx] if payload_idx >= 0 else None
@@ -321,6 +324,8 @@ class _StepRun:
         replica = -1
         captured: list[str | None] | None = None
         actual_ns = time.monotonic_ns()
+        if intended_ns is None:
+            intended_ns = actual_ns
         try:
             async with session.request(
                 self.profile.method,
@@ -330,7 +335,7 @@ class _StepRun:
                 trace_request_ctx=timing,
                 allow_redirects=False,
             ) as resp:
-                ttfb_ns = time.monotonic_ns() - actual_ns
+                ttfb_ns = time.monotonic_ns() - actual_ns - max(timing.conn_wait_ns, 0)
                 status = resp.status
                 if timing.connect_ns >= 0:
                     tls_ns = _handshake_ns(resp)

@@ -4,8 +4,10 @@ All times are ``time.monotonic_ns()`` values (CLOCK_MONOTONIC, shared by every p
 so worker processes and probes line up on one timeline). Durations that did not happen are ``-1``.
 
 * latency (coordinated-omission safe) = ``end_ns - intended_ns``
-* service time                        = ``end_ns - actual_ns``
-* schedule slip                       = ``actual_ns - intended_ns``
+* service time                        = ``end_ns - actual_ns - max(conn_wait_ns, 0)``: from the
+  moment the request could go on the wire (a pooled connection was free), so a client-side pool
+  backlog shows in latency, not in service time
+* schedule slip                       = ``actual_ns - intended_ns`` (the scheduler's own lateness)
 """
 
 from __future__ import annotations
@@ -19,11 +21,11 @@ RECORD_DTYPE = np.dtype(
     [
         ("seq", np.int64),  # index in the step's request sequence (same on every path)
         ("intended_ns", np.int64),  # when the schedule wanted the request sent
-        ("actual_ns", np.int64),  # when the engine started sending it
+        ("actual_ns", np.int64),  # when the engine dispatched it (before any pool wait)
         ("conn_wait_ns", np.int64),  # waiting for a pooled connection (-1 if not measured)
         ("connect_ns", np.int64),  # TCP connect; -1 when a kept-alive connection was reused
         ("tls_ns", np.int64),  # TLS handshake; -1 without TLS or on reuse
-        ("ttfb_ns", np.int64),  # actual send -> first response byte; -1 without a response
+        ("ttfb_ns", np.int64),  # send (after pool wait) -> first response byte; -1 if none
         ("end_ns", np.int64),  # last response byte, or when the failure was seen
         ("status", np.int16),  # HTTP status; 0 without a response
         ("error", np.int8),  # ErrorKind
