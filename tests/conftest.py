@@ -95,3 +95,14 @@ def free_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
     env["PYTHONUNBUFFERED"] = "1"
     return env
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """In CI every tool is installed and we run as root: a skipped test is a failure there."""
+    if not os.environ.get("PATHPROBE_FAIL_ON_SKIP"):
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = len(reporter.stats.get("skipped", [])) if reporter is not None else 0
+    if skipped:
+        sys.stderr.write(f"\nPATHPROBE_FAIL_ON_SKIP: {skipped} test(s) skipped in CI\n")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
