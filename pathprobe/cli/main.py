@@ -10,9 +10,11 @@ import typer
 
 from pathprobe import __version__
 from pathprobe.cli.agent import agent as agent_command
+from pathprobe.cli.demo import demo as demo_command
 from pathprobe.cli.diagnose import diagnose
 from pathprobe.cli.report import compare as compare_command
 from pathprobe.cli.report import report as report_command
+from pathprobe.cli.testbed import app as testbed_app
 from pathprobe.errors import EXIT_CANNOT_RUN, EXIT_INTERRUPTED, EXIT_USAGE, PathprobeError
 from pathprobe.redact import redact_text
 
@@ -46,18 +48,34 @@ app.command(no_args_is_help=True)(diagnose)
 app.command(name="agent")(agent_command)
 app.command(name="report", no_args_is_help=True)(report_command)
 app.command(name="compare", no_args_is_help=True)(compare_command)
+app.add_typer(testbed_app, name="testbed")
+app.command(name="demo")(demo_command)
+
+
+# Typer >= 0.2x vendors click as ``typer._click`` (its exceptions are not click's); older Typer uses
+# click itself. Catch both, or a mistyped flag would surface as an "internal error", exit 3.
+_USAGE_ERRORS: tuple[type[Exception], ...] = (click.UsageError,)
+_CLICK_ERRORS: tuple[type[Exception], ...] = (click.ClickException,)
+_ABORTS: tuple[type[BaseException], ...] = (click.exceptions.Abort, typer.Abort)
+try:
+    from typer._click import exceptions as _vendored_click
+except ImportError:  # pragma: no cover - older Typer
+    pass
+else:
+    _USAGE_ERRORS += (_vendored_click.UsageError,)
+    _CLICK_ERRORS += (_vendored_click.ClickException,)
 
 
 def main() -> None:
     """Console-script entry point: every failure becomes one line on stderr and an exit code."""
     try:
         code = app(standalone_mode=False)
-    except click.UsageError as exc:
-        _fail(f"{exc.format_message()} (see --help)", EXIT_USAGE)
-    except click.exceptions.Abort:
+    except _USAGE_ERRORS as exc:
+        _fail(f"{_one_line(exc.format_message())} (see --help)", EXIT_USAGE)  # type: ignore[attr-defined]
+    except _ABORTS:
         _fail("interrupted", EXIT_INTERRUPTED)
-    except click.ClickException as exc:
-        _fail(exc.format_message(), EXIT_USAGE)
+    except _CLICK_ERRORS as exc:
+        _fail(_one_line(exc.format_message()), EXIT_USAGE)  # type: ignore[attr-defined]
     except PathprobeError as exc:
         _fail(exc.message, exc.exit_code)
     except KeyboardInterrupt:
@@ -72,6 +90,11 @@ def main() -> None:
     sys.exit(code if isinstance(code, int) else 0)
 
 
+def _one_line(message: str) -> str:
+    """Messages are one line on stderr: scripts grep them, people read the first line only."""
+    return " ".join(message.split())
+
+
 def _fail(message: str, code: int) -> None:
-    sys.stderr.write(f"pathprobe: error: {redact_text(message)}\n")
+    sys.stderr.write(f"pathprobe: error: {_one_line(redact_text(message))}\n")
     sys.exit(code)
