@@ -7,9 +7,11 @@ raises :class:`UsageError` with one line naming the problem, before any load is 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
+import ssl
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -174,7 +176,8 @@ KNOWN_KEYS = frozenset(
     }
 )  # fmt: skip
 
-_IMAGE_SPEC = re.compile(r"^image:(\d+)-(\d+)$")
+# Bounded digit counts: int() of a 5000-digit string raises, and no image side needs more.
+_IMAGE_SPEC = re.compile(r"^image:(\d{1,9})-(\d{1,9})$")
 _HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _PATH_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
@@ -280,6 +283,8 @@ def validate_url(url: str, what: str) -> str:
         raise UsageError(f"{what}: URL has port 0: {url!r}")
     if any(ch.isspace() for ch in url):
         raise UsageError(f"{what}: URL contains whitespace: {url!r}")
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in url):
+        raise UsageError(f"{what}: URL contains control characters: {url!r}")
     return url
 
 
@@ -338,6 +343,15 @@ def _load_profile(raw: Mapping[str, Any], targets: Targets, allow_high: bool) ->
     warmup = _non_negative(raw, "warmup")
     timeout = _positive(raw, "timeout")
     connect_timeout = _positive(raw, "connect_timeout")
+    # Every run is bounded in time: a warm-up or a request timeout may not stretch it without
+    # the same explicit flag a long step needs.
+    bounded = (("warmup", warmup), ("timeout", timeout), ("connect_timeout", connect_timeout))
+    for key, value in bounded:
+        if value is not None and value > MAX_DURATION_S and not allow_high:
+            raise UsageError(
+                f"{_flag(key)} {value:g} s is above {MAX_DURATION_S:g} s; "
+                "add --allow-high-load if you mean it"
+            )
     arrival = str(raw.get("arrival", "uniform"))
     if arrival not in ("uniform", "poisson"):
         raise UsageError(f"--arrival must be uniform or poisson, got {arrival!r}")
@@ -365,6 +379,7 @@ def _load_profile(raw: Mapping[str, Any], targets: Targets, allow_high: bool) ->
     )
     if tls.key is not None and tls.cert is None:
         raise UsageError("--key needs --cert")
+    _check_tls_files(tls)
     return LoadProfile(
         rates=rates,
         concurrency=concurrency,
@@ -383,6 +398,26 @@ def _load_profile(raw: Mapping[str, Any], targets: Targets, allow_high: bool) ->
         engine=engine,  # type: ignore[arg-type]
         workers=1 if workers is None else workers,
     )
+
+
+def _check_tls_files(tls: TLSOptions) -> None:
+    """Load the CA bundle and client certificate once now, so a wrong file fails before any load
+    (not as a TLS error on every request)."""
+    if tls.cacert is None and tls.cert is None:
+        return
+    try:
+        ctx = ssl.create_default_context(cafile=str(tls.cacert) if tls.cacert else None)
+        if tls.cert is not None:
+            ctx.load_cert_chain(str(tls.cert), str(tls.key) if tls.key else None)
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        which = "--cert/--key" if tls.cert is not None else "--cacert"
+        if tls.cacert is not None:
+            try:
+                ssl.create_default_context(cafile=str(tls.cacert))
+            except (ssl.SSLError, OSError, ValueError):
+                which = "--cacert"
+        reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or str(exc)
+        raise UsageError(f"{which}: cannot load the TLS file(s): {reason}") from None
 
 
 def _payload(raw: Mapping[str, Any]) -> PayloadSpec:
@@ -432,6 +467,11 @@ def _probe_options(raw: Mapping[str, Any]) -> ProbeOptions:
             raise UsageError(f"--server-pid {value} is not a process id")
         if not Path(f"/proc/{pid}").exists():
             raise UsageError(f"--server-pid {pid}: no such process")
+        if not looks_like_python(pid):
+            raise UsageError(
+                f"--server-pid {pid} is not a Python process ({_process_name(pid)}); "
+                "give the PID of the model server"
+            )
         pids.append(pid)
     agent = raw.get("agent")
     if agent is not None:
@@ -468,6 +508,38 @@ def _probe_options(raw: Mapping[str, Any]) -> ProbeOptions:
     )
 
 
+# An interpreter's file name: python, python3, python3.11, python3.13t, pypy3, pypy3.10 ...
+_PYTHON_EXE = re.compile(r"^(python|pypy)[0-9.]*[a-z]?$")
+
+
+def looks_like_python(pid: int) -> bool:
+    """Whether ``pid`` runs a Python interpreter (the only kind py-spy can profile).
+
+    Yes when the executable (``/proc/PID/exe``) or ``argv[0]`` is named like an interpreter
+    (``python3.11``, ``pypy3`` — gunicorn and uvicorn run under one even after renaming their
+    process title), or when a ``libpython`` is mapped (embedded: uWSGI, mod_wsgi). A process
+    that vanished or hides all three is answered "no".
+    """
+    names: list[str] = []
+    with contextlib.suppress(OSError):
+        names.append(os.path.basename(os.readlink(f"/proc/{pid}/exe")).split(" ")[0])
+    with contextlib.suppress(OSError):
+        argv0 = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
+        names.append(os.path.basename(argv0.decode(errors="replace")).split(" ")[0])
+    if any(_PYTHON_EXE.match(name) for name in names):
+        return True
+    with contextlib.suppress(OSError), open(f"/proc/{pid}/maps", "rb") as maps:
+        return any(b"libpython" in line for line in maps)
+    return False
+
+
+def _process_name(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip() or "unknown"
+    except OSError:
+        return "unknown"
+
+
 def _headers(value: Any) -> tuple[tuple[str, str], ...]:
     if value is None:
         return ()
@@ -476,11 +548,14 @@ def _headers(value: Any) -> tuple[tuple[str, str], ...]:
     if not isinstance(value, list):
         raise UsageError("header must be a list of 'Name: value' strings")
     headers: list[tuple[str, str]] = []
-    for item in value:
+    for number, item in enumerate(value, start=1):
         name, sep, val = str(item).partition(":")
         name = name.strip()
         if not sep or not _HEADER_NAME.match(name):
-            raise UsageError(f"--header expects 'Name: value', got {str(item)[:80]!r}")
+            # The text is not echoed: a mistyped 'Authorization Bearer …' is still a secret.
+            raise UsageError(
+                f"--header #{number} is not 'Name: value' (a token name, a colon, a value)"
+            )
         if "\r" in val or "\n" in val:
             raise UsageError(f"--header {name}: value contains a line break")
         headers.append((name, val.strip()))
@@ -514,7 +589,7 @@ def _as_float(value: Any, what: str) -> float:
         raise UsageError(f"{what} must be a number, got {value!r}")
     try:
         return float(str(value).strip()) if isinstance(value, str) else float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise UsageError(f"{what} must be a number, got {value!r}") from None
 
 
@@ -582,8 +657,16 @@ def _existing_file(raw: Mapping[str, Any], key: str) -> Path | None:
     if raw.get(key) is None:
         return None
     path = Path(str(raw[key]))
+    if path.is_dir():
+        raise UsageError(f"{_flag(key)} {path}: is a directory, not a file")
     if not path.is_file():
         raise UsageError(f"{_flag(key)} {path}: no such file")
-    if not os.access(path, os.R_OK):
-        raise UsageError(f"{_flag(key)} {path}: not readable")
+    # Read a byte rather than trust os.access: root passes every permission check, yet a file
+    # can still fail to read (a FUSE or /proc file, an I/O error).
+    try:
+        with path.open("rb") as fh:
+            fh.read(1)
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise UsageError(f"{_flag(key)} {path}: cannot be read ({reason})") from None
     return path

@@ -71,7 +71,10 @@ def main() -> None:
     try:
         code = app(standalone_mode=False)
     except _USAGE_ERRORS as exc:
-        _fail(f"{_one_line(exc.format_message())} (see --help)", EXIT_USAGE)  # type: ignore[attr-defined]
+        message = _one_line(exc.format_message())  # type: ignore[attr-defined]
+        if not message:  # no arguments at all: the help was printed, there is nothing to add
+            sys.exit(EXIT_USAGE)
+        _fail(f"{message} (see --help)", EXIT_USAGE)
     except _ABORTS:
         _fail("interrupted", EXIT_INTERRUPTED)
     except _CLICK_ERRORS as exc:
