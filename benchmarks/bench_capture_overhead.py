@@ -170,6 +170,9 @@ def parse_speed(pcap: Path) -> dict[str, Any]:
     t = time.perf_counter()
     pkts, _ = read_pcap(pcap)
     ours = time.perf_counter() - t
+    import scapy.layers.inet
+    import scapy.layers.inet6
+    import scapy.layers.l2  # noqa: F401  (registers Ethernet/SLL so PcapReader dissects)
     from scapy.utils import PcapReader, RawPcapReader
 
     t = time.perf_counter()

@@ -345,9 +345,25 @@ class Tcpdump:
 
 
 def summarize_stats(stats: dict[str, int | None]) -> dict[str, Any]:
-    """The capture-health keys of a window summary."""
+    """The capture-health keys of a window summary.
+
+    tcpdump prints "dropped by interface" only when the count is not zero, so once it printed its
+    statistics at all, a missing line means 0."""
+    iface = stats.get("dropped_by_interface")
+    if iface is None and stats.get("captured") is not None:
+        iface = 0
     return {
         "capture_drops": stats.get("dropped_by_kernel"),
-        "iface_drops": stats.get("dropped_by_interface"),
+        "iface_drops": iface,
         "captured": stats.get("captured"),
     }
+
+
+def iface_rx_dropped(iface: str | None) -> int | None:
+    """The interface's own receive-drop counter (``/sys/class/net/IF/statistics/rx_dropped``)."""
+    if not iface or iface == "any" or "/" in iface:
+        return None
+    try:
+        return int(Path(f"/sys/class/net/{iface}/statistics/rx_dropped").read_text())
+    except (OSError, ValueError):
+        return None

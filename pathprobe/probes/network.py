@@ -37,6 +37,7 @@ from pathprobe.probes.capture import (
     bpf_filter,
     find_tcpdump,
     has_capture_privilege,
+    iface_rx_dropped,
     read_pcap,
     summarize_stats,
     tcpdump_argv,
@@ -110,11 +111,17 @@ class NetworkProbe:
         self._running: dict[tuple[str, int], tuple[Tcpdump, Path, Target]] = {}
         self._window_errors: dict[tuple[str, int], str] = {}
         self._url_path: dict[str, str] = {}
+        self._rx_dropped_start: dict[tuple[str, int], int | None] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def open(self) -> None:
         for url in self.urls:
-            self.targets[url] = await asyncio.to_thread(_target, url, self.options.capture_iface)
+            try:
+                self.targets[url] = await asyncio.to_thread(
+                    _target, url, self.options.capture_iface
+                )
+            except ValueError:  # a malformed URL is the config's to reject; observe nothing
+                continue
         await self._measure_idle_rtt()
         self.unavailable = self._check_available()
         if self.unavailable is None:
@@ -171,6 +178,7 @@ class NetworkProbe:
             self._window_errors[key] = str(exc)
             return
         self._running[key] = (dump, pcap, tgt)
+        self._rx_dropped_start[key] = iface_rx_dropped(tgt.iface)
 
     async def stop_window(self, window: Window) -> JSONDict:
         key = (window.path, window.step)
@@ -185,6 +193,8 @@ class NetworkProbe:
             return summary
         dump, pcap, tgt = run
         stats = await dump.stop()
+        rx0, rx1 = self._rx_dropped_start.pop(key, None), iface_rx_dropped(tgt.iface)
+        rx_delta = rx1 - rx0 if rx0 is not None and rx1 is not None else None
         t0 = time.perf_counter()
         try:
             result = await asyncio.to_thread(_parse_and_analyze, pcap, tgt)
@@ -208,6 +218,7 @@ class NetworkProbe:
             "iface": tgt.iface,
             "filter": bpf_filter(tgt.addrs, tgt.port),
             **summarize_stats(stats),
+            "iface_rx_dropped": rx_delta,
             **result,
             "pcap_bytes": pcap_bytes,
             "parse_s": round(time.perf_counter() - t0, 3),
@@ -264,3 +275,33 @@ def _parse_and_analyze(pcap: Path, tgt: Target) -> dict[str, Any]:
     stats["pcap_truncated"] = info.truncated
     stats["linktype"] = info.linktype
     return stats
+
+
+def reconcile(summary: JSONDict, records: Any) -> JSONDict:
+    """Line the capture's numbers up with the load engine's own for the same window (pure).
+
+    ``records`` are the window's per-request records (all of them, warm-up included, when the
+    capture ran over the warm-up too). Handshakes seen should equal the connections the engine
+    opened (``connect_ns >= 0``); wire bytes exceed body bytes by the HTTP headers, so the
+    per-request difference is reported and should be a steady few hundred bytes.
+    """
+    n = len(records)
+    opened = int((records["connect_ns"] >= 0).sum()) if n else 0
+    body_out = int(records["bytes_out"].sum()) if n else 0
+    body_in = int(records["bytes_in"].sum()) if n else 0
+    seen = summary.get("handshakes")
+    out: JSONDict = {
+        "requests": n,
+        "connections_opened_by_client": opened,
+        "handshakes_seen": seen,
+        "handshake_ratio": round(seen / opened, 4) if seen is not None and opened else None,
+        "body_bytes_out": body_out,
+        "body_bytes_in": body_in,
+    }
+    for key, body, name in (
+        ("bytes_to_server", body_out, "header_bytes_per_request_out"),
+        ("bytes_from_server", body_in, "header_bytes_per_request_in"),
+    ):
+        wire = summary.get(key)
+        out[name] = round((wire - body) / n, 1) if wire is not None and n else None
+    return out

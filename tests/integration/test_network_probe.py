@@ -148,3 +148,41 @@ def test_namespace_delay_raises_rtt_and_loss_causes_retransmissions() -> None:
     assert lossy["retransmissions"] > 0, lossy
     assert 0 < lossy["retransmission_rate"] < 0.5
     assert lossy["data_segments"] >= 240
+
+
+def test_reconciles_with_the_load_engine() -> None:
+    """Driven by pathprobe's own engine: handshakes seen == connections the engine opened, and the
+    wire carries the bodies plus a steady per-request header overhead."""
+    from pathprobe.config import LoadProfile
+    from pathprobe.load.engine import AiohttpEngine, EngineOptions
+    from pathprobe.load.payloads import PayloadPool
+    from pathprobe.load.schedule import plan_step
+    from pathprobe.probes.network import reconcile
+
+    async def scenario(port: int) -> tuple[dict, dict]:
+        url = f"http://127.0.0.1:{port}/"
+        profile = LoadProfile(rates=(200.0,), concurrency=None, duration_s=1.0, warmup_s=0.2,
+                              seed=3, connections=8, timeout_s=10.0)  # fmt: skip
+        engine = AiohttpEngine(profile, PayloadPool((), cycle=False), EngineOptions())
+        probe = NetworkProbe(ProbeOptions(), [url])
+        try:
+            await probe.open()
+            window = _window("direct", url, 0)
+            await probe.start_window(window)
+            result = await engine.run_step("direct", url, plan_step(profile, 0, 0, cycle=False))
+            summary = await probe.stop_window(window)
+        finally:
+            await probe.close()
+        return summary, reconcile(summary, result.records)
+
+    with server_process("127.0.0.1", 0, 2.0, 512) as port:
+        summary, rec = asyncio.run(scenario(port))
+    assert rec["requests"] == 240
+    assert rec["connections_opened_by_client"] >= 1
+    assert rec["handshakes_seen"] == rec["connections_opened_by_client"]
+    assert rec["handshake_ratio"] == 1.0
+    assert rec["body_bytes_in"] == 240 * 512
+    # GET without a body: the wire carries only the request line and headers.
+    assert 40 < rec["header_bytes_per_request_out"] < 1000
+    assert 40 < rec["header_bytes_per_request_in"] < 1000
+    assert summary["wire_ttfb_ms"]["count"] == 240
