@@ -191,6 +191,8 @@ def load_toml(path: Path) -> dict[str, Any]:
         raise UsageError(f"config file not found: {path}") from None
     except PermissionError:
         raise UsageError(f"config file not readable: {path}") from None
+    except OSError as exc:  # a directory, an I/O error: still bad input, not a crash
+        raise UsageError(f"config file not readable: {path} ({exc.strerror or exc})") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise UsageError(f"config file {path} is not valid TOML: {exc}") from None
     unknown = sorted(set(data) - KNOWN_KEYS)
@@ -457,7 +459,9 @@ def _payload(raw: Mapping[str, Any]) -> PayloadSpec:
 
 
 def _probe_options(raw: Mapping[str, Any]) -> ProbeOptions:
-    pids_raw = raw.get("server_pid") or []
+    pids_raw = raw.get("server_pid")
+    if pids_raw is None:
+        pids_raw = []
     if not isinstance(pids_raw, list):
         pids_raw = [pids_raw]
     pids: list[int] = []
