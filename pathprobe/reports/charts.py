@@ -18,6 +18,7 @@ import io
 import itertools
 import math
 import re
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ from matplotlib.ticker import FuncFormatter, NullFormatter
 
 LABEL_MAX_CHARS = 40
 TIMELINE_MAX_POINTS = 400
+LEGEND_MAX_CHARS = 30
 
 # Colours: the same stage always gets the same colour across charts (and in the HTML legend).
 STAGE_COLORS: dict[str, str] = {
@@ -101,22 +103,53 @@ def clip_label(text: object, max_chars: int = LABEL_MAX_CHARS) -> str:
     return s
 
 
+@dataclass(frozen=True)
+class Margins:
+    """Fixed margins in inches. Cheaper than matplotlib's constrained layout (which measures
+    every text twice and was half the render time) and predictable: legends sit in ``right``."""
+
+    left: float = 0.8
+    right: float = 0.2
+    top: float = 0.3
+    bottom: float = 0.5
+    gap: float = 0.6  # between stacked panels
+
+
+def legend_width_in(labels: Sequence[str]) -> float:
+    """Room for a legend to the right of the axes, from its longest label (~0.07 in a char)."""
+    longest = max((len(label) for label in labels), default=0)
+    return 0.6 + 0.068 * min(longest, LEGEND_MAX_CHARS)
+
+
 @contextmanager
 def _figure(
-    width_in: float, height_in: float, nrows: int = 1
+    width_in: float, height_in: float, nrows: int = 1, margins: Margins | None = None
 ) -> Iterator[tuple[Figure, list[Axes]]]:
+    m = margins or Margins()
     # A distinct hash salt per chart keeps matplotlib's generated ids (clip paths, markers)
     # unique across the many SVGs inlined into one HTML document.
     salt = f"pp{next(_chart_ids)}"
     with matplotlib.rc_context(cast(Any, _RC | {"svg.hashsalt": salt})):
-        fig = Figure(figsize=(width_in, height_in), layout="constrained")
+        fig = Figure(figsize=(width_in, height_in))
         axes = fig.subplots(nrows=nrows, ncols=1, squeeze=False)
+        panel_in = max((height_in - m.top - m.bottom - m.gap * (nrows - 1)) / nrows, 0.2)
+        fig.subplots_adjust(
+            left=min(m.left / width_in, 0.6),
+            right=max(1 - m.right / width_in, 0.65),
+            top=1 - m.top / height_in,
+            bottom=m.bottom / height_in,
+            hspace=m.gap / panel_in,
+        )
         yield fig, [ax for row in axes for ax in row]
 
 
 def _to_svg(fig: Figure) -> str:
     buf = io.StringIO()
-    fig.savefig(buf, format="svg", metadata=_SVG_METADATA)
+    with warnings.catch_warnings():
+        # Very long labels (hostile or not) can leave no room for the axes; the chart is then
+        # drawn without the layout pass rather than warning on the user's terminal.
+        warnings.filterwarnings("ignore", message="constrained_layout not applied")
+        fig.savefig(buf, format="svg", metadata=_SVG_METADATA)
     svg = buf.getvalue()
     svg = svg[svg.index("<svg") :]
     # Drop the fixed size so CSS can scale the chart; the viewBox keeps the aspect ratio.
@@ -177,8 +210,15 @@ def attribution_chart(bars: Sequence[tuple[str, Mapping[str, float]]]) -> str:
     stages: list[str] = []
     for _, parts in bars:
         stages.extend(s for s in parts if s not in stages)
-    height = 0.6 + 0.32 * max(len(bars), 1)
-    with _figure(7.2, height) as (fig, (ax,)):
+    labels = [clip_label(label) for label, _ in bars]
+    height = max(0.8 + 0.32 * len(bars), 0.45 + 0.17 * len(stages))
+    margins = Margins(
+        left=0.25 + 0.068 * max((len(x) for x in labels), default=4),
+        right=legend_width_in([clip_label(s, LEGEND_MAX_CHARS) for s in stages]),
+        top=0.15,
+        bottom=0.35,
+    )
+    with _figure(7.2, height, margins=margins) as (fig, (ax,)):
         ys = np.arange(len(bars))[::-1]
         left = np.zeros(len(bars))
         for stage in stages:
@@ -189,18 +229,18 @@ def attribution_chart(bars: Sequence[tuple[str, Mapping[str, float]]]) -> str:
                 left=left,
                 height=0.62,
                 color=stage_color(stage),
-                label=clip_label(stage),
+                label=clip_label(stage, LEGEND_MAX_CHARS),
                 edgecolor="white",
                 linewidth=0.6,
             )
             left += widths
         for y, total in zip(ys, left, strict=True):
             ax.text(total, y, f"  {total:.1f} ms", va="center", fontsize=8, color="#374151")
-        ax.set_yticks(ys, [clip_label(label) for label, _ in bars])
+        ax.set_yticks(ys, labels)
         ax.xaxis.set_major_formatter(FuncFormatter(_ms_formatter))
         ax.set_xlim(0, max(float(left.max()) if len(left) else 1.0, 1e-3) * 1.15)
         ax.grid(axis="y", visible=False)
-        ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncols=min(len(stages), 6) or 1)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
         return _to_svg(fig)
 
 
@@ -221,7 +261,9 @@ def _nan(values: Sequence[float | None]) -> list[float]:
 
 def rate_chart(series: Sequence[RateSeries], target_p99_ms: float | None, x_label: str) -> str:
     """p50 (dashed) and p99 (solid) against rate per path, log latency axis, knee marked."""
-    with _figure(7.2, 3.0) as (fig, (ax,)):
+    legend = [f"{clip_label(s.name, LEGEND_MAX_CHARS - 4)} p99" for s in series]
+    margins = Margins(left=0.95, right=legend_width_in(legend), bottom=0.55, top=0.15)
+    with _figure(7.2, 3.0, margins=margins) as (fig, (ax,)):
         knees: dict[float, list[str]] = {}
         for i, s in enumerate(series):
             color = path_color(i)
@@ -231,7 +273,7 @@ def rate_chart(series: Sequence[RateSeries], target_p99_ms: float | None, x_labe
                 "-o",
                 color=color,
                 markersize=4,
-                label=f"{clip_label(s.name)} p99",
+                label=f"{clip_label(s.name, LEGEND_MAX_CHARS - 4)} p99",
             )
             ax.plot(
                 s.rates,
@@ -240,7 +282,7 @@ def rate_chart(series: Sequence[RateSeries], target_p99_ms: float | None, x_labe
                 color=color,
                 alpha=0.7,
                 linewidth=1.2,
-                label=f"{clip_label(s.name)} p50",
+                label=f"{clip_label(s.name, LEGEND_MAX_CHARS - 4)} p50",
             )
             if s.knee_rate is not None:
                 knees.setdefault(s.knee_rate, []).append(clip_label(s.name, 16))
@@ -286,7 +328,9 @@ class Histogram:
 def distribution_chart(per_path: Sequence[tuple[str, Sequence[Histogram]]]) -> str:
     """One panel per path; one line per step: share of requests per log-spaced latency bin."""
     rows = max(len(per_path), 1)
-    with _figure(7.2, 0.4 + 1.7 * rows, nrows=rows) as (fig, axes):
+    legend = [clip_label(h.label, LEGEND_MAX_CHARS) for _, hs in per_path for h in hs]
+    margins = Margins(left=0.7, right=legend_width_in(legend), bottom=0.55, top=0.3, gap=0.55)
+    with _figure(7.2, 0.35 + 1.75 * rows, nrows=rows, margins=margins) as (fig, axes):
         # One latency range for every panel (paths compare at a glance), trimmed to the
         # occupied bins: histograms carry fixed edges out to tens of seconds.
         lo, hi = math.inf, 0.0
@@ -305,15 +349,19 @@ def distribution_chart(per_path: Sequence[tuple[str, Sequence[Histogram]]]) -> s
                     continue
                 share = counts / counts.sum()
                 ax.stairs(
-                    share, edges, color=path_color(j), linewidth=1.3, label=clip_label(h.label)
+                    share,
+                    edges,
+                    color=path_color(j),
+                    linewidth=1.3,
+                    label=clip_label(h.label, LEGEND_MAX_CHARS),
                 )
             ax.set_xscale("log")
             if 0 < lo < hi:
                 ax.set_xlim(lo / 1.5, hi * 1.5)
             _log_axis(ax.xaxis, _ms_formatter)
             ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _p: f"{v:.0%}"))
-            ax.set_title(clip_label(path), fontsize=9)
-            ax.legend(loc="upper right")
+            ax.set_title(clip_label(path, 80), fontsize=9)
+            ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
         axes[-1].set_xlabel("latency (log scale)")
         return _to_svg(fig)
 
@@ -334,7 +382,8 @@ class Timeline:
 def timeline_chart(timelines: Sequence[Timeline]) -> str:
     """p50/p99 over time per path, step boundaries labelled, seconds with errors marked in red."""
     rows = max(len(timelines), 1)
-    with _figure(7.2, 0.4 + 1.8 * rows, nrows=rows) as (fig, axes):
+    margins = Margins(left=0.85, right=legend_width_in(["errors (10000)"]), gap=0.55)
+    with _figure(7.2, 0.35 + 1.8 * rows, nrows=rows, margins=margins) as (fig, axes):
         for ax, tl in zip(axes, timelines, strict=False):
             t99, p99 = downsample_max(tl.t_s, tl.p99_ms)
             t50, p50 = downsample_max(tl.t_s, tl.p50_ms)
@@ -367,7 +416,7 @@ def timeline_chart(timelines: Sequence[Timeline]) -> str:
                 )
             ax.set_yscale("log")
             _log_axis(ax.yaxis, _ms_formatter)
-            ax.set_title(clip_label(tl.name), fontsize=9)
+            ax.set_title(clip_label(tl.name, 80), fontsize=9)
             ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
         axes[-1].set_xlabel("time since the path's first step (s)")
         return _to_svg(fig)
@@ -377,7 +426,9 @@ def payload_chart(
     per_path: Sequence[tuple[str, Sequence[float], Sequence[float | None], Sequence[float | None]]],
 ) -> str:
     """p50/p99 against request body size (bin midpoints), one colour per path."""
-    with _figure(7.2, 2.6) as (fig, (ax,)):
+    legend = [f"{clip_label(p[0], LEGEND_MAX_CHARS - 4)} p99" for p in per_path]
+    margins = Margins(left=0.95, right=legend_width_in(legend), bottom=0.55, top=0.15)
+    with _figure(7.2, 2.6, margins=margins) as (fig, (ax,)):
         for i, (name, sizes, p50, p99) in enumerate(per_path):
             ax.plot(
                 sizes,
@@ -385,7 +436,7 @@ def payload_chart(
                 "-o",
                 color=path_color(i),
                 markersize=4,
-                label=f"{clip_label(name)} p99",
+                label=f"{clip_label(name, LEGEND_MAX_CHARS - 4)} p99",
             )
             ax.plot(
                 sizes,
@@ -393,7 +444,7 @@ def payload_chart(
                 "--",
                 color=path_color(i),
                 alpha=0.7,
-                label=f"{clip_label(name)} p50",
+                label=f"{clip_label(name, LEGEND_MAX_CHARS - 4)} p50",
             )
         ax.set_xscale("log")
         _log_axis(ax.xaxis, _bytes_formatter)
@@ -419,11 +470,19 @@ class Panel:
 def series_chart(panels: Sequence[Panel]) -> str:
     """Stacked time-series panels (client CPU, worker CPU and memory, …)."""
     rows = max(len(panels), 1)
-    with _figure(7.2, 0.4 + 1.7 * rows, nrows=rows) as (fig, axes):
+    legend = [clip_label(label, LEGEND_MAX_CHARS) for p in panels for label, _, _ in p.lines]
+    margins = Margins(left=0.85, right=legend_width_in(legend), gap=0.75)
+    with _figure(7.2, 0.45 + 1.9 * rows, nrows=rows, margins=margins) as (fig, axes):
         for ax, panel in zip(axes, panels, strict=False):
             for i, (label, xs, ys) in enumerate(panel.lines):
                 dx, dy = downsample_max(xs, ys)
-                ax.plot(dx, dy, color=path_color(i), linewidth=1.2, label=clip_label(label))
+                ax.plot(
+                    dx,
+                    dy,
+                    color=path_color(i),
+                    linewidth=1.2,
+                    label=clip_label(label, LEGEND_MAX_CHARS),
+                )
             for x, label in panel.separators:
                 ax.axvline(x, color="#9ca3af", linewidth=0.6)
                 ax.annotate(
@@ -465,15 +524,22 @@ def series_chart(panels: Sequence[Panel]) -> str:
 
 def compare_chart(rows: Sequence[tuple[str, float | None, float | None]], metric: str) -> str:
     """Grouped horizontal bars: ``metric`` before (grey) and after (blue) per row label."""
-    height = 0.7 + 0.36 * max(len(rows), 1)
-    with _figure(7.2, height) as (fig, (ax,)):
+    height = 0.8 + 0.36 * max(len(rows), 1)
+    labels = [clip_label(r[0]) for r in rows]
+    margins = Margins(
+        left=0.25 + 0.068 * max((len(x) for x in labels), default=4),
+        right=legend_width_in([f"before {metric}"]),
+        top=0.15,
+        bottom=0.35,
+    )
+    with _figure(7.2, height, margins=margins) as (fig, (ax,)):
         ys = np.arange(len(rows))[::-1].astype(float)
         before = _nan([r[1] for r in rows])
         after = _nan([r[2] for r in rows])
         ax.barh(ys + 0.18, before, height=0.34, color=BEFORE_COLOR, label=f"before {metric}")
         ax.barh(ys - 0.18, after, height=0.34, color=AFTER_COLOR, label=f"after {metric}")
-        ax.set_yticks(ys, [clip_label(r[0]) for r in rows])
+        ax.set_yticks(ys, labels)
         ax.xaxis.set_major_formatter(FuncFormatter(_ms_formatter))
         ax.grid(axis="y", visible=False)
-        ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncols=2)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
         return _to_svg(fig)

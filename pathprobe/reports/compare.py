@@ -26,6 +26,7 @@ from pathprobe.reports.render import (
     fmt_pct,
     fmt_rps,
     get,
+    headline,
     num,
     stage_title,
 )
@@ -219,7 +220,7 @@ def build_compare_view(result: Mapping[str, Any]) -> dict[str, Any]:
         v = result["verdict"][side]
         verdict[side] = {
             "stage": clip(v["bottleneck"], 60) or "unknown",
-            "title": stage_title(v["bottleneck"]) if v["bottleneck"] is not None else "no verdict",
+            "title": headline(v["bottleneck"]),
             "targets": _targets_word(v["targets_met"]),
             "summary": clip(v["summary"], 600),
             "confidence": clip(v["confidence"], 20),

@@ -188,6 +188,14 @@ def stage_title(stage: Any) -> str:
     return STAGES[stage][0] if isinstance(stage, str) and stage in STAGES else clip(stage, 80)
 
 
+def headline(stage: Any) -> str:
+    """The bottleneck as a sentence start: known stages capitalised, unknown ones verbatim."""
+    if stage is None:
+        return "No verdict in this report"
+    title = stage_title(stage)
+    return title[:1].upper() + title[1:] if stage in STAGES else title
+
+
 def not_observed(section: Any, what: str) -> str | None:
     """None when a probe section holds data, else "Not observed: <reason> — <how to enable>"."""
     sec = as_map(section)
@@ -333,7 +341,7 @@ def _verdict_view(report: Mapping[str, Any]) -> dict[str, Any]:
     fix = STAGES[stage][1] if isinstance(stage, str) and stage in STAGES else ""
     return {
         "stage": clip(stage, 60) or "unknown",
-        "title": stage_title(stage) if stage is not None else "no verdict in this report",
+        "title": headline(stage),
         "known_stage": isinstance(stage, str) and stage in STAGES,
         "summary": clip(v.get("summary"), 600),
         "advice": clip(v.get("advice"), 600) or fix,
@@ -603,7 +611,7 @@ def _latency_view(report: Mapping[str, Any], targets: Mapping[str, Any]) -> dict
         "rows": rows,
         "errors": errors,
         "rate_chart": Markup(charts.rate_chart(series, targets.get("p99_ms"), x_label))
-        if series and any(len(s.rates) for s in series)
+        if any(len(s.rates) >= 2 for s in series)
         else None,
         "dist_chart": Markup(charts.distribution_chart(hists)) if hists else None,
         "timeline_chart": Markup(charts.timeline_chart(timelines)) if timelines else None,
