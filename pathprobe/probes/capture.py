@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import mmap
 import os
 import re
 import shutil
 import signal
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -122,15 +123,31 @@ class PcapInfo:
 
 
 def read_pcap(path: Path) -> tuple[list[TcpPacket], PcapInfo]:
+    """All TCP packets of a pcap file as a list; see :func:`iter_pcap`."""
+    info = PcapInfo(-1, 0, False)
+    return list(iter_pcap(path, info)), info
+
+
+def iter_pcap(path: Path, info: PcapInfo) -> Iterator[TcpPacket]:
     """Parse a classic pcap file (µs or ns timestamps, either byte order) into TCP packets.
 
+    Streams from a memory map, so a long window's capture is never held in memory as a whole;
+    ``info`` is filled in as the file is read (complete once the iterator is exhausted).
     Non-TCP packets, IP fragments and link types other than Ethernet/SLL/SLL2/raw IP/null are
     skipped. ``payload_len`` comes from the IP length fields (the snaplen cut the bodies off), or
     from the original wire length when the IP length is 0 (GSO super-packets).
+    Raises ``ValueError`` for a file that is not a classic pcap.
     """
-    data = path.read_bytes()
-    if len(data) < 24:
-        return [], PcapInfo(-1, 0, len(data) > 0)
+    with path.open("rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        if size < 24:
+            info.truncated = size > 0
+            return
+        with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            yield from _iter_records(data, size, info, path)
+
+
+def _iter_records(data: mmap.mmap, size: int, info: PcapInfo, path: Path) -> Iterator[TcpPacket]:
     magic = struct.unpack_from("<I", data, 0)[0]
     if magic == 0xA1B2C3D4:
         endian, ns_scale = "<", 1000
@@ -143,14 +160,12 @@ def read_pcap(path: Path) -> tuple[list[TcpPacket], PcapInfo]:
     else:
         raise ValueError(f"{path} is not a classic pcap file (magic {magic:#x})")
     linktype = struct.unpack_from(endian + "I", data, 20)[0] & 0x0FFFFFFF
+    info.linktype = linktype
     rec_hdr = struct.Struct(endian + "IIII")
     be16 = struct.Struct("!H").unpack_from
     tcp_hdr = struct.Struct("!HHIIBBH").unpack_from
-    packets: list[TcpPacket] = []
-    append = packets.append
     off = 24
     n = 0
-    size = len(data)
     truncated = False
     while off + 16 <= size:
         sec, frac, caplen, wirelen = rec_hdr.unpack_from(data, off)
@@ -221,22 +236,12 @@ def read_pcap(path: Path) -> tuple[list[TcpPacket], PcapInfo]:
             continue
         sport, dport, seq, ack, off_byte, flags, win = tcp_hdr(data, tcp)
         payload = l4_len - (off_byte >> 4) * 4
-        append(
-            TcpPacket(
-                ts_ns,
-                src,
-                sport,
-                dst,
-                dport,
-                flags,
-                seq,
-                ack,
-                win,
-                payload if payload > 0 else 0,
-                pkttype,
-            )
+        info.records = n
+        yield TcpPacket(
+            ts_ns, src, sport, dst, dport, flags, seq, ack, win, max(payload, 0), pkttype
         )
-    return packets, PcapInfo(linktype, n, truncated)
+    info.records = n
+    info.truncated = truncated or off != size  # a record or its header cut short
 
 
 def find_tcpdump() -> str | None:

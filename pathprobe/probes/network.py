@@ -23,7 +23,7 @@ import shutil
 import socket
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,17 +33,18 @@ from pathprobe.config import ProbeOptions
 from pathprobe.probes.base import JSONDict, Unavailable, Window
 from pathprobe.probes.capture import (
     CaptureError,
+    PcapInfo,
     Tcpdump,
     bpf_filter,
     find_tcpdump,
     has_capture_privilege,
     iface_rx_dropped,
-    read_pcap,
+    iter_pcap,
     summarize_stats,
     tcpdump_argv,
 )
 from pathprobe.probes.routes import capture_iface_for, resolve_host
-from pathprobe.probes.tcpflows import analyze, dedupe_loopback, distribution_ms
+from pathprobe.probes.tcpflows import TcpPacket, analyze, dedupe_loopback, distribution_ms
 
 #: Idle-RTT connects per target (each connect ≈ one round trip) and the bound on each.
 IDLE_CONNECTS = 12
@@ -264,7 +265,8 @@ class NetworkProbe:
 
 
 def _parse_and_analyze(pcap: Path, tgt: Target) -> dict[str, Any]:
-    packets, info = read_pcap(pcap)
+    info = PcapInfo(-1, 0, False)
+    packets: Iterable[TcpPacket] = iter_pcap(pcap, info)  # streamed: memory stays per-flow
     if tgt.iface == "any":
         packets = dedupe_loopback(packets)
     server = [

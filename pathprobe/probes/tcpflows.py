@@ -23,7 +23,7 @@ Definitions (all from the client side, where the capture runs):
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -70,7 +70,7 @@ def _seq_after(a: int, b: int) -> bool:
     return 0 < ((a - b) % _SEQ_MOD) < _SEQ_HALF
 
 
-def dedupe_loopback(packets: Sequence[TcpPacket]) -> list[TcpPacket]:
+def dedupe_loopback(packets: Iterable[TcpPacket]) -> Iterator[TcpPacket]:
     """Drop the second copy of packets seen twice on loopback.
 
     A plain ``AF_PACKET`` socket bound to all interfaces sees each loopback packet twice: once as
@@ -81,12 +81,11 @@ def dedupe_loopback(packets: Sequence[TcpPacket]) -> list[TcpPacket]:
     :data:`LOOPBACK_TWIN_MAX_GAP_NS` before. Without packet types (Ethernet captures) nothing is
     dropped: a duplicate there is a real retransmission.
     """
-    out: list[TcpPacket] = []
     # header key -> (ts_ns, pkttype) of the latest unmatched copy
     recent: dict[tuple[Any, ...], tuple[int, int]] = {}
     for pkt in packets:
         if pkt.pkttype < 0:
-            out.append(pkt)
+            yield pkt
             continue
         key = (
             pkt.src,
@@ -108,11 +107,10 @@ def dedupe_loopback(packets: Sequence[TcpPacket]) -> list[TcpPacket]:
             del recent[key]  # matched: a third identical packet is a retransmission again
             continue
         recent[key] = (pkt.ts_ns, pkt.pkttype)
-        out.append(pkt)
+        yield pkt
         if len(recent) > 4096:  # keep memory bounded: twins are microseconds apart
             cutoff = pkt.ts_ns - LOOPBACK_TWIN_MAX_GAP_NS
             recent = {k: v for k, v in recent.items() if v[0] >= cutoff}
-    return out
 
 
 def distribution_ms(values_ns: Iterable[int] | np.ndarray[Any, Any]) -> dict[str, Any]:

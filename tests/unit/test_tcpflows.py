@@ -200,7 +200,7 @@ def test_dedupe_loopback_twins() -> None:
     t = a.handshake(0.0, 0.05)
     a.exchange(t, 100, 200, 1.0)
     doubled = _twins(a.packets)
-    assert len(dedupe_loopback(doubled)) == len(a.packets)
+    assert len(list(dedupe_loopback(doubled))) == len(a.packets)
     assert (
         analyze(dedupe_loopback(doubled), [SERVER], PORT).summary()
         == analyze(a.packets, [SERVER], PORT).summary()
@@ -209,7 +209,7 @@ def test_dedupe_loopback_twins() -> None:
     assert analyze(doubled, [SERVER], PORT).retransmissions > 0
     # Without packet types (Ethernet), identical packets are real retransmissions: kept.
     plain = a.packets + [a.packets[-1]]
-    assert dedupe_loopback(plain) == plain
+    assert list(dedupe_loopback(plain)) == plain
 
 
 def test_dedupe_keeps_a_later_identical_packet() -> None:
@@ -217,7 +217,7 @@ def test_dedupe_keeps_a_later_identical_packet() -> None:
     twin = p._replace(ts_ns=1000, pkttype=PACKET_HOST)
     resend = p._replace(ts_ns=200 * MS)  # an RTO later: a genuine retransmission
     resend_twin = resend._replace(ts_ns=200 * MS + 1000, pkttype=PACKET_HOST)
-    assert dedupe_loopback([p, twin, resend, resend_twin]) == [p, resend]
+    assert list(dedupe_loopback([p, twin, resend, resend_twin])) == [p, resend]
 
 
 def test_distribution_ms() -> None:
