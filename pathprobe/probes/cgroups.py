@@ -12,8 +12,9 @@ Both cgroup versions are read (design.md §3):
   ``cpu.stat`` ``nr_throttled`` / ``throttled_usec``, quota from ``cpu.max``.
 
 Counters are read at window start and end; the summary holds deltas. Usage is sampled by the
-process sampler (:meth:`CgroupWatch.memory_usage_bytes`) so the window's maximum is seen without
-resetting ``memory.max_usage_in_bytes`` (which would disturb other readers).
+process sampler (:meth:`CgroupWatch.memory_usage_bytes`); a spike between samples is caught by
+the kernel's high-water mark (``memory.max_usage_in_bytes`` / ``memory.peak``) when that rose
+during the window — never reset, as other readers may rely on it.
 
 Kernel OOM lines come from ``/dev/kmsg`` (opened at window start and positioned at its end, so
 only new records are read) or, when that is not readable, from ``dmesg`` filtered by time.
@@ -193,6 +194,7 @@ class CgroupWatch:
     start: CgroupCounters = field(default_factory=CgroupCounters)
     usage_max_bytes: int | None = None
     _oom_eventfd: int | None = None
+    _peak_at_start: int | None = None
 
     def memory_limit_bytes(self) -> int | None:
         if self.paths.memory is None:
@@ -210,6 +212,13 @@ class CgroupWatch:
         if usage is not None and (self.usage_max_bytes is None or usage > self.usage_max_bytes):
             self.usage_max_bytes = usage
         return usage
+
+    def memory_peak_bytes(self) -> int | None:
+        """The kernel's own high-water mark (v1 ``max_usage_in_bytes``, v2 ``memory.peak``)."""
+        if self.paths.memory is None:
+            return None
+        name = "memory.max_usage_in_bytes" if self.paths.version == 1 else "memory.peak"
+        return _read_int(self.paths.memory / name)
 
     def cpu_limit_cores(self) -> float | None:
         """The CFS quota in cores (quota ÷ period); None without a quota."""
@@ -254,6 +263,7 @@ class CgroupWatch:
         """Take the start reading; on v1, register for OOM notifications."""
         self.start = self.read_counters()
         self.usage_max_bytes = None
+        self._peak_at_start = self.memory_peak_bytes()
         self.memory_usage_bytes()
         if self.paths.version == 1 and self.paths.memory is not None:
             self._oom_eventfd = _register_v1_oom_eventfd(self.paths.memory)
@@ -261,6 +271,12 @@ class CgroupWatch:
     def end(self) -> JSONDict:
         """The window's summary (deltas); releases the eventfd."""
         self.memory_usage_bytes()
+        # A spike between two samples (an allocation that ends in an OOM kill within 100 ms) is
+        # caught by the kernel's high-water mark: if it rose during the window, the new peak
+        # happened in the window. (It is never reset: other readers may rely on it.)
+        peak = self.memory_peak_bytes()
+        if peak is not None and self._peak_at_start is not None and peak > self._peak_at_start:
+            self.usage_max_bytes = max(self.usage_max_bytes or 0, peak)
         now = self.read_counters()
         oom_events: int | None
         if self.paths.version == 1:

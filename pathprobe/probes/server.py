@@ -122,9 +122,14 @@ class ServerProbe:
             )
             return
         self.roots = tuple(alive)
-        if self.cgroup_paths is None and alive:
+        if self.explicit_cgroup is None and alive:
             self.cgroup_paths = cgroups.cgroup_of(alive[0])
         self.cgroup_unavailable = cgroups.check_cgroup(self.cgroup_paths)
+        if self.cgroup_paths is None and self.explicit_cgroup is not None:
+            self.cgroup_unavailable = Unavailable(
+                f"cgroup {self.explicit_cgroup} not found or not a cgroup directory",
+                cgroups.CGROUP_HOW_TO,
+            )
         self.profile_unavailable = await self._check_profiler()
 
     async def start_window(self, window: Window) -> None:
