@@ -242,7 +242,10 @@ class ClientProbe:
         self._starts[(window.path, window.step)] = window.start_ns or time.monotonic_ns()
 
     async def stop_window(self, window: Window) -> JSONDict:
-        start = self._starts.pop((window.path, window.step), window.start_ns)
+        # The stopped window knows when its measured part really began; the stored start is the
+        # session's estimate from before the step ran.
+        stored = self._starts.pop((window.path, window.step), None)
+        start = window.start_ns or stored or time.monotonic_ns()
         end = window.end_ns or time.monotonic_ns()
         summary: JSONDict = {"path": window.path, "step": window.step}
         pids: list[int] = []
