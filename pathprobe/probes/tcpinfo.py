@@ -11,7 +11,14 @@ from __future__ import annotations
 
 import socket
 import struct
-from typing import Any
+from typing import Any, Protocol
+
+
+class _SocketLike(Protocol):
+    """``socket.socket``, or asyncio's ``TransportSocket`` from ``get_extra_info("socket")``."""
+
+    def getsockopt(self, level: int, optname: int, buflen: int) -> bytes: ...
+
 
 TCP_INFO = getattr(socket, "TCP_INFO", 11)
 _REQUEST_BYTES = 256
@@ -88,7 +95,9 @@ def parse_tcp_info(raw: bytes) -> dict[str, Any]:
     return out
 
 
-def tcp_info(sock: socket.socket) -> dict[str, Any]:
-    """``TCP_INFO`` of a connected TCP socket. Raises ``OSError`` if the socket is not TCP."""
+def tcp_info(sock: _SocketLike) -> dict[str, Any]:
+    """``TCP_INFO`` of a connected TCP socket. Raises ``OSError`` if the socket is not TCP.
+
+    From aiohttp/asyncio: ``tcp_info(resp.connection.transport.get_extra_info("socket"))``."""
     raw = sock.getsockopt(socket.IPPROTO_TCP, TCP_INFO, _REQUEST_BYTES)
     return parse_tcp_info(raw)

@@ -47,3 +47,29 @@ def test_short_struct_keeps_only_what_the_kernel_gave() -> None:
 def test_not_a_tcp_socket() -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s, pytest.raises(OSError, match="."):
         tcp_info(s)
+
+
+def test_tcp_info_through_an_asyncio_transport() -> None:
+    import asyncio
+
+    async def scenario() -> dict:
+        accepted: list[asyncio.StreamWriter] = []
+
+        async def on_conn(_r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            accepted.append(w)
+
+        server = await asyncio.start_server(on_conn, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            return tcp_info(writer.transport.get_extra_info("socket"))
+        finally:
+            for w in [writer, *accepted]:
+                w.close()
+                await w.wait_closed()
+            server.close()
+            await server.wait_closed()
+
+    info = asyncio.run(scenario())
+    assert info["state"] == 1
+    assert info["rtt_us"] > 0
