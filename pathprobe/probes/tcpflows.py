@@ -23,6 +23,7 @@ Definitions (all from the client side, where the capture runs):
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -171,6 +172,8 @@ class FlowStats:
     wire_ttfb_ns: list[int] = field(default_factory=list)
     connections: int = 0
     connections_opened: int = 0  # flows whose SYN was seen in the window
+    # Connections per server address: a name that resolves to several replicas shows its spread.
+    connections_by_server: dict[str, int] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         rate = self.retransmissions / self.data_segments if self.data_segments else 0.0
@@ -190,6 +193,7 @@ class FlowStats:
             "wire_ttfb_ms": distribution_ms(self.wire_ttfb_ns),
             "connections": self.connections,
             "connections_opened": self.connections_opened,
+            "connections_by_server": dict(self.connections_by_server),
         }
 
 
@@ -276,4 +280,15 @@ def analyze(
                 st.wire_ttfb_ns.append(p.ts_ns - flow.req_last_ts)
                 flow.awaiting_response = False
     st.connections = len(flows)
+    for _, _, server_addr in flows:
+        name = _addr_text(server_addr)
+        st.connections_by_server[name] = st.connections_by_server.get(name, 0) + 1
     return st
+
+
+def _addr_text(addr: bytes) -> str:
+    family = socket.AF_INET if len(addr) == 4 else socket.AF_INET6
+    try:
+        return socket.inet_ntop(family, addr)
+    except (ValueError, OSError):
+        return addr.hex()

@@ -107,6 +107,7 @@ def test_handshake_bytes_and_wire_ttfb() -> None:
     assert st_["retransmissions"] == 0
     assert st_["retransmission_rate"] == 0.0
     assert st_["data_segments"] == 6
+    assert st_["connections_by_server"] == {"10.0.0.2": 2}
 
 
 def test_request_in_several_segments_measures_from_its_last_byte() -> None:
