@@ -190,6 +190,12 @@ def _log_axis(axis: Axis, formatter: Any) -> None:
         axis.set_minor_formatter(NullFormatter())
 
 
+def _legend(ax: Axes, **kwargs: Any) -> None:
+    """A legend only when something is labelled (matplotlib warns on an empty one)."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(**kwargs)
+
+
 def downsample_max(
     xs: Sequence[float], ys: Sequence[float], max_points: int = TIMELINE_MAX_POINTS
 ) -> tuple[list[float], list[float]]:
@@ -240,7 +246,7 @@ def attribution_chart(bars: Sequence[tuple[str, Mapping[str, float]]]) -> str:
         ax.xaxis.set_major_formatter(FuncFormatter(_ms_formatter))
         ax.set_xlim(0, max(float(left.max()) if len(left) else 1.0, 1e-3) * 1.15)
         ax.grid(axis="y", visible=False)
-        ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
+        _legend(ax, loc="upper left", bbox_to_anchor=(1.0, 1.0))
         return _to_svg(fig)
 
 
@@ -314,7 +320,7 @@ def rate_chart(series: Sequence[RateSeries], target_p99_ms: float | None, x_labe
         _log_axis(ax.yaxis, _ms_formatter)
         ax.set_xlabel(x_label)
         ax.set_ylabel("latency")
-        ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
+        _legend(ax, loc="upper left", bbox_to_anchor=(1.0, 1.0))
         return _to_svg(fig)
 
 
@@ -361,7 +367,7 @@ def distribution_chart(per_path: Sequence[tuple[str, Sequence[Histogram]]]) -> s
             _log_axis(ax.xaxis, _ms_formatter)
             ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _p: f"{v:.0%}"))
             ax.set_title(clip_label(path, 80), fontsize=9)
-            ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
+            _legend(ax, loc="upper left", bbox_to_anchor=(1.0, 1.0))
         axes[-1].set_xlabel("latency (log scale)")
         return _to_svg(fig)
 
@@ -417,7 +423,7 @@ def timeline_chart(timelines: Sequence[Timeline]) -> str:
             ax.set_yscale("log")
             _log_axis(ax.yaxis, _ms_formatter)
             ax.set_title(clip_label(tl.name, 80), fontsize=9)
-            ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
+            _legend(ax, loc="upper left", bbox_to_anchor=(1.0, 1.0))
         axes[-1].set_xlabel("time since the path's first step (s)")
         return _to_svg(fig)
 
@@ -451,7 +457,7 @@ def payload_chart(
         ax.yaxis.set_major_formatter(FuncFormatter(_ms_formatter))
         ax.set_xlabel("request body size")
         ax.set_ylabel("latency")
-        ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
+        _legend(ax, loc="upper left", bbox_to_anchor=(1.0, 1.0))
         return _to_svg(fig)
 
 
@@ -518,7 +524,7 @@ def series_chart(panels: Sequence[Panel]) -> str:
             ax.set_title(clip_label(panel.title, 80), fontsize=9)
             ax.set_xlabel(panel.x_label)
             if len(panel.lines) > 1:
-                ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
+                _legend(ax, loc="upper left", bbox_to_anchor=(1.0, 1.0))
         return _to_svg(fig)
 
 
@@ -541,5 +547,5 @@ def compare_chart(rows: Sequence[tuple[str, float | None, float | None]], metric
         ax.set_yticks(ys, labels)
         ax.xaxis.set_major_formatter(FuncFormatter(_ms_formatter))
         ax.grid(axis="y", visible=False)
-        ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
+        _legend(ax, loc="upper left", bbox_to_anchor=(1.0, 1.0))
         return _to_svg(fig)

@@ -111,7 +111,8 @@ def test_tables_and_numbers_read_without_js(full_html: str) -> None:
     latency = section_text(full_html, "latency")
     # direct @ 20 rps, p99 from the fixture, formatted as the table shows it.
     assert "50.4 ms" in latency
-    assert "fail" in latency and "pass" in latency
+    assert "fail" in latency
+    assert "pass" in latency
     assert "(knee)" in latency
     attribution = section_text(full_html, "attribution")
     assert "[35.2 ms, 46.8 ms]" in attribution  # the tail CI of the proxy hop delta
@@ -142,7 +143,8 @@ def test_page_is_self_contained(full_html: str) -> None:
         for t, a in dom.elements
         if t == "meta" and a.get("http-equiv") == "Content-Security-Policy"
     ]
-    assert csp and "default-src 'none'" in str(csp[0]["content"])
+    assert csp
+    assert "default-src 'none'" in str(csp[0]["content"])
 
 
 def test_minimal_contract_report_renders_with_not_observed_notes() -> None:
@@ -170,7 +172,8 @@ def test_unavailable_probe_says_why_and_how() -> None:
 def test_banners_for_interrupted_and_untrustworthy() -> None:
     report = load("report_minimal.json")
     html = render_html(report)
-    assert "banner-interrupted" not in html and "banner-untrustworthy" not in html
+    assert "banner-interrupted" not in html
+    assert "banner-untrustworthy" not in html
     report["interrupted"] = True
     report["verdict"]["trustworthy"] = False
     html = render_html(report)
@@ -212,7 +215,7 @@ def test_any_field_missing_or_of_the_wrong_type_degrades(seed: int) -> None:
     paths = _key_paths(base)
     rng = random.Random(seed)
     garbage: list[Any] = [None, "x", 7, -1.5, [], {}, [1, "a"], True, float("nan")]
-    for key_path in rng.sample(paths, 8):
+    for key_path in rng.sample(paths, 6):
         report = copy.deepcopy(base)
         parent: Any = report
         for k in key_path[:-1]:
