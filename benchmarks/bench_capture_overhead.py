@@ -145,6 +145,8 @@ async def one_window(url: str, rate: float, duration_s: float, step: int, captur
     return {
         "capture": capture,
         "client_cpu_percent": round((self1 - self0) / wall * 100, 1),
+        # Per request sent: steadier than % of wall time when neighbours steal the core.
+        "client_cpu_us_per_request": round((self1 - self0) / max(len(result.records), 1) * 1e6, 1),
         "tcpdump_cpu_percent": round((kids1 - kids0) / wall * 100, 2) if capture else 0.0,
         "achieved_rps": round(len(ok) / duration_s, 1),
         "p50_ms": round(float(np.percentile(lat_ms, 50)), 3) if len(ok) else None,
@@ -219,6 +221,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     off = [r["client_cpu_percent"] for r in rows if not r["capture"]]
     on = [r["client_cpu_percent"] for r in rows if r["capture"]]
     dump = [r["tcpdump_cpu_percent"] for r in rows if r["capture"]]
+    per_off = [r["client_cpu_us_per_request"] for r in rows if not r["capture"]]
+    per_on = [r["client_cpu_us_per_request"] for r in rows if r["capture"]]
     return {
         "rate_rps": args.rate,
         "duration_s": args.duration,
@@ -226,7 +230,10 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         "client_cpu_percent_off_mean": round(float(np.mean(off)), 1),
         "client_cpu_percent_on_mean": round(float(np.mean(on)), 1),
         "client_cpu_extra_percent_of_off": round((np.mean(on) / np.mean(off) - 1) * 100, 1),
+        "client_cpu_us_per_request_off_mean": round(float(np.mean(per_off)), 1),
+        "client_cpu_us_per_request_on_mean": round(float(np.mean(per_on)), 1),
         "tcpdump_cpu_percent_mean": round(float(np.mean(dump)), 2),
+        "errors_total": sum(int(r["errors"]) for r in rows),
         "capture_drops_total": sum(int(r["capture_drops"] or 0) for r in rows if r["capture"]),
         "parse_speed": speed,
     }
