@@ -1,16 +1,46 @@
 """The verdict: which stage explains the missed target, from the step summaries and probes.
 
-Attribution by stage lives in :mod:`pathprobe.analysis.attribution` when present; this module owns
-the final word and the rules that never change: ``none`` only when targets are met and nothing
-stands out, ``inconclusive`` when targets are missed and no stage clears its bar.
+Attribution by stage lives in :mod:`pathprobe.analysis.attribution`; this module owns the final word
+and the rules that never change:
+
+* the client gate first: when the client could not keep its schedule the verdict is ``client`` and
+  ``trustworthy`` is false;
+* ``none`` only when targets are met and nothing stands out (no anomaly: a tripped gate, OOM, a
+  hop adding a quarter of the latency, congestion or loss, a server that waits more than it works);
+* targets missed → the stage that explains the most of the tail among those that clear their bar;
+  ``inconclusive`` when none clears it, with what to measure next.
+
+Output keys (report.json ``verdict``, read by the renderer): ``bottleneck``, ``targets_met``,
+``summary``, ``advice``, ``trustworthy``, ``confidence``, ``ranking``, ``attribution``,
+``hop_deltas``, ``knee``, ``next_steps`` (+ ``focus``).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from pathprobe.analysis.attribution import Analysis, StageFinding, analyze
 from pathprobe.config import Targets
 from pathprobe.run import RunResult
+
+ADVICE = {
+    "client": "The load generator could not keep its schedule: run it on more cores or machines "
+    "(--workers), or lower the rate; numbers beyond the client are not trustworthy.",
+    "network": "Time goes on the wire: move the client closer to the service, check loss and "
+    "bandwidth on the path, or send smaller payloads.",
+    "proxy": "The proxy hop adds the time: check its rate limits, queue and buffering settings "
+    "(e.g. nginx limit_req, proxy_buffering, upstream keepalive).",
+    "load_balancer": "The load balancer queues requests: raise its per-server connection limits "
+    "(maxconn), add replicas, or check the balance between them.",
+    "server_concurrency": "Requests wait for a free worker while CPU is left over: add workers or "
+    "threads, make the handler async, or run more processes.",
+    "preprocessing": "Input preprocessing dominates the server's time: make it cheaper (decode at "
+    "reduced size, resize earlier), cap input sizes, or move it off the request path.",
+    "inference": "The model dominates the server's time: a smaller or quantised model, batching, "
+    "or an accelerator.",
+    "oom": "Large inputs exhaust the server's memory and kill workers: cap input sizes, stream or "
+    "downscale while decoding, or raise the memory limit.",
+}
 
 
 def decide(run: RunResult, judgement: dict[str, Any]) -> dict[str, Any]:
@@ -18,25 +48,158 @@ def decide(run: RunResult, judgement: dict[str, Any]) -> dict[str, Any]:
     targets_met = bool(judgement["targets_met"])
     targets: Targets = run.config.targets
     outer = run.config.outermost.name
-    if targets_met:
-        summary = (
-            f"Targets met on {outer}."
-            if targets.any
-            else f"No targets given; measured {len(run.config.paths)} path(s)."
-        )
-        bottleneck = "none"
+    if not run.steps:
+        return _empty(run, targets_met, judgement)
+    a = analyze(run, judgement)
+    ranking = a.ranking()
+    trustworthy = not a.gate.tripped
+    first_reason = judgement["reasons"][0] if judgement.get("reasons") else "targets missed"
+    next_steps: list[str] = []
+    if a.gate.tripped:
+        bottleneck = "client"
+    elif targets_met:
+        standing = [f for f in ranking if f.stands_out]
+        bottleneck = standing[0].stage if standing else "none"
+    else:
+        clearing = [f for f in ranking if f.clears_bar]
+        bottleneck = clearing[0].stage if clearing else "inconclusive"
+    top = a.findings.get(bottleneck)
+    summary = _summary(a, bottleneck, top, targets_met, targets, outer, first_reason, run)
+    if bottleneck == "inconclusive":
+        next_steps = _next_steps(a, ranking)
+        advice = next_steps[0] if next_steps else "Rerun longer with server access."
+    elif bottleneck == "none":
         advice = "Nothing to fix at this load." if targets.any else "Give --target-p99 to judge."
     else:
-        bottleneck = "inconclusive"
-        first = judgement["reasons"][0] if judgement["reasons"] else "targets missed"
-        summary = f"Targets missed on {outer} ({first}); no stage clears its evidence bar."
-        advice = "Rerun longer, with --server-pid (or --agent) and packet capture enabled."
+        advice = ADVICE[bottleneck]
+    level = _confidence_level(a, bottleneck, ranking)
     return {
         "bottleneck": bottleneck,
         "targets_met": targets_met,
         "summary": summary,
         "advice": advice,
+        "trustworthy": trustworthy,
+        "confidence": {"level": level, "reasons": a.confidence_reasons + _level_notes(a)},
+        "ranking": [f.as_json() for f in ranking],
+        "attribution": a.attribution,
+        "hop_deltas": a.hop_deltas,
+        "knee": a.knee,
+        "next_steps": next_steps,
+        "focus": {
+            "path": a.focus_path,
+            "step": a.focus_step,
+            "offered_rps": a.offered_rps,
+            "tail_label": a.tail_label,
+            "tail_ms": None if a.tail_latency_ms is None else round(a.tail_latency_ms, 3),
+            "p50_ms": None if a.p50_latency_ms is None else round(a.p50_latency_ms, 3),
+        },
+    }
+
+
+def _summary(
+    a: Analysis,
+    bottleneck: str,
+    top: StageFinding | None,
+    targets_met: bool,
+    targets: Targets,
+    outer: str,
+    first_reason: str,
+    run: RunResult,
+) -> str:
+    at = "closed loop" if a.offered_rps is None else f"{a.offered_rps:g} requests/s"
+    tail = (
+        f"{a.tail_label} {a.tail_latency_ms:.1f} ms" if a.tail_latency_ms is not None else "no tail"
+    )
+    if bottleneck == "client":
+        why = a.gate.reasons[0] if a.gate.reasons else "client gate"
+        return (
+            f"The client could not keep its schedule ({why}); "
+            f"latencies measured on {outer} are not trustworthy."
+        )
+    if bottleneck == "none":
+        if targets.any:
+            return f"Targets met on {outer} at {at} ({tail}); no stage stands out."
+        return f"No targets given; {outer} at {at}: {tail}, and no stage stands out."
+    if bottleneck == "inconclusive":
+        return (
+            f"Targets missed on {outer} ({first_reason}), but no stage clears its evidence bar "
+            f"at {at} ({tail})."
+        )
+    assert top is not None
+    share = (
+        f" ({top.explains_ms / a.tail_latency_ms:.0%} of it)"
+        if a.tail_latency_ms and a.tail_latency_ms > 0
+        else ""
+    )
+    lead = (
+        f"Targets missed on {outer} ({first_reason})"
+        if not targets_met
+        else (f"Targets met on {outer}, but {bottleneck} stands out")
+    )
+    return f"{lead}: at {at}, {bottleneck} explains {top.explains_ms:.1f} ms of the {tail}{share}."
+
+
+def _next_steps(a: Analysis, ranking: list[StageFinding]) -> list[str]:
+    steps: list[str] = []
+    for m in a.missing:
+        if m.startswith("server probe"):
+            steps.append("Rerun with --server-pid PID (or --agent URL) to profile the server.")
+        elif m.startswith("packet capture"):
+            steps.append("Rerun as root (or with CAP_NET_RAW) so packets can be captured.")
+        elif "Server-Timing" in m:
+            steps.append(
+                "Have the server send a Server-Timing header (e.g. preprocess;dur=…, "
+                "inference;dur=…) to split server time."
+            )
+    if a.tail_requests < 10:
+        steps.append("Rerun longer (--duration) so the tail holds more requests.")
+    if len(a.attribution) < 2:
+        steps.append("Add the inner paths (--path direct=…, --path proxy=…) to measure each hop.")
+    if ranking:
+        top = ranking[0]
+        steps.append(
+            f"The largest share, {top.stage} ({top.explains_ms:.1f} ms), stayed below the bar: "
+            "rerun longer to narrow its interval."
+        )
+    if not steps:
+        steps.append("Rerun longer, with --server-pid (or --agent) and packet capture enabled.")
+    return steps
+
+
+def _confidence_level(a: Analysis, bottleneck: str, ranking: list[StageFinding]) -> str:
+    if a.gate.tripped:
+        return "medium" if bottleneck == "client" else "low"
+    if bottleneck == "inconclusive" or a.tail_requests < 5:
+        return "low"
+    if bottleneck == "none":
+        return "high" if not a.missing else "medium"
+    top = a.findings[bottleneck]
+    runner_up = max((f.explains_ms for f in ranking if f.stage != bottleneck), default=0.0)
+    clear_lead = top.explains_ms >= 1.5 * runner_up
+    if top.direct_evidence and clear_lead:
+        return "high"
+    if top.direct_evidence or clear_lead:
+        return "medium"
+    return "low"
+
+
+def _level_notes(a: Analysis) -> list[str]:
+    return [f"missing: {m}" for m in a.missing]
+
+
+def _empty(run: RunResult, targets_met: bool, judgement: dict[str, Any]) -> dict[str, Any]:
+    """No measurements at all (interrupted before the first window)."""
+    bottleneck = "none" if targets_met else "inconclusive"
+    return {
+        "bottleneck": bottleneck,
+        "targets_met": targets_met,
+        "summary": "No requests were measured.",
+        "advice": "Rerun and let at least one step finish.",
         "trustworthy": True,
+        "confidence": {"level": "low", "reasons": ["no measurements"]},
         "ranking": [],
-        "next_steps": [] if targets_met else [advice],
+        "attribution": {},
+        "hop_deltas": [],
+        "knee": {p.name: None for p in run.config.paths},
+        "next_steps": [] if targets_met else ["Rerun and let at least one step finish."],
     }

@@ -1,0 +1,802 @@
+"""Attribution: how many milliseconds of the tail each stage explains, with its evidence.
+
+design.md §4: percentiles do not add. "What stage X explains at p99" is, among the requests at or
+above the p99 of that path and step, the mean time attributable to X (at p50: among the requests
+around the median). Each completed request is first cut into components
+(:mod:`pathprobe.analysis.decompose`); this module maps components to stages, averages them over the
+tail and median sets, and collects the evidence sentences and bars every stage must clear.
+
+Mapping of components to stages:
+
+* ``pool_wait`` is time queued in the client for a connection that something slower held: it is
+  charged to the other non-client components of the same request set, in proportion.
+* ``server_queue`` (server time outside every Server-Timing metric) is split by the server's CPU
+  utilisation u (see :data:`pathprobe.analysis.evidence` notes): u of it to the CPU stages by their
+  profile shares (or Server-Timing proportions without a profile), 1 − u to
+  ``server_concurrency``. Without a server probe u is unknown and it all goes to
+  ``server_concurrency`` (confidence lowered).
+* an unsplit ``server`` (no Server-Timing) is split by the profile's busy shares when there is a
+  profile, else stays the category ``server``.
+* failed requests rank above every success; in the tail set each contributes
+  max(its elapsed time, the tail latency of the successes) — a failure costs the user at least a
+  slow answer — to ``oom`` when the OOM evidence clears its bar, else to the category ``errors``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from pathprobe.analysis.client_gate import GateResult, client_gate
+from pathprobe.analysis.decompose import Decomposition, decompose, transfer_slope_ms_per_byte
+from pathprobe.analysis.deltas import hop_delta_entry, tail_percentile
+from pathprobe.analysis.evidence import (
+    FailureEvidence,
+    NetworkEvidence,
+    ServerEvidence,
+    failure_evidence,
+    network_evidence,
+    server_evidence,
+    share_text,
+    window,
+)
+from pathprobe.analysis.knee import find_knee
+from pathprobe.load.engine import StepResult, header_values, measured
+from pathprobe.probes.hopheaders import per_request_hop_times
+from pathprobe.run import RunResult
+
+FloatArray = npt.NDArray[np.float64]
+
+#: Hop (path) names → the stage the hop is. Paths not listed are proxies of some kind.
+HOP_STAGES = {"proxy": "proxy", "lb": "load_balancer"}
+#: Stages ranked (design.md §2, minus the two outcomes).
+RANKED_STAGES = (
+    "client",
+    "network",
+    "load_balancer",
+    "proxy",
+    "server_concurrency",
+    "preprocessing",
+    "inference",
+    "oom",
+)
+#: The median set: requests between these percentiles of latency ("around the median").
+MEDIAN_BAND = (45.0, 55.0)
+#: A stage must explain at least this share of the tail latency to clear its bar. A stage whose
+#: complete removal would shorten the tail by less than a tenth did not make a target miss by a
+#: meaningful amount; a tenth is also above the run-to-run drift of a tail over short windows.
+BAR_SHARE_OF_TAIL = 0.10
+#: ...and at least this many ms (timer resolution, loopback noise).
+BAR_FLOOR_MS = 2.0
+#: A hop delta's CI must clear zero by this share of the inner path's tail (and BAR_FLOOR_MS): a
+#: hop costs at least a copy and a syscall; 5 % of the latency is the noise of sequential windows
+#: measured on this machine kind (ABBA order removes drift, not jitter).
+HOP_MARGIN_SHARE = 0.05
+#: When targets are met, a stage "stands out" only for anomalies, never for ordinary work: a hop
+#: adding at least this share of the inner tail (CI-cleared), server waiting at least as long as
+#: it works at the tail, congestion or loss in the network, OOM, a tripped client gate.
+STANDOUT_HOP_SHARE = 0.25
+STANDOUT_QUEUE_SHARE = 0.5
+#: Server-Timing must be on at least this share of responses to be used as the server's split.
+SERVER_TIMING_MIN_SHARE = 0.5
+
+
+@dataclass
+class StageFinding:
+    stage: str
+    explains_ms: float = 0.0
+    p50_ms: float = 0.0
+    evidence: list[str] = field(default_factory=list)
+    clears_bar: bool = False
+    stands_out: bool = False
+    direct_evidence: bool = False  # measured by the stage's own signal, not inferred
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "stage": self.stage,
+            "explains_ms": round(self.explains_ms, 3),
+            "p50_ms": round(self.p50_ms, 3),
+            "evidence": list(self.evidence),
+            "clears_bar": self.clears_bar,
+            "stands_out": self.stands_out,
+        }
+
+
+@dataclass
+class Analysis:
+    """Everything the verdict needs."""
+
+    focus_step: int
+    focus_path: str
+    offered_rps: float | None
+    tail_label: str
+    tail_latency_ms: float | None
+    p50_latency_ms: float | None
+    gate: GateResult
+    findings: dict[str, StageFinding]
+    attribution: dict[str, dict[str, Any]]
+    hop_deltas: list[dict[str, Any]]
+    knee: dict[str, float | None]
+    confidence_reasons: list[str]
+    missing: list[str]
+    server_timing_share: float = 0.0
+    tail_requests: int = 0
+
+    def ranking(self) -> list[StageFinding]:
+        found = [f for f in self.findings.values() if f.evidence or f.explains_ms > 0]
+        return sorted(found, key=lambda f: (-f.explains_ms, RANKED_STAGES.index(f.stage)))
+
+
+def choose_focus_step(run: RunResult, judgement: Mapping[str, Any]) -> int:
+    """The step to attribute: the first step that failed its targets, else the most loaded step."""
+    outer = run.config.outermost.name
+    results = run.steps.get(outer) or next(iter(run.steps.values()), [])
+    if not results:
+        return 0
+    judged = judgement.get("steps") or []
+    target_rps = run.config.targets.rps
+    for j, res in zip(judged, results, strict=False):
+        counts = target_rps is None or res.offered_rps is None or res.offered_rps <= target_rps
+        if counts and not j.get("passed", True):
+            return res.step
+    rated = [r for r in results if r.offered_rps is not None]
+    if rated:
+        return max(rated, key=lambda r: (r.offered_rps or 0.0, r.step)).step
+    return results[-1].step
+
+
+def _result(run: RunResult, path: str, step: int) -> StepResult | None:
+    for res in run.steps.get(path, []):
+        if res.step == step:
+            return res
+    return None
+
+
+def _hop_times(res: StepResult, run: RunResult) -> dict[str, FloatArray]:
+    names = set(res.headers)
+    values = {name: header_values(res, name) for name in names}
+    return per_request_hop_times(values, run.config.probes)
+
+
+def _tail_mask(total: FloatArray, q: float) -> npt.NDArray[np.bool_]:
+    if total.size == 0:
+        return np.zeros(0, bool)
+    cut = np.percentile(total, q, method="higher")
+    mask: npt.NDArray[np.bool_] = total >= cut
+    return mask
+
+
+def _median_mask(total: FloatArray) -> npt.NDArray[np.bool_]:
+    if total.size == 0:
+        return np.zeros(0, bool)
+    lo, hi = np.percentile(total, MEDIAN_BAND)
+    mask: npt.NDArray[np.bool_] = (total >= lo) & (total <= hi)
+    if not mask.any():
+        mask = np.abs(total - np.median(total)) == np.min(np.abs(total - np.median(total)))
+    return mask
+
+
+def map_to_stages(
+    means: Mapping[str, float],
+    server: ServerEvidence,
+    network: NetworkEvidence,
+    oom_bar: bool,
+) -> dict[str, float]:
+    """Component means of one request set → stage/category means (module docstring)."""
+    out: dict[str, float] = {}
+
+    def add(key: str, value: float) -> None:
+        if value:
+            out[key] = out.get(key, 0.0) + value
+
+    for key, value in means.items():
+        if key in ("pool_wait", "server_queue", "server", "failed"):
+            continue
+        add(HOP_STAGES.get(key, key) if key in HOP_STAGES else key, value)
+    cpu_share = _cpu_shares(server, means)
+    queue = means.get("server_queue", 0.0)
+    if queue:
+        u = server.utilisation
+        if u is None:
+            add("server_concurrency", queue)
+        else:
+            add("server_concurrency", queue * (1.0 - u))
+            for stage, share in cpu_share.items():
+                add(stage, queue * u * share)
+    unsplit = means.get("server", 0.0)
+    if unsplit:
+        busy = {k: v for k, v in server.stage_share.items() if k != "idle"}
+        total = sum(busy.values())
+        if total > 0:
+            for stage, share in busy.items():
+                add(stage, unsplit * share / total)
+        else:
+            add("server", unsplit)
+    failed = means.get("failed", 0.0)
+    if failed:
+        add("oom" if oom_bar else "errors", failed)
+    pool = means.get("pool_wait", 0.0)
+    if pool:
+        others = {k: v for k, v in out.items() if k != "client" and v > 0}
+        total = sum(others.values())
+        if total > 0:
+            for k, v in others.items():
+                out[k] += pool * v / total
+        else:
+            add("pool_wait", pool)
+    return out
+
+
+def _cpu_shares(server: ServerEvidence, means: Mapping[str, float]) -> dict[str, float]:
+    """How CPU time divides among categories: the profile's busy shares, else Server-Timing's."""
+    busy = {k: v for k, v in server.stage_share.items() if k != "idle" and v > 0}
+    if busy:
+        total = sum(busy.values())
+        return {k: v / total for k, v in busy.items()}
+    work = {k: means.get(k, 0.0) for k in ("preprocessing", "inference", "server_other")}
+    total = sum(work.values())
+    if total > 0:
+        return {k: v / total for k, v in work.items() if v > 0}
+    return {"server_concurrency": 1.0}
+
+
+def _set_means(
+    dec: Decomposition, mask: npt.NDArray[np.bool_], failed_in_set: int, failed_ms: float
+) -> dict[str, float]:
+    """Mean of each component over the masked successes plus ``failed_in_set`` failures."""
+    n_ok = int(mask.sum())
+    n = n_ok + failed_in_set
+    if n == 0:
+        return {}
+    out = {k: float(v[mask].sum()) / n for k, v in dec.components.items()}
+    if failed_in_set:
+        out["failed"] = failed_ms * failed_in_set / n
+    return out
+
+
+def analyze(run: RunResult, judgement: Mapping[str, Any]) -> Analysis:
+    """Decompose every path at the focus step, gate, deltas, knee and per-stage findings."""
+    config = run.config
+    seed = config.load.seed
+    names = [p.name for p in config.paths if run.steps.get(p.name)]
+    focus = choose_focus_step(run, judgement)
+    outer = (
+        config.outermost.name if config.outermost.name in names else (names[-1] if names else "")
+    )
+    missing: list[str] = []
+
+    # -- client gate over every window --
+    gate_rows = []
+    for name in names:
+        for res in run.steps.get(name, []):
+            recs = measured(res)
+            summ = _summary(run, name, res.step)
+            p99 = ((summ or {}).get("latency_ms") or {}).get("p99")
+            gate_rows.append(
+                (
+                    name,
+                    res.step,
+                    recs,
+                    p99,
+                    res.loop_lag_ns,
+                    window(run.probes, "client", name, res.step),
+                )
+            )
+    gate = client_gate(gate_rows)
+    if not (run.probes.get("client") or {}).get("available", False):
+        missing.append("client CPU was not sampled")
+
+    # -- per path: evidence and decomposition at the focus step --
+    decs: dict[str, Decomposition] = {}
+    net_ev: dict[str, NetworkEvidence] = {}
+    srv_ev: dict[str, ServerEvidence] = {}
+    fail_ev: dict[str, FailureEvidence] = {}
+    hop_times: dict[str, dict[str, FloatArray]] = {}
+    st_share = 0.0
+    for name in names:
+        found = _result(run, name, focus)
+        if found is None:
+            continue
+        recs = measured(found)
+        net_ev[name] = network_evidence(run.probes, name, focus, recs)
+        srv_ev[name] = server_evidence(run.probes, name, focus)
+        fail_ev[name] = failure_evidence(recs)
+        hop_times[name] = _hop_times(found, run)
+    slope = _transfer_slope(run, names, focus, hop_times, net_ev)
+    for i, name in enumerate(names):
+        found = _result(run, name, focus)
+        if found is None:
+            continue
+        recs = measured(found)
+        hops = [n for n in reversed(names[1 : i + 1])]
+        inner_totals: dict[str, FloatArray] = {}
+        for j in range(1, i + 1):
+            inner_dec = decs.get(names[j - 1])
+            if inner_dec is not None:
+                inner_totals[names[j]] = inner_dec.total_ms
+        decs[name] = decompose(
+            name,
+            recs,
+            hop_times[name],
+            hops,
+            rtt_ms=net_ev[name].rtt_ms,
+            slope_ms_per_byte=slope,
+            inner_totals=inner_totals,
+        )
+        if name == outer:
+            present = [
+                np.isfinite(v).mean()
+                for k, v in hop_times[name].items()
+                if k.startswith("server_timing.")
+            ]
+            st_share = float(max(present)) if present else 0.0
+
+    # -- OOM bar (any path) --
+    oom_bar, oom_evidence = _oom(names, srv_ev, fail_ev, run)
+
+    # -- attribution per path --
+    attribution: dict[str, dict[str, Any]] = {}
+    tail_sets: dict[str, dict[str, float]] = {}
+    p50_sets: dict[str, dict[str, float]] = {}
+    tail_label = "p99"
+    tail_latency: float | None = None
+    p50_latency: float | None = None
+    tail_n = 0
+    for name, dec in decs.items():
+        n_all = dec.total_ms.size + dec.failed_ms.size
+        label, q = tail_percentile(n_all)
+        k = max(1, math.ceil(n_all * (1.0 - q / 100.0)))
+        failed_in = min(k, dec.failed_ms.size)
+        ok_total = dec.total_ms
+        ok_tail_cut = float(np.percentile(ok_total, q, method="higher")) if ok_total.size else 0.0
+        if failed_in >= k:
+            tail_mask = np.zeros(ok_total.size, bool)
+        else:
+            order = np.argsort(-ok_total, kind="stable")
+            tail_mask = np.zeros(ok_total.size, bool)
+            tail_mask[order[: k - failed_in]] = True
+        failed_cost = (
+            float(np.maximum(np.sort(dec.failed_ms)[::-1][:failed_in], ok_tail_cut).mean())
+            if failed_in
+            else 0.0
+        )
+        tail_means = _set_means(dec, tail_mask, failed_in, failed_cost)
+        p50_means = _set_means(dec, _median_mask(ok_total), 0, 0.0)
+        srv = srv_ev.get(name, ServerEvidence())
+        net = net_ev.get(name, NetworkEvidence())
+        tail_sets[name] = map_to_stages(tail_means, srv, net, oom_bar)
+        p50_sets[name] = map_to_stages(p50_means, srv, net, oom_bar)
+        attribution[name] = {
+            "step": focus,
+            "offered_rps": _offered(run, name, focus),
+            "p50": {k2: round(v, 3) for k2, v in sorted(p50_sets[name].items())},
+            label: {k2: round(v, 3) for k2, v in sorted(tail_sets[name].items())},
+            "percentile_label": label,
+            "tail_requests": int(k),
+            "hop_sources": dict(dec.hop_source),
+        }
+        if name == outer:
+            tail_label, tail_n = label, int(k)
+            tail_latency = ok_tail_cut if ok_total.size else None
+            p50_latency = float(np.percentile(ok_total, 50)) if ok_total.size else None
+
+    # -- hop deltas (paired by seq, bootstrap CIs) --
+    hop_deltas: list[dict[str, Any]] = []
+    for j in range(1, len(names)):
+        inner_name, outer_name = names[j - 1], names[j]
+        a, b = decs.get(inner_name), decs.get(outer_name)
+        if a is None or b is None:
+            continue
+        entry = hop_delta_entry(
+            HOP_STAGES.get(outer_name, outer_name),
+            inner_name,
+            outer_name,
+            (a.seq, a.total_ms),
+            (b.seq, b.total_ms),
+            seed=seed + 7 * j,
+        )
+        if entry is not None:
+            entry["step"] = focus
+            entry["offered_rps"] = _offered(run, outer_name, focus)
+            entry["source"] = b.hop_source.get(outer_name, "none")
+            hop_deltas.append(entry)
+
+    knee = {name: find_knee(run.step_summaries.get(name, [])) for name in names}
+
+    findings = _findings(
+        run,
+        names,
+        outer,
+        focus,
+        tail_sets,
+        p50_sets,
+        tail_latency,
+        tail_label,
+        decs,
+        hop_deltas,
+        net_ev,
+        srv_ev,
+        fail_ev,
+        gate,
+        oom_bar,
+        oom_evidence,
+        slope,
+        knee,
+    )
+    confidence = _confidence_reasons(run, gate, st_share, tail_n, tail_label)
+    for name in names[:1]:
+        ev = srv_ev.get(name)
+        if ev is not None and not ev.available and ev.missing:
+            missing.append(f"server probe: {ev.missing}")
+        nev = net_ev.get(name)
+        if nev is not None and not nev.capture_available and nev.missing:
+            missing.append(f"packet capture: {nev.missing}")
+    if st_share < SERVER_TIMING_MIN_SHARE:
+        missing.append("no Server-Timing header from the server")
+    return Analysis(
+        focus_step=focus,
+        focus_path=outer,
+        offered_rps=_offered(run, outer, focus),
+        tail_label=tail_label,
+        tail_latency_ms=tail_latency,
+        p50_latency_ms=p50_latency,
+        gate=gate,
+        findings=findings,
+        attribution=attribution,
+        hop_deltas=hop_deltas,
+        knee=knee,
+        confidence_reasons=confidence,
+        missing=missing,
+        server_timing_share=st_share,
+        tail_requests=tail_n,
+    )
+
+
+def _summary(run: RunResult, path: str, step: int) -> dict[str, Any] | None:
+    for s, res in zip(run.step_summaries.get(path, []), run.steps.get(path, []), strict=False):
+        if res.step == step:
+            return s
+    return None
+
+
+def _offered(run: RunResult, path: str, step: int) -> float | None:
+    res = _result(run, path, step)
+    return None if res is None else res.offered_rps
+
+
+def _transfer_slope(
+    run: RunResult,
+    names: Sequence[str],
+    step: int,
+    hop_times: Mapping[str, Mapping[str, FloatArray]],
+    net_ev: Mapping[str, NetworkEvidence],
+) -> float:
+    """Bandwidth as ms per byte moved, measured on the innermost path with server timers.
+
+    Residual = time to first byte − connect/pool − the server's own time (Server-Timing on the
+    direct path, nginx's upstream time on a proxy path): what still grows with the body size is
+    transfer time. Zero when no server timer is present (then size-dependent server work would
+    pass for bandwidth).
+    """
+    for name in names:
+        res = _result(run, name, step)
+        if res is None:
+            continue
+        recs = measured(res)
+        times = hop_times.get(name, {})
+        server: FloatArray | None = None
+        if "upstream_ms" in times:
+            server = times["upstream_ms"]
+        else:
+            st = [v for k, v in times.items() if k.startswith("server_timing.")]
+            if st:
+                server = np.nansum(np.stack(st), axis=0)
+        if server is None:
+            return 0.0
+        ok = (recs["ttfb_ns"] >= 0) & np.isfinite(server)
+        ttfb = recs["ttfb_ns"][ok] / 1e6
+        pre = (
+            np.maximum(recs["conn_wait_ns"][ok], 0) + np.maximum(recs["connect_ns"][ok], 0)
+        ) / 1e6
+        residual = ttfb - pre - server[ok]
+        moved = (recs["bytes_out"][ok] + recs["bytes_in"][ok]).astype(np.float64)
+        slope = transfer_slope_ms_per_byte(moved, residual)
+        # Keep it only when it matters: ≥ 1 ms for the median body (loopback moves MBs per ms).
+        if moved.size and slope * float(np.median(moved)) >= 1.0:
+            return slope
+        return 0.0
+    return 0.0
+
+
+def _oom(
+    names: Sequence[str],
+    srv_ev: Mapping[str, ServerEvidence],
+    fail_ev: Mapping[str, FailureEvidence],
+    run: RunResult,
+) -> tuple[bool, list[str]]:
+    """OOM clears its bar when failures of the OOM kinds coincide with memory evidence in the same
+    window (worker deaths, cgroup OOM events, kernel OOM lines) — or, with no server probe, when
+    failures strongly prefer large payloads."""
+    evidence: list[str] = []
+    bar = False
+    for name in names:
+        srv, fail = srv_ev.get(name), fail_ev.get(name)
+        if srv is None or fail is None:
+            continue
+        if fail.oom_like and srv.memory_evidence:
+            bar = True
+            parts = [f"{fail.oom_like} of {fail.requests} requests on {name} failed (resets / 5xx)"]
+            if srv.deaths:
+                parts.append(
+                    f"{srv.deaths} server worker(s) died in the window"
+                    + (f", {srv.oom_killed} killed by the OOM killer" if srv.oom_killed else "")
+                )
+            if srv.oom_events:
+                parts.append(f"cgroup counted {srv.oom_events} OOM event(s)")
+            if srv.kernel_oom_lines:
+                parts.append(f"kernel logged {srv.kernel_oom_lines} OOM line(s)")
+            if srv.memory_max_bytes and srv.memory_limit_bytes:
+                parts.append(
+                    f"memory peaked at {srv.memory_max_bytes / 2**20:.0f} MiB of a "
+                    f"{srv.memory_limit_bytes / 2**20:.0f} MiB limit"
+                )
+            evidence.append("; ".join(parts))
+        elif fail.size_correlated and not srv.available:
+            bar = True
+            evidence.append(
+                f"{fail.oom_like} failures on {name} with no server probe to confirm memory, "
+                "but they prefer large inputs"
+            )
+        if fail.oom_like and fail.large_rate is not None and fail.small_rate is not None:
+            evidence.append(
+                f"failure rate {fail.large_rate:.1%} for the largest quarter of payloads vs "
+                f"{fail.small_rate:.1%} for the smallest"
+                + (
+                    f" (median failed body {fail.failed_bytes_median / 1024:.0f} KiB vs "
+                    f"{(fail.all_bytes_median or 0) / 1024:.0f} KiB overall)"
+                    if fail.failed_bytes_median
+                    else ""
+                )
+            )
+    if not bar:
+        evidence = []
+    return bar, evidence
+
+
+def _findings(
+    run: RunResult,
+    names: Sequence[str],
+    outer: str,
+    focus: int,
+    tail_sets: Mapping[str, Mapping[str, float]],
+    p50_sets: Mapping[str, Mapping[str, float]],
+    tail_latency: float | None,
+    tail_label: str,
+    decs: Mapping[str, Decomposition],
+    hop_deltas: Sequence[Mapping[str, Any]],
+    net_ev: Mapping[str, NetworkEvidence],
+    srv_ev: Mapping[str, ServerEvidence],
+    fail_ev: Mapping[str, FailureEvidence],
+    gate: GateResult,
+    oom_bar: bool,
+    oom_evidence: list[str],
+    slope: float,
+    knee: Mapping[str, float | None],
+) -> dict[str, StageFinding]:
+    tail = tail_sets.get(outer, {})
+    mid = p50_sets.get(outer, {})
+    lat = tail_latency or 0.0
+    floor = max(BAR_FLOOR_MS, BAR_SHARE_OF_TAIL * lat)
+    f = {
+        s: StageFinding(s, explains_ms=float(tail.get(s, 0.0)), p50_ms=float(mid.get(s, 0.0)))
+        for s in RANKED_STAGES
+    }
+    where = f"{outer} {tail_label} {lat:.1f} ms"
+
+    # client
+    c = f["client"]
+    if gate.tripped:
+        c.evidence.extend(gate.reasons)
+        c.clears_bar = c.stands_out = c.direct_evidence = True
+    elif c.explains_ms >= floor:
+        c.evidence.append(f"requests left {c.explains_ms:.1f} ms late on average in the tail")
+
+    # network
+    n = f["network"]
+    nev = net_ev.get(outer) or NetworkEvidence()
+    if n.explains_ms > 0 or nev.lossy or nev.congested:
+        src = {
+            "capture": "SYN→SYN/ACK in the capture",
+            "idle-connect": "idle TCP connects",
+            "client-connect": "the client's own connects",
+            "none": "no RTT source",
+        }[nev.rtt_source]
+        n.evidence.append(
+            f"round trip {nev.rtt_ms:.2f} ms to {outer} ({src}); network explains "
+            f"{n.explains_ms:.1f} ms of the {where}"
+        )
+        if nev.idle_rtt_p50_ms is not None and nev.rtt_load_p50_ms is not None:
+            n.evidence.append(
+                f"RTT under load p50 {nev.rtt_load_p50_ms:.2f} ms vs idle "
+                f"{nev.idle_rtt_p50_ms:.2f} ms"
+            )
+        if nev.retrans_rate is not None:
+            n.evidence.append(
+                f"{nev.retransmissions} retransmitted segments ({nev.retrans_rate:.2%} of data "
+                "segments)"
+            )
+        if slope > 0:
+            n.evidence.append(
+                f"time grows by {slope * 100_000:.1f} ms per 100 kB of body "
+                f"(≈ {8.0 / (slope * 1000.0):.1f} Mbit/s effective)"
+            )
+        n.direct_evidence = nev.rtt_source in ("capture", "idle-connect")
+        n.clears_bar = n.explains_ms >= floor
+        n.stands_out = n.clears_bar and (nev.congested or nev.lossy)
+
+    # hops
+    deltas = {d["to"]: d for d in hop_deltas}
+    for hop_path in names[1:]:
+        stage = HOP_STAGES.get(hop_path, "proxy")
+        h = f[stage]
+        d = deltas.get(hop_path)
+        dec = decs.get(outer)
+        source = dec.hop_source.get(hop_path, "none") if dec is not None else "none"
+        ci_clear = False
+        if d is not None:
+            margin = max(BAR_FLOOR_MS, HOP_MARGIN_SHARE * float(d["inner_tail_ms"]))
+            ci_clear = float(d["tail_ci_ms"][0]) > margin or float(d["p50_ci_ms"][0]) > margin
+            h.evidence.append(
+                f"{d['from']}→{d['to']} adds {d['p50_ms']:.1f} ms at p50 "
+                f"(95% CI {d['p50_ci_ms'][0]:.1f}…{d['p50_ci_ms'][1]:.1f}) and "
+                f"{d['tail_ms']:.1f} ms at {d['tail_label']} "
+                f"(CI {d['tail_ci_ms'][0]:.1f}…{d['tail_ci_ms'][1]:.1f}), "
+                f"{d['pairs']} paired requests"
+            )
+            standout_margin = max(margin, STANDOUT_HOP_SHARE * float(d["inner_tail_ms"]))
+            h.stands_out = float(d["tail_ci_ms"][0]) > standout_margin
+        if source == "header":
+            h.evidence.append(
+                f"its own time, from its timing header, explains {h.explains_ms:.1f} ms of the "
+                f"{where}"
+            )
+            h.direct_evidence = True
+        lbq = _lb_queue(run, outer, focus) if stage == "load_balancer" else None
+        if lbq is not None:
+            h.evidence.append(lbq)
+        h.clears_bar = h.explains_ms >= floor and (source == "header" or ci_clear)
+        h.stands_out = h.stands_out and (source == "header" or ci_clear)
+
+    # server stages
+    sev = srv_ev.get(outer) or ServerEvidence()
+    dec_outer = decs.get(outer)
+    queue_tail = float(tail.get("server_concurrency", 0.0))
+    work_tail = float(tail.get("preprocessing", 0.0) + tail.get("inference", 0.0))
+    for stage in ("preprocessing", "inference"):
+        s = f[stage]
+        if s.explains_ms <= 0:
+            continue
+        if dec_outer is not None and dec_outer.has_server_timing:
+            s.evidence.append(
+                f"Server-Timing: {stage} {s.p50_ms:.1f} ms at p50, {s.explains_ms:.1f} ms in the "
+                f"{where} tail (incl. its share of CPU queueing)"
+            )
+            s.direct_evidence = True
+        if sev.stage_share:
+            s.evidence.append(
+                f"py-spy ({sev.samples} samples): "
+                + share_text(sev.stage_share, ("preprocessing", "inference", "framework", "other"))
+                + " of busy server CPU"
+            )
+            s.direct_evidence = True
+        s.clears_bar = s.explains_ms >= floor
+    sc = f["server_concurrency"]
+    if sc.explains_ms > 0:
+        res = _result(run, outer, focus)
+        summ = _summary(run, outer, focus) or {}
+        achieved = float(summ.get("achieved_rps") or 0.0)
+        dec = decs.get(outer)
+        if dec is not None and dec.total_ms.size:
+            server_parts = [
+                k
+                for k in ("server_queue", "preprocessing", "inference", "server_other", "server")
+                if k in dec.components
+            ]
+            w_server = float(np.mean(np.sum([dec.components[k] for k in server_parts], axis=0)))
+            work_parts = [
+                k for k in ("preprocessing", "inference", "server_other") if k in dec.components
+            ]
+            w_work = (
+                float(np.mean(np.sum([dec.components[k] for k in work_parts], axis=0)))
+                if work_parts
+                else None
+            )
+            text = (
+                f"Little's law: {achieved:.1f} requests/s × {w_server:.1f} ms in the server = "
+                f"{achieved * w_server / 1000:.1f} requests in the server on average"
+            )
+            if w_work is not None:
+                text += f", only {achieved * w_work / 1000:.1f} of them being worked on"
+            sc.evidence.append(text)
+        sc.evidence.append(
+            f"waiting in the server (outside its own timers) explains {sc.explains_ms:.1f} ms of "
+            f"the {where}"
+        )
+        u = sev.utilisation
+        if u is not None:
+            sc.evidence.append(
+                f"server CPU {sev.cores_used or 0:.2f} of {sev.cores_available or 0:g} core(s) "
+                f"({u:.0%}) across {sev.workers} process(es)"
+                + (
+                    f", busiest {sev.busiest_worker_percent:.0f}% of a core"
+                    if sev.busiest_worker_percent is not None
+                    else ""
+                )
+            )
+            sc.direct_evidence = True
+        else:
+            sc.evidence.append("no server probe: CPU use unknown, waiting charged to concurrency")
+        kn = knee.get(outer)
+        if kn is not None:
+            sc.evidence.append(f"{outer} stops keeping up at {kn:g} requests/s")
+        _ = res
+        sc.clears_bar = sc.explains_ms >= floor
+        sc.stands_out = sc.clears_bar and queue_tail >= STANDOUT_QUEUE_SHARE * max(
+            queue_tail + work_tail, 1e-9
+        )
+
+    # oom
+    o = f["oom"]
+    if oom_bar:
+        o.evidence.extend(oom_evidence)
+        o.clears_bar = o.stands_out = True
+        o.direct_evidence = any(ev.available for ev in srv_ev.values())
+        if o.explains_ms <= 0:
+            # Failures outside the outermost path's tail still fail users.
+            o.explains_ms = max(
+                (float(tail_sets[p].get("oom", 0.0)) for p in tail_sets), default=0.0
+            )
+    return f
+
+
+def _lb_queue(run: RunResult, path: str, step: int) -> str | None:
+    """HAProxy's own queue time (Tw) on ``path``: the LB-internal part of its delta."""
+    res = _result(run, path, step)
+    if res is None:
+        return None
+    times = _hop_times(res, run)
+    tw = times.get("lb_queue_ms")
+    if tw is None or not np.isfinite(tw).any():
+        return None
+    vals = tw[np.isfinite(tw)]
+    return (
+        f"HAProxy queue time Tw p50 {np.percentile(vals, 50):.1f} ms, "
+        f"p99 {np.percentile(vals, 99):.1f} ms (time waiting inside the LB for a server slot)"
+    )
+
+
+def _confidence_reasons(
+    run: RunResult, gate: GateResult, st_share: float, tail_n: int, tail_label: str
+) -> list[str]:
+    reasons: list[str] = []
+    reasons.extend(gate.passed if not gate.tripped else ["client gate tripped"])
+    net = run.probes.get("network") or {}
+    if net.get("available"):
+        drops = sum(int(w.get("capture_drops") or 0) for w in net.get("windows") or [])
+        reasons.append(f"capture drops {drops}")
+    else:
+        reasons.append(f"no packet capture ({net.get('reason') or 'probe not run'})")
+    srv = run.probes.get("server") or {}
+    if srv.get("available"):
+        samples = sum(int(w.get("samples") or 0) for w in srv.get("windows") or [])
+        reasons.append(f"profile samples {samples}")
+    else:
+        reasons.append(f"no server probe ({srv.get('reason') or 'probe not run'})")
+    reasons.append(f"Server-Timing on {st_share:.0%} of responses")
+    reasons.append(f"{tail_n} requests at or above the {tail_label}")
+    return reasons

@@ -1,0 +1,146 @@
+"""The client gate (design.md §4 step 1): could the load generator keep its own schedule?
+
+When it could not, every latency measured beyond it carries the client's own delay, and the verdict
+is ``client`` with the rest marked untrustworthy. Evidence, per (path, step) window:
+
+* **schedule slip** — how late requests left against the open-loop schedule (records);
+* **event-loop lag** — how late a 10 ms timer fired in the client's loop (engine and client probe);
+* **client CPU** — the busiest load-generating process in % of one core (client probe).
+
+Pool wait (waiting for a pooled connection) is deliberately *not* evidence: a slow server holds
+every connection longer and fills any pool, so it says nothing about the client by itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from pathprobe.load.records import Records
+
+#: A request that slipped by more than one mean inter-arrival gap left after its successor was due:
+#: the client is a whole request behind its schedule (see probes.client.client_schedule_summary).
+#: The gap is clamped to [1 ms, 10 ms]: below 1 ms slip is timer granularity; above 10 ms being late
+#: already adds more than most services' own p50.
+LATE_FLOOR_MS = 1.0
+LATE_CAP_MS = 10.0
+#: Share of requests that must be that late. 5 % puts the lateness inside the p95 and therefore the
+#: p99 the targets are judged on: every tail percentile then carries client delay.
+LATE_FRACTION_TRIP = 0.05
+#: ...and the slip must matter against the latency it pollutes: p99 slip at least this share of the
+#: p99 latency (a 2 ms slip under a 900 ms p99 changes no conclusion).
+SLIP_SHARE_OF_P99 = 0.10
+#: An event loop whose 10 ms timer is late by this much in one of every ten ticks (p90) delays
+#: every tenth callback by as much. 20 ms is two ticks: one tick late is scheduler noise on a
+#: shared core (a CFS slice plus wake-up latency); two ticks, that often, is a loop that could not
+#: run. p90 rather than p99: a single stall (GC, page fault) on a busy shared machine must not
+#: trip the gate, a starved loop is late most of the time.
+LOOP_LAG_P90_TRIP_MS = 20.0
+#: design.md §4: client CPU ≥ ~90 % of a core. An event loop is one thread; near a full core every
+#: new request waits for the loop, whatever the machine's other cores do.
+CPU_TRIP_PERCENT = 90.0
+
+
+@dataclass
+class GateResult:
+    """The gate's decision with the numbers behind it."""
+
+    tripped: bool = False
+    reasons: list[str] = field(default_factory=list)  # why it tripped (evidence sentences)
+    passed: list[str] = field(default_factory=list)  # what was checked and passed
+    worst_slip_p99_ms: float = 0.0
+    worst_late_fraction: float = 0.0
+    worst_loop_lag_p90_ms: float | None = None
+    worst_cpu_percent: float | None = None
+    # Mean slip of each window (path, step) → ms: the client's share of latency.
+    checked_windows: int = 0
+
+
+def slip_ms(records: Records) -> npt.NDArray[np.float64]:
+    """Per-request schedule slip (actual − intended send), ms, never negative."""
+    slip = (records["actual_ns"].astype(np.int64) - records["intended_ns"].astype(np.int64)) / 1e6
+    return np.asarray(np.maximum(slip, 0.0), dtype=np.float64)
+
+
+def late_threshold_ms(records: Records) -> float:
+    """One mean inter-arrival gap of the schedule, clamped to [LATE_FLOOR_MS, LATE_CAP_MS]."""
+    intended = np.sort(records["intended_ns"].astype(np.int64))
+    gap_ms = LATE_FLOOR_MS
+    if intended.size >= 2 and intended[-1] > intended[0]:
+        gap_ms = float(intended[-1] - intended[0]) / (intended.size - 1) / 1e6
+    return min(max(gap_ms, LATE_FLOOR_MS), LATE_CAP_MS)
+
+
+def window_gate(
+    records: Records,
+    latency_p99_ms: float | None,
+    loop_lag_ns: npt.NDArray[np.int64] | None,
+    client_window: Mapping[str, Any] | None,
+) -> tuple[list[str], dict[str, float | None]]:
+    """The trip reasons of one window (empty when it passed) and its numbers."""
+    reasons: list[str] = []
+    numbers: dict[str, float | None] = {}
+    if len(records):
+        slip = slip_ms(records)
+        threshold = late_threshold_ms(records)
+        late = float(np.mean(slip > threshold))
+        p99 = float(np.percentile(slip, 99))
+        numbers.update(slip_p99_ms=p99, late_fraction=late, late_threshold_ms=threshold)
+        big_enough = latency_p99_ms is None or p99 >= SLIP_SHARE_OF_P99 * latency_p99_ms
+        if late >= LATE_FRACTION_TRIP and big_enough:
+            reasons.append(
+                f"{late:.0%} of requests left more than {threshold:.1f} ms behind schedule "
+                f"(slip p99 {p99:.1f} ms)"
+            )
+    lag: float | None = None
+    if loop_lag_ns is not None and len(loop_lag_ns):
+        lag = float(np.percentile(loop_lag_ns, 90)) / 1e6
+    else:  # the probe's own timer; it reports p50 and p99 only: p50 is the conservative stand-in
+        probe_lag = ((client_window or {}).get("loop_lag_ms") or {}).get("p50")
+        lag = None if probe_lag is None else float(probe_lag)
+    if lag is not None:
+        numbers["loop_lag_p90_ms"] = lag
+        if lag >= LOOP_LAG_P90_TRIP_MS:
+            reasons.append(f"client event loop lagged {lag:.1f} ms at p90")
+    cpu = ((client_window or {}).get("busiest_process_cpu_percent") or {}).get("mean")
+    if cpu is None:
+        cpu = ((client_window or {}).get("cpu_percent") or {}).get("mean")
+    if cpu is not None:
+        numbers["cpu_percent"] = float(cpu)
+        if float(cpu) >= CPU_TRIP_PERCENT:
+            reasons.append(f"client process at {float(cpu):.0f}% of a core")
+    return reasons, numbers
+
+
+def client_gate(windows: Sequence[tuple[str, int, Records, float | None, Any, Any]]) -> GateResult:
+    """Run :func:`window_gate` over ``(path, step, records, latency_p99_ms, loop_lag_ns,
+    client_window)`` tuples; tripped when any window tripped."""
+    result = GateResult()
+    for path, step, records, p99, lag, cw in windows:
+        reasons, numbers = window_gate(records, p99, lag, cw)
+        result.checked_windows += 1
+        result.worst_slip_p99_ms = max(result.worst_slip_p99_ms, numbers.get("slip_p99_ms") or 0.0)
+        result.worst_late_fraction = max(
+            result.worst_late_fraction, numbers.get("late_fraction") or 0.0
+        )
+        lag_v = numbers.get("loop_lag_p90_ms")
+        if lag_v is not None:
+            result.worst_loop_lag_p90_ms = max(result.worst_loop_lag_p90_ms or 0.0, lag_v)
+        cpu_v = numbers.get("cpu_percent")
+        if cpu_v is not None:
+            result.worst_cpu_percent = max(result.worst_cpu_percent or 0.0, cpu_v)
+        if reasons:
+            result.tripped = True
+            result.reasons.append(f"{path}, step {step + 1}: " + "; ".join(reasons))
+    if not result.tripped and result.checked_windows:
+        parts = [f"slip p99 ≤ {result.worst_slip_p99_ms:.1f} ms"]
+        if result.worst_loop_lag_p90_ms is not None:
+            parts.append(f"loop lag p90 ≤ {result.worst_loop_lag_p90_ms:.1f} ms")
+        if result.worst_cpu_percent is not None:
+            parts.append(f"client CPU ≤ {result.worst_cpu_percent:.0f}% of a core")
+        result.passed.append("client gate passed (" + ", ".join(parts) + ")")
+    return result

@@ -1,0 +1,233 @@
+"""Per-request decomposition of latency into where the time went (pure, arrays in, arrays out).
+
+For one (path, step), every completed request's latency (intended send → last byte) is cut into
+components that add up to it (design.md §4 — attribution works on these, request by request,
+because percentiles do not add):
+
+* ``client`` — schedule slip: actual − intended send;
+* ``pool_wait`` — waiting for a pooled connection (charged later to whoever held the connections);
+* ``network`` — the TCP connect of a new connection, one round trip for the exchange, the upload
+  time of the request body where bandwidth shows (see :func:`transfer_slope_ms_per_byte`), and the
+  response body's transfer after its first byte;
+* one component per **hop** on the path (``proxy``, ``lb``…): the hop's own time. From the hop's
+  timing header when present (nginx ``$upstream_header_time``, HAProxy ``Tr``: the time *behind*
+  the hop, so the hop's own share is what it saw minus what was behind it), else from the
+  quantile-matched difference against the next inner path (the k-th slowest request here minus
+  the k-th slowest there — the coupling under which "Δp99 = p99(outer) − p99(inner)");
+* the **server**: Server-Timing metrics mapped to ``preprocessing`` / ``inference`` /
+  ``server_other`` by name, and ``server_queue`` — server time outside every metric (waiting for a
+  worker, framework). Without Server-Timing the server's time stays ``server`` (unsplit).
+
+Clipping keeps every component ≥ 0 and their sum equal to the latency: a header that claims more
+than the time left is capped at the time left.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from pathprobe.load.records import ErrorKind, Records, completed
+
+FloatArray = npt.NDArray[np.float64]
+NS_PER_MS = 1e6
+
+#: Server-Timing metric names → stage. Names are the server's own, so the rules are by meaning:
+#: input handling words → preprocessing; model words → inference. Anything else is server_other.
+_PRE_METRIC = re.compile(
+    r"pre_?proc|^prep|decod|resiz|transform|featur|tokeni|normali|pars|load_?im|augment|input|crop",
+    re.IGNORECASE,
+)
+_INF_METRIC = re.compile(
+    r"infer|model|predict|forward|scor|classif|generat|embed|gpu|device|onnx|torch|session_?run",
+    re.IGNORECASE,
+)
+#: Envelope metrics that span the others (adding them would count time twice).
+_ENVELOPE_METRIC = re.compile(r"^(total|app|server|handler|request|all|response|e2e)$", re.I)
+
+#: Per hop name, the per-request header keys (from hopheaders.per_request_hop_times) that give the
+#: time *behind* the hop, in order of preference.
+BEHIND_KEYS: dict[str, tuple[str, ...]] = {
+    "proxy": ("upstream_ms", "envoy_upstream_ms"),
+    "lb": ("lb_response_ms",),
+}
+
+
+def metric_stage(name: str) -> str | None:
+    """The stage a Server-Timing metric belongs to; None for envelope metrics."""
+    if _ENVELOPE_METRIC.match(name):
+        return None
+    if _PRE_METRIC.search(name):
+        return "preprocessing"
+    if _INF_METRIC.search(name):
+        return "inference"
+    return "server_other"
+
+
+@dataclass
+class Decomposition:
+    """Component arrays (ms) of the completed requests of one (path, step), aligned with ``seq``."""
+
+    path: str
+    seq: npt.NDArray[np.int64]
+    total_ms: FloatArray
+    components: dict[str, FloatArray] = field(default_factory=dict)
+    # Requests that failed: their seq, elapsed ms (intended → failure) and payload bytes.
+    failed_seq: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
+    failed_ms: FloatArray = field(default_factory=lambda: np.zeros(0))
+    hop_source: dict[str, str] = field(default_factory=dict)  # hop → "header" | "delta" | "none"
+    has_server_timing: bool = False
+
+    def check(self) -> float:
+        """Largest |sum of components − total| (ms); 0 up to rounding."""
+        if self.total_ms.size == 0:
+            return 0.0
+        s = np.sum(np.stack(list(self.components.values())), axis=0)
+        return float(np.max(np.abs(s - self.total_ms)))
+
+
+def transfer_slope_ms_per_byte(bytes_moved: FloatArray, residual_ms: FloatArray) -> float:
+    """Robust slope of residual time against bytes moved (Theil–Sen), ≥ 0; 0 when undetermined.
+
+    ``residual_ms`` is latency with the server's own measured time taken out; what still grows with
+    body size is transfer time (bandwidth). Theil–Sen (the median of pairwise slopes) ignores the
+    queueing outliers that would drag a least-squares fit. Needs a spread of sizes: the largest
+    body at least twice the smallest, else the slope is not identifiable.
+    """
+    x = np.asarray(bytes_moved, np.float64)
+    y = np.asarray(residual_ms, np.float64)
+    ok = np.isfinite(x) & np.isfinite(y)
+    x, y = x[ok], y[ok]
+    if x.size < 10 or x.min() <= 0 or x.max() < 2 * x.min():
+        return 0.0
+    if x.size > 200:  # pairwise slopes grow as n²: a deterministic thinning keeps it ~20k pairs
+        keep = np.linspace(0, x.size - 1, 200).astype(np.int64)
+        x, y = x[keep], y[keep]
+    i, j = np.triu_indices(x.size, k=1)
+    dx = x[j] - x[i]
+    good = np.abs(dx) > 0.25 * np.median(x)  # only pairs whose sizes differ enough to tell
+    if good.sum() < 10:
+        return 0.0
+    slope = float(np.median((y[j] - y[i])[good] / dx[good]))
+    return max(slope, 0.0)
+
+
+def quantile_matched(outer_total: FloatArray, inner_total: FloatArray) -> FloatArray:
+    """Per outer request: Q_inner at that request's rank quantile in the outer distribution."""
+    n = outer_total.size
+    if n == 0 or inner_total.size == 0:
+        return np.full(n, np.nan)
+    ranks = np.argsort(np.argsort(outer_total, kind="stable"), kind="stable")
+    q = (ranks + 0.5) / n * 100.0
+    return np.asarray(np.percentile(inner_total, q), np.float64)
+
+
+def decompose(
+    path: str,
+    records: Records,
+    hop_times: Mapping[str, FloatArray],
+    hops_outer_first: Sequence[str],
+    *,
+    rtt_ms: float,
+    slope_ms_per_byte: float = 0.0,
+    inner_totals: Mapping[str, FloatArray] | None = None,
+) -> Decomposition:
+    """Cut the latency of each completed request of ``records`` into components (module doc).
+
+    ``records`` are the measured records of the window; ``hop_times`` the per-request header
+    arrays aligned with them (``server_timing.<metric>``, ``upstream_ms``, ``lb_response_ms``…);
+    ``hops_outer_first`` the hops on this path (``["lb", "proxy"]`` for the lb path);
+    ``inner_totals[hop]`` the latencies of the path just inside ``hop``, for the header-less
+    fallback.
+    """
+    done = completed(records)
+    ok = records[done]
+    failed = records[~done & (records["error"] != ErrorKind.CANCELLED)]  # cancelled: no verdict
+    total = (ok["end_ns"] - ok["intended_ns"]) / NS_PER_MS
+    slip = np.maximum((ok["actual_ns"] - ok["intended_ns"]) / NS_PER_MS, 0.0)
+    wait = np.maximum(ok["conn_wait_ns"], 0) / NS_PER_MS
+    connect = np.maximum(ok["connect_ns"], 0) / NS_PER_MS
+    tls = np.maximum(ok["tls_ns"], 0) / NS_PER_MS
+    ttfb = np.where(ok["ttfb_ns"] >= 0, ok["ttfb_ns"], ok["end_ns"] - ok["actual_ns"]) / NS_PER_MS
+    body = np.maximum((ok["end_ns"] - ok["actual_ns"]) / NS_PER_MS - ttfb, 0.0)
+    # Time from the request going on the wire to its first response byte.
+    rest = np.maximum(ttfb - wait - connect - tls, 0.0)
+    moved = (ok["bytes_out"] + ok["bytes_in"]).astype(np.float64)
+    exchange = np.minimum(rest, rtt_ms + slope_ms_per_byte * moved)
+    rest = rest - exchange
+
+    comps: dict[str, FloatArray] = {
+        "client": slip,
+        "pool_wait": wait,
+        "network": connect + tls + exchange + body,
+    }
+    hop_source: dict[str, str] = {}
+    current = rest.copy()
+    for hop in hops_outer_first:
+        behind = _first_present(hop_times, BEHIND_KEYS.get(hop, ()), done)
+        own = np.zeros_like(current)
+        if behind is not None and np.isfinite(behind).mean() >= 0.5:
+            have = np.isfinite(behind)
+            inner_t = np.where(have, np.minimum(current, np.maximum(behind, 0.0)), current)
+            own = np.where(have, current - inner_t, 0.0)
+            current = inner_t
+            hop_source[hop] = "header"
+        elif inner_totals is not None and hop in inner_totals and inner_totals[hop].size:
+            matched = quantile_matched(total, inner_totals[hop])
+            own = np.clip(total - matched, 0.0, current)
+            current = current - own
+            hop_source[hop] = "delta"
+        else:
+            hop_source[hop] = "none"
+        comps[hop] = own
+    server = current
+    st = {
+        k.removeprefix("server_timing."): v
+        for k, v in hop_times.items()
+        if k.startswith("server_timing.")
+    }
+    st_stage: dict[str, FloatArray] = {}
+    for name, arr in st.items():
+        stage = metric_stage(name)
+        if stage is None:
+            continue
+        vals = np.nan_to_num(np.asarray(arr, np.float64)[done], nan=0.0)
+        st_stage[stage] = st_stage.get(stage, np.zeros_like(server)) + np.maximum(vals, 0.0)
+    has_st = bool(st_stage) and any(float(v.sum()) > 0 for v in st_stage.values())
+    if has_st:
+        st_sum = np.sum(np.stack(list(st_stage.values())), axis=0)
+        # A server's own timers cannot exceed the time we saw behind the last hop; scale down.
+        scale = np.where(
+            st_sum > server,
+            np.divide(server, st_sum, where=st_sum > 0, out=np.ones_like(st_sum)),
+            1.0,
+        )
+        for stage, arr in st_stage.items():
+            comps[stage] = arr * scale
+        comps["server_queue"] = server - st_sum * scale
+    else:
+        comps["server"] = server
+    return Decomposition(
+        path=path,
+        seq=ok["seq"].astype(np.int64),
+        total_ms=np.asarray(total, np.float64),
+        components={k: np.asarray(v, np.float64) for k, v in comps.items()},
+        failed_seq=failed["seq"].astype(np.int64),
+        failed_ms=np.asarray((failed["end_ns"] - failed["intended_ns"]) / NS_PER_MS, np.float64),
+        hop_source=hop_source,
+        has_server_timing=has_st,
+    )
+
+
+def _first_present(
+    hop_times: Mapping[str, FloatArray], keys: Sequence[str], done: npt.NDArray[np.bool_]
+) -> FloatArray | None:
+    for key in keys:
+        arr = hop_times.get(key)
+        if arr is not None:
+            return np.asarray(arr, np.float64)[done]
+    return None

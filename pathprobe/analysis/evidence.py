@@ -1,0 +1,240 @@
+"""Evidence per stage from the probes' window summaries (pure: JSON dicts in, numbers out).
+
+Each reader takes the probe sections of report.json (``run.probes``) and answers for one
+(path, step) window; every reader tolerates a probe that was unavailable (returns ``None``/empty
+and says why in ``missing``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from pathprobe.load.records import ErrorKind, Records, completed, error_kinds
+
+#: design.md §4 step 5: the server's CPU use against the cores it may use. The share of server
+#: queueing charged to CPU stages is this utilisation; the rest waited with CPU to spare, i.e. for
+#: a worker (server_concurrency). Rationale: in a server whose CPU is busy a fraction u of the
+#: time, a request that waits finds the CPU busy with probability u (PASTA) — that share of waiting
+#: is CPU contention; the remainder is waiting while the CPU sat idle, which only a concurrency
+#: limit (too few workers, a lock, one process on one core) explains.
+#: Retransmission evidence: at least this share of data segments and this many segments. On
+#: loopback and healthy LANs the rate is 0; 1 % of segments lost means ~1 in 20 requests of ~5
+#: segments meets a loss, i.e. the p95 and beyond feel it.
+RETRANS_RATE_MIN = 0.01
+RETRANS_COUNT_MIN = 5
+#: RTT under load against the idle baseline: congestion (a queue in the network) when the RTT at
+#: least doubled *and* grew by 5 ms (below 5 ms the rise changes no target on its own).
+RTT_RISE_FACTOR = 2.0
+RTT_RISE_MIN_MS = 5.0
+#: Transient failures that OOM kills produce at the client: the connection dies mid-request (reset,
+#: truncated response) or the proxy in front answers 502/503/504.
+OOM_ERROR_KINDS = frozenset(
+    {ErrorKind.RESET, ErrorKind.PROTOCOL, ErrorKind.HTTP_5XX, ErrorKind.REFUSED}
+)
+#: Without any memory evidence, failures that strongly prefer large inputs are still suspicious:
+#: failure rate among the largest quarter of payloads at least this many times the smallest's.
+SIZE_FAILURE_RATIO = 3.0
+
+
+def window(probes: Mapping[str, Any], name: str, path: str, step: int) -> dict[str, Any] | None:
+    """The window summary of probe ``name`` for (path, step), or None."""
+    section = probes.get(name) or {}
+    for w in section.get("windows") or []:
+        if w.get("path") == path and w.get("step") == step:
+            return dict(w)
+    return None
+
+
+@dataclass
+class NetworkEvidence:
+    rtt_ms: float = 0.0  # one round trip, the best estimate available
+    rtt_source: str = "none"  # capture | idle-connect | client-connect | none
+    rtt_load_p50_ms: float | None = None
+    idle_rtt_p50_ms: float | None = None
+    handshakes: int = 0
+    retrans_rate: float | None = None
+    retransmissions: int = 0
+    capture_drops: int | None = None
+    capture_available: bool = False
+    missing: str | None = None
+
+    @property
+    def congested(self) -> bool:
+        if self.rtt_load_p50_ms is None or self.idle_rtt_p50_ms is None:
+            return False
+        return (
+            self.rtt_load_p50_ms >= RTT_RISE_FACTOR * self.idle_rtt_p50_ms
+            and self.rtt_load_p50_ms - self.idle_rtt_p50_ms >= RTT_RISE_MIN_MS
+        )
+
+    @property
+    def lossy(self) -> bool:
+        return (
+            self.retrans_rate is not None
+            and self.retrans_rate >= RETRANS_RATE_MIN
+            and self.retransmissions >= RETRANS_COUNT_MIN
+        )
+
+
+def network_evidence(
+    probes: Mapping[str, Any], path: str, step: int, records: Records
+) -> NetworkEvidence:
+    """RTT (capture handshakes under load, else idle connects, else the client's own connects)."""
+    ev = NetworkEvidence()
+    section = probes.get("network") or {}
+    idle = (section.get("idle_rtt_ms") or {}).get(path) or {}
+    if idle.get("p50") is not None:
+        ev.idle_rtt_p50_ms = float(idle["p50"])
+    w = window(probes, "network", path, step)
+    if w is not None and w.get("available"):
+        ev.capture_available = True
+        rtt = w.get("rtt_ms") or {}
+        ev.handshakes = int(rtt.get("count") or 0)
+        if rtt.get("p50") is not None:
+            ev.rtt_load_p50_ms = float(rtt["p50"])
+        ev.retrans_rate = float(w.get("retransmission_rate") or 0.0)
+        ev.retransmissions = int(w.get("retransmissions") or 0)
+        drops = w.get("capture_drops")
+        ev.capture_drops = None if drops is None else int(drops)
+    else:
+        ev.missing = (w or {}).get("reason") or section.get("reason") or "no packet capture"
+    # Three handshakes make a median that one slow SYN/ACK cannot move.
+    if ev.rtt_load_p50_ms is not None and ev.handshakes >= 3:
+        ev.rtt_ms, ev.rtt_source = ev.rtt_load_p50_ms, "capture"
+    elif ev.idle_rtt_p50_ms is not None:
+        ev.rtt_ms, ev.rtt_source = ev.idle_rtt_p50_ms, "idle-connect"
+    else:
+        connects = records["connect_ns"][records["connect_ns"] >= 0] / 1e6
+        if connects.size:
+            # The client's own connect includes its event loop's delay: take a low quantile.
+            ev.rtt_ms, ev.rtt_source = float(np.percentile(connects, 10)), "client-connect"
+    return ev
+
+
+@dataclass
+class ServerEvidence:
+    available: bool = False
+    missing: str | None = None
+    cores_available: float | None = None
+    cores_used: float | None = None
+    busiest_worker_percent: float | None = None
+    workers: int = 0
+    stage_share: dict[str, float] = field(default_factory=dict)
+    samples: int = 0
+    deaths: int = 0
+    oom_killed: int = 0
+    oom_events: int = 0
+    kernel_oom_lines: int = 0
+    memory_max_bytes: int | None = None
+    memory_limit_bytes: int | None = None
+
+    @property
+    def utilisation(self) -> float | None:
+        """CPU used ÷ cores available, in [0, 1]; None when unknown."""
+        if self.cores_used is None or not self.cores_available:
+            return None
+        return float(min(max(self.cores_used / self.cores_available, 0.0), 1.0))
+
+    @property
+    def memory_evidence(self) -> bool:
+        return (
+            self.oom_killed > 0
+            or self.oom_events > 0
+            or self.kernel_oom_lines > 0
+            or (self.deaths > 0)
+        )
+
+
+def server_evidence(probes: Mapping[str, Any], path: str, step: int) -> ServerEvidence:
+    ev = ServerEvidence()
+    w = window(probes, "server", path, step)
+    if w is None or not w.get("available"):
+        section = probes.get("server") or {}
+        ev.missing = (w or {}).get("reason") or section.get("reason") or "no server probe"
+        return ev
+    ev.available = True
+    window_s = float(w.get("window_ms") or 0.0) / 1000.0
+    cpu_s = w.get("cpu_seconds_total")
+    if cpu_s is not None and window_s > 0:
+        ev.cores_used = float(cpu_s) / window_s
+    cores = w.get("cpu_cores_available")
+    ev.cores_available = None if cores is None else float(cores)
+    workers = w.get("workers") or []
+    ev.workers = len(workers)
+    busiest = [
+        float(x["cpu_percent_mean"]) for x in workers if x.get("cpu_percent_mean") is not None
+    ]
+    ev.busiest_worker_percent = max(busiest) if busiest else None
+    ev.samples = int(w.get("samples") or 0)
+    ev.stage_share = {k: float(v) for k, v in (w.get("stage_share") or {}).items()}
+    deaths = w.get("worker_deaths") or []
+    ev.deaths = len(deaths)
+    ev.oom_killed = sum(1 for d in deaths if d.get("oom_killed"))
+    cg = w.get("cgroup") or {}
+    if cg.get("available", True):
+        ev.oom_events = int(cg.get("oom_kill_events") or 0) + int(cg.get("oom_events") or 0)
+        ev.memory_max_bytes = cg.get("memory_usage_max_bytes")
+        ev.memory_limit_bytes = cg.get("memory_limit_bytes")
+    ev.kernel_oom_lines = len(w.get("kernel_oom_lines") or [])
+    return ev
+
+
+@dataclass
+class FailureEvidence:
+    requests: int = 0
+    failures: int = 0
+    oom_like: int = 0  # failures of the kinds an OOM kill produces
+    small_rate: float | None = None  # failure rate, smallest quarter of payloads
+    large_rate: float | None = None  # ... largest quarter
+    failed_bytes_median: float | None = None
+    all_bytes_median: float | None = None
+
+    @property
+    def size_correlated(self) -> bool:
+        if self.large_rate is None or self.small_rate is None or self.oom_like < 5:
+            return False
+        return self.large_rate >= SIZE_FAILURE_RATIO * max(self.small_rate, 1e-3)
+
+
+def failure_evidence(records: Records) -> FailureEvidence:
+    """Failures of one window and how they depend on payload size."""
+    ev = FailureEvidence()
+    kinds = error_kinds(records)
+    keep = kinds != ErrorKind.CANCELLED
+    recs, kinds = records[keep], kinds[keep]
+    ev.requests = int(len(recs))
+    if not len(recs):
+        return ev
+    failed = ~completed(recs) | (recs["status"] >= 500)
+    ev.failures = int(failed.sum())
+    oom_like = np.isin(kinds, [int(k) for k in OOM_ERROR_KINDS])
+    ev.oom_like = int(oom_like.sum())
+    size = recs["bytes_out"].astype(np.float64)
+    if size.max() > size.min():
+        lo, hi = np.quantile(size, [0.25, 0.75])
+        small, large = size <= lo, size >= hi
+        if small.any() and large.any():
+            ev.small_rate = float(oom_like[small].mean())
+            ev.large_rate = float(oom_like[large].mean())
+    if ev.oom_like:
+        ev.failed_bytes_median = float(np.median(size[oom_like]))
+        ev.all_bytes_median = float(np.median(size))
+    return ev
+
+
+def sum_counts(probes: Mapping[str, Any], name: str, key: str) -> int | None:
+    """Sum of an integer key over a probe's available windows; None when none had it."""
+    values = [
+        w.get(key)
+        for w in (probes.get(name) or {}).get("windows") or []
+        if w.get("available", True) and w.get(key) is not None
+    ]
+    return int(sum(int(v) for v in values)) if values else None
+
+
+def share_text(share: Mapping[str, float], keys: Sequence[str]) -> str:
+    return ", ".join(f"{k} {share.get(k, 0.0):.0%}" for k in keys if k in share)

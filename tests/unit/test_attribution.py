@@ -1,0 +1,125 @@
+"""Per-request decomposition and the percentile definition of "explains" (design.md §4)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from attribution_fakes import HOPS, Parts, make_step
+
+from pathprobe.analysis.attribution import map_to_stages
+from pathprobe.analysis.decompose import (
+    decompose,
+    metric_stage,
+    quantile_matched,
+    transfer_slope_ms_per_byte,
+)
+from pathprobe.analysis.evidence import NetworkEvidence, ServerEvidence
+from pathprobe.config import ProbeOptions
+from pathprobe.load.engine import header_values, measured
+from pathprobe.probes.hopheaders import per_request_hop_times
+
+
+def dec_of(path: str, parts: Parts, rtt: float = 0.0, slope: float = 0.0):  # noqa: ANN201
+    res = make_step(path, 0, 400, 50.0, parts, HOPS[path])
+    times = per_request_hop_times({h: header_values(res, h) for h in res.headers}, ProbeOptions())
+    return decompose(path, measured(res), times, HOPS[path], rtt_ms=rtt, slope_ms_per_byte=slope)
+
+
+def test_components_add_up_to_the_latency() -> None:
+    rng = np.random.default_rng(1)
+    parts = Parts(
+        slip=rng.uniform(0, 2, 400),
+        pool=rng.uniform(0, 3, 400),
+        lb=rng.uniform(0, 50, 400),
+        proxy=rng.uniform(0, 20, 400),
+        queue=rng.uniform(0, 30, 400),
+    )
+    d = dec_of("lb", parts, rtt=0.2)
+    assert d.check() < 1e-6
+    assert d.hop_source == {"lb": "header", "proxy": "header"}
+    assert np.mean(d.components["lb"]) == pytest.approx(25.0, rel=0.1)
+    assert np.mean(d.components["proxy"]) == pytest.approx(10.0, rel=0.15)
+    assert np.mean(d.components["preprocessing"]) == pytest.approx(2.0, rel=0.05)
+
+
+def test_without_headers_the_hop_comes_from_the_quantile_matched_delta() -> None:
+    inner = dec_of("direct", Parts(server_timing=False))
+    res = make_step(
+        "proxy",
+        0,
+        400,
+        50.0,
+        Parts(proxy=30.0, proxy_header=False, server_timing=False),
+        HOPS["proxy"],
+    )
+    d = decompose(
+        "proxy", measured(res), {}, ["proxy"], rtt_ms=0.0, inner_totals={"proxy": inner.total_ms}
+    )
+    assert d.hop_source["proxy"] == "delta"
+    assert np.mean(d.components["proxy"]) == pytest.approx(30.0, abs=0.5)
+    assert "server" in d.components  # unsplit without Server-Timing
+
+
+def test_quantile_matching_pairs_ranks() -> None:
+    outer = np.array([5.0, 1.0, 3.0])
+    inner = np.array([10.0, 30.0, 20.0])
+    assert quantile_matched(outer, inner).tolist() == pytest.approx([26.67, 13.33, 20.0], abs=0.01)
+
+
+@pytest.mark.parametrize(
+    ("name", "stage"),
+    [
+        ("preprocess", "preprocessing"),
+        ("prep", "preprocessing"),
+        ("decode", "preprocessing"),
+        ("inference", "inference"),
+        ("model", "inference"),
+        ("gpu", "inference"),
+        ("db", "server_other"),
+        ("total", None),
+    ],
+)
+def test_metric_names_map_by_meaning(name: str, stage: str | None) -> None:
+    assert metric_stage(name) == stage
+
+
+def test_bandwidth_slope_is_found_and_loopback_is_not() -> None:
+    rng = np.random.default_rng(2)
+    size = rng.uniform(10_000, 200_000, 300)
+    slow = size * 8 / 2e6 * 1000  # 2 Mbit/s, ms
+    assert transfer_slope_ms_per_byte(size, slow + rng.exponential(5, 300)) == pytest.approx(
+        8 / 2e6 * 1000, rel=0.1
+    )
+    assert transfer_slope_ms_per_byte(np.full(300, 5000.0), rng.exponential(5, 300)) == 0.0
+
+
+def test_server_queue_splits_by_cpu_utilisation() -> None:
+    means = {"server_queue": 100.0, "preprocessing": 20.0}
+    idle = ServerEvidence(
+        available=True, cores_used=0.1, cores_available=1.0, stage_share={"preprocessing": 1.0}
+    )
+    busy = ServerEvidence(
+        available=True,
+        cores_used=1.0,
+        cores_available=1.0,
+        stage_share={"preprocessing": 0.8, "framework": 0.2},
+    )
+    a = map_to_stages(means, idle, NetworkEvidence(), False)
+    assert a["server_concurrency"] == pytest.approx(90.0)
+    b = map_to_stages(means, busy, NetworkEvidence(), False)
+    assert b["preprocessing"] == pytest.approx(20.0 + 80.0)
+    assert b["framework"] == pytest.approx(20.0)
+    assert "server_concurrency" not in b
+
+
+def test_pool_wait_is_charged_to_whoever_held_the_connections() -> None:
+    out = map_to_stages(
+        {"pool_wait": 30.0, "proxy": 60.0, "inference": 30.0, "client": 1.0},
+        ServerEvidence(),
+        NetworkEvidence(),
+        False,
+    )
+    assert out["proxy"] == pytest.approx(80.0)
+    assert out["inference"] == pytest.approx(40.0)
+    assert out["client"] == 1.0
+    assert "pool_wait" not in out

@@ -1,0 +1,191 @@
+"""The verdict on synthetic runs whose true bottleneck is known, request by request."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from attribution_fakes import FakeRun, Parts, judged, probe_windows
+
+from pathprobe.analysis.verdict import decide
+
+RNG = np.random.default_rng(5)
+N = 600
+
+
+def noise(scale: float = 1.0) -> np.ndarray:
+    return np.abs(RNG.normal(0.0, scale, N))
+
+
+def server_probe(util_cores: float, shares: dict[str, float], **extra: object) -> dict:
+    fields = {
+        "window_ms": 10_000.0,
+        "cpu_seconds_total": util_cores * 10.0,
+        "cpu_cores_available": 1.0,
+        "workers": [{"pid": 1, "cpu_percent_mean": util_cores * 100.0}],
+        "samples": 4000,
+        "stage_share": shares,
+        "worker_deaths": [],
+        "cgroup": {"available": True, "oom_kill_events": 0},
+        "kernel_oom_lines": [],
+        **extra,
+    }
+    return probe_windows("server", ["direct", "proxy", "lb"], 1, fields)
+
+
+def verdict(run: FakeRun) -> dict:
+    built = run.build()
+    return decide(built, judged(built))
+
+
+def ranking(v: dict) -> dict[str, float]:
+    return {r["stage"]: r["explains_ms"] for r in v["ranking"]}
+
+
+def test_healthy_run_is_none_and_keeps_its_keys() -> None:
+    v = verdict(FakeRun(parts=lambda p, s: Parts(inf=10 + noise(), pre=2 + noise(0.2))))
+    assert v["bottleneck"] == "none"
+    assert v["targets_met"] is True
+    assert v["trustworthy"] is True
+    for key in (
+        "summary",
+        "advice",
+        "confidence",
+        "ranking",
+        "attribution",
+        "hop_deltas",
+        "knee",
+        "next_steps",
+    ):
+        assert key in v
+    assert set(v["attribution"]) == {"direct", "proxy", "lb"}
+    assert v["attribution"]["lb"]["percentile_label"] == "p99"
+    assert v["confidence"]["level"] in ("high", "medium", "low")
+
+
+def test_proxy_queue_is_blamed_with_its_size() -> None:
+    v = verdict(FakeRun(parts=lambda p, s: Parts(proxy=80 + noise(5), inf=10 + noise())))
+    assert v["bottleneck"] == "proxy"
+    assert ranking(v)["proxy"] == pytest.approx(80 + 12, rel=0.25)
+    hop = {d["hop"]: d for d in v["hop_deltas"]}
+    assert hop["proxy"]["p50_ci_ms"][0] > 50
+    assert hop["load_balancer"]["p50_ci_ms"][0] < 5 < hop["proxy"]["p50_ci_ms"][0]
+
+
+def test_lb_queue_matches_its_header_queue_time() -> None:
+    v = verdict(FakeRun(parts=lambda p, s: Parts(lb=60 + noise(3), inf=10 + noise())))
+    assert v["bottleneck"] == "load_balancer"
+    assert ranking(v)["load_balancer"] == pytest.approx(60, rel=0.25)
+    assert any("Tw" in e for e in v["ranking"][0]["evidence"])
+
+
+def test_network_rtt_explains_the_round_trip() -> None:
+    net = probe_windows(
+        "network",
+        ["direct", "proxy", "lb"],
+        1,
+        {
+            "rtt_ms": {"p50": 60.0, "count": 20},
+            "retransmission_rate": 0.0,
+            "retransmissions": 0,
+            "capture_drops": 0,
+        },
+        idle_rtt_ms={p: {"p50": 60.0} for p in ("direct", "proxy", "lb")},
+    )
+    run = FakeRun(
+        parts=lambda p, s: Parts(rtt=60 + noise(0.5)), probes={"network": net}, target_p99=50
+    )
+    v = verdict(run)
+    assert v["bottleneck"] == "network"
+    assert ranking(v)["network"] == pytest.approx(60, rel=0.25)
+
+
+def test_waiting_with_idle_cpu_is_server_concurrency() -> None:
+    probes = {"server": server_probe(0.15, {"inference": 0.3, "framework": 0.7})}
+    v = verdict(FakeRun(parts=lambda p, s: Parts(queue=150 + noise(30)), probes=probes))
+    assert v["bottleneck"] == "server_concurrency"
+    assert any("Little's law" in e for e in v["ranking"][0]["evidence"])
+
+
+def test_waiting_with_saturated_cpu_goes_to_the_cpu_stage() -> None:
+    probes = {"server": server_probe(0.98, {"preprocessing": 0.9, "framework": 0.1})}
+    v = verdict(
+        FakeRun(parts=lambda p, s: Parts(pre=40 + noise(), queue=100 + noise(20)), probes=probes)
+    )
+    assert v["bottleneck"] == "preprocessing"
+    r = ranking(v)
+    assert r["preprocessing"] > 3 * r.get("server_concurrency", 0.0)
+
+
+@pytest.mark.parametrize(
+    ("names", "stage"),
+    [
+        (("preprocess", "inference"), "preprocessing"),
+        (("prep", "model"), "preprocessing"),
+    ],
+)
+def test_preprocessing_by_server_timing_names(names: tuple[str, str], stage: str) -> None:
+    v = verdict(FakeRun(parts=lambda p, s: Parts(pre=90 + noise(5), inf=20, metric_names=names)))
+    assert v["bottleneck"] == stage
+    assert v["attribution"]["direct"]["p50"]["preprocessing"] == pytest.approx(90, rel=0.1)
+
+
+def test_inference_dominates() -> None:
+    v = verdict(
+        FakeRun(parts=lambda p, s: Parts(inf=120 + noise(5), metric_names=("prep", "model")))
+    )
+    assert v["bottleneck"] == "inference"
+
+
+def test_oom_needs_failures_and_memory_evidence() -> None:
+    sizes = RNG.integers(1_000, 2_000_000, N)
+    failed = sizes > 1_600_000
+    parts = lambda p, s: Parts(bytes_out=sizes, failed=failed, inf=20)  # noqa: E731
+    deaths = [{"pid": 7, "t_ms": 100.0, "oom_killed": True}]
+    probes = {
+        "server": server_probe(0.3, {"preprocessing": 0.5, "inference": 0.5}, worker_deaths=deaths)
+    }
+    run = FakeRun(parts=parts, probes=probes)
+    built = run.build()
+    v = decide(built, judged(built))
+    assert v["bottleneck"] == "oom"
+    assert any("OOM" in e or "died" in e for e in v["ranking"][0]["evidence"])
+    # Without memory evidence (probe present, nobody died) the same failures are not OOM.
+    calm = {"server": server_probe(0.3, {"preprocessing": 0.5, "inference": 0.5})}
+    built = FakeRun(parts=parts, probes=calm).build()
+    assert decide(built, judged(built))["bottleneck"] != "oom"
+
+
+def test_starved_client_trips_the_gate_and_marks_the_rest_untrustworthy() -> None:
+    v = verdict(FakeRun(parts=lambda p, s: Parts(slip=60 + noise(30), proxy=30)))
+    assert v["bottleneck"] == "client"
+    assert v["trustworthy"] is False
+
+
+def test_pool_wait_alone_is_not_client_evidence() -> None:
+    v = verdict(FakeRun(parts=lambda p, s: Parts(pool=100 + noise(20), proxy=100 + noise(10))))
+    assert v["bottleneck"] == "proxy"
+    assert v["trustworthy"] is True
+
+
+def test_missed_target_without_evidence_is_inconclusive() -> None:
+    run = FakeRun(
+        paths=("direct",),
+        parts=lambda p, s: Parts(queue=0, pre=0, inf=0, server_timing=False, rtt=150 + noise(5)),
+    )
+    v = verdict(run)
+    assert v["targets_met"] is False
+    assert v["bottleneck"] == "inconclusive"
+    assert v["next_steps"]
+
+
+def test_two_faults_rank_by_size() -> None:
+    v = verdict(FakeRun(parts=lambda p, s: Parts(lb=50 + noise(2), pre=120 + noise(5))))
+    order = [r["stage"] for r in v["ranking"]]
+    assert order.index("preprocessing") < order.index("load_balancer")
+    assert v["bottleneck"] == "preprocessing"
+
+
+def test_no_targets_and_nothing_odd_is_none() -> None:
+    v = verdict(FakeRun(target_p99=None, parts=lambda p, s: Parts(inf=300)))
+    assert v["targets_met"] is True
+    assert v["bottleneck"] == "none"
