@@ -123,6 +123,6 @@ def status(state_dir: StateDir = tb_state.DEFAULT_STATE_DIR) -> None:
     procs: list[dict[str, Any]] = [
         {**raw, "alive": is_alive(ProcRecord.from_json(raw))} for raw in data.get("processes", [])
     ]
-    typer.echo(json.dumps({"up": True, "urls": data.get("urls", {}), "faults": data.get("faults"),
-                           "stack": data.get("stack"), "processes": procs,
-                           "netns": data.get("netns"), "cgroups": data.get("cgroups")}, indent=2))  # fmt: skip
+    summary = {"up": True, "processes": procs}
+    summary.update({k: data.get(k) for k in ("urls", "faults", "stack", "netns", "cgroups")})
+    typer.echo(json.dumps(summary, indent=2))

@@ -65,6 +65,8 @@ STACK_FUNCTIONS: dict[str, dict[str, list[str]]] = {
 class Testbed:
     """A real request path on this machine with optional faults. See the module docstring."""
 
+    __test__ = False  # not a pytest test class, though its name starts with "Test"
+
     def __init__(
         self,
         faults: Sequence[str] = (),
@@ -287,7 +289,9 @@ class Testbed:
                 raise CannotRunError(
                     "starved_client needs at least 2 CPUs (client and server cores)"
                 )
-            argv = [sys.executable, "-m", "pathprobe.testbed.hog", "--cpu", str(self.client_cpu),
+            # taskset pins it from exec on; the hog pins itself again (harmless) when run alone.
+            argv = ["taskset", "-c", str(self.client_cpu),
+                    sys.executable, "-m", "pathprobe.testbed.hog", "--cpu", str(self.client_cpu),
                     "--duty", str(self.magnitudes["starved_client_duty"]),
                     "--period-ms", str(self.magnitudes["starved_client_period_ms"])]  # fmt: skip
             popen, record = spawn("hog", argv, log_path=self.workdir / "hog.log")
