@@ -437,12 +437,18 @@ def _payload(raw: Mapping[str, Any]) -> PayloadSpec:
         return PayloadSpec(kind="body_file", body_file=path, encoding=enc)
     if raw.get("payload_dir") is not None:
         directory = Path(str(raw["payload_dir"]))
-        if not directory.is_dir():
-            raise UsageError(f"--payload-dir {directory} is not a directory")
+        try:
+            is_dir = directory.is_dir()
+        except OSError as exc:
+            raise UsageError(f"--payload-dir {_short(directory)}: {exc.strerror or exc}") from None
+        if not is_dir:
+            raise UsageError(f"--payload-dir {_short(directory)} is not a directory")
         try:
             has_file = any(p.is_file() for p in directory.iterdir())
-        except PermissionError:
-            raise UsageError(f"--payload-dir {directory} is not readable") from None
+        except OSError as exc:
+            raise UsageError(
+                f"--payload-dir {directory} is not readable ({exc.strerror or exc})"
+            ) from None
         if not has_file:
             raise UsageError(f"--payload-dir {directory} holds no files")
         return PayloadSpec(kind="dir", payload_dir=directory, encoding=enc)
@@ -661,10 +667,14 @@ def _existing_file(raw: Mapping[str, Any], key: str) -> Path | None:
     if raw.get(key) is None:
         return None
     path = Path(str(raw[key]))
-    if path.is_dir():
+    try:
+        is_dir, is_file = path.is_dir(), path.is_file()
+    except OSError as exc:  # a name too long, a loop of links: pathlib only hides ENOENT & co.
+        raise UsageError(f"{_flag(key)} {_short(path)}: {exc.strerror or exc}") from None
+    if is_dir:
         raise UsageError(f"{_flag(key)} {path}: is a directory, not a file")
-    if not path.is_file():
-        raise UsageError(f"{_flag(key)} {path}: no such file")
+    if not is_file:
+        raise UsageError(f"{_flag(key)} {_short(path)}: no such file")
     # Read a byte rather than trust os.access: root passes every permission check, yet a file
     # can still fail to read (a FUSE or /proc file, an I/O error).
     try:
@@ -674,3 +684,9 @@ def _existing_file(raw: Mapping[str, Any], key: str) -> Path | None:
         reason = getattr(exc, "strerror", None) or str(exc)
         raise UsageError(f"{_flag(key)} {path}: cannot be read ({reason})") from None
     return path
+
+
+def _short(path: Path, limit: int = 120) -> str:
+    """A path for a one-line message: absurdly long ones are cut."""
+    text = str(path)
+    return text if len(text) <= limit else text[:limit] + "…"
