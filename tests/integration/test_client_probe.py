@@ -73,6 +73,7 @@ async def _observe(probe: ClientProbe, step: int, busy_fraction: float = 0.0) ->
     start = time.monotonic_ns()
     window = Window("direct", "http://127.0.0.1:1/", step, None, start)
     await probe.start_window(window)
+    cpu0 = time.process_time()
     deadline = time.monotonic() + WINDOW_S
     while time.monotonic() < deadline:
         if busy_fraction:
@@ -81,7 +82,10 @@ async def _observe(probe: ClientProbe, step: int, busy_fraction: float = 0.0) ->
                 pass
         await asyncio.sleep(0.020 * (1 - busy_fraction))
     done = Window("direct", window.url, step, None, start, time.monotonic_ns())
-    return await probe.stop_window(done)
+    # Ground truth: the CPU this process really used over the window, in % of one core.
+    truth = (time.process_time() - cpu0) / ((done.end_ns - start) / 1e9) * 100
+    summary = await probe.stop_window(done)
+    return {**summary, "truth_cpu_percent": truth}
 
 
 def test_client_probe_idle_starved_and_busy() -> None:
@@ -121,9 +125,11 @@ def test_client_probe_idle_starved_and_busy() -> None:
     assert starved["cores_busy_percent"]["mean"] > 70
     assert starved["cpu_percent"]["mean"] < 50  # it is not the client's own CPU that is busy
     # Busy: the client's own loop holds the CPU.
-    # It spins 90 % of the time; the margin leaves room for neighbours on a shared core.
-    assert busy["cpu_percent"]["mean"] > max(40, 5 * idle["cpu_percent"]["mean"]), busy
-    assert busy["cpu_percent"]["mean"] > 5 * starved["cpu_percent"]["mean"]
+    # It spins 90 % of the time; how much of the core it gets depends on the neighbours (a shared
+    # machine), so the probe is held to the truth (getrusage) and to the idle window.
+    got, truth = busy["cpu_percent"]["mean"], busy["truth_cpu_percent"]
+    assert abs(got - truth) < max(10.0, 0.25 * truth), (got, truth)
+    assert got > 2 * idle["cpu_percent"]["mean"] + 5, (busy, idle)
     assert busy["loop_lag_ms"]["p99"] > 10
 
 
