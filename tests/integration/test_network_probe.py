@@ -186,3 +186,50 @@ def test_reconciles_with_the_load_engine() -> None:
     assert 40 < rec["header_bytes_per_request_out"] < 1000
     assert 40 < rec["header_bytes_per_request_in"] < 1000
     assert summary["wire_ttfb_ms"]["count"] == 240
+
+
+NO_PRIVILEGE_SCRIPT = """
+import asyncio, json
+from pathprobe.config import ProbeOptions
+from pathprobe.probes.network import NetworkProbe
+
+async def main():
+    probe = NetworkProbe(ProbeOptions(), ["http://127.0.0.1:9/"])
+    await probe.open()
+    return await probe.close()
+
+print(json.dumps(asyncio.run(main())))
+"""
+
+
+def test_without_root_or_cap_net_raw_degrades_with_a_reason() -> None:
+    """A real unprivileged process (uid nobody, no capabilities), not a mock."""
+    import json
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all",
+         sys.executable, "-c", NO_PRIVILEGE_SCRIPT],
+        capture_output=True, text=True, timeout=60, check=True, cwd="/",
+    )  # fmt: skip
+    section = json.loads(out.stdout)
+    assert section["available"] is False
+    assert "CAP_NET_RAW" in section["reason"]
+    assert "setcap" in section["how_to_enable"]
+
+
+def test_without_tcpdump_degrades_with_a_reason(monkeypatch: pytest.MonkeyPatch) -> None:
+    import pathprobe.probes.network as network
+
+    monkeypatch.setattr(network, "find_tcpdump", lambda: None)
+
+    async def scenario() -> dict:
+        probe = NetworkProbe(ProbeOptions(), ["http://127.0.0.1:9/"])
+        await probe.open()
+        return await probe.close()
+
+    section = asyncio.run(scenario())
+    assert section["available"] is False
+    assert "tcpdump is not installed" in section["reason"]
+    assert "apt-get install tcpdump" in section["how_to_enable"]
