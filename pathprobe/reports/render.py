@@ -38,6 +38,7 @@ TEXT_MAX_CHARS = 300
 LONG_TEXT_MAX_CHARS = 4000
 FLAME_MAX_STACKS = 2000
 FLAME_MAX_DEPTH = 96
+FLAME_MIN_FRACTION = 1 / 5000  # narrower than 0.2 px at 1000 px: not drawn
 FRAME_MAX_CHARS = 200
 TOP_STACKS = 12
 EVIDENCE_MAX = 6
@@ -745,12 +746,19 @@ def _network_view(report: Mapping[str, Any]) -> dict[str, Any]:
     return {"missing": not_observed(net, "network"), "rows": rows, "idle": idle}
 
 
-def folded_to_tree(folded: Mapping[str, Any], max_stacks: int = FLAME_MAX_STACKS) -> dict[str, Any]:
+def folded_to_tree(
+    folded: Mapping[str, Any],
+    max_stacks: int = FLAME_MAX_STACKS,
+    min_fraction: float = FLAME_MIN_FRACTION,
+) -> dict[str, Any]:
     """d3-flame-graph's input (``{name, value, children}``, values inclusive) from folded stacks
-    ``{"a;b;c": samples}``; keeps the ``max_stacks`` heaviest stacks and folds the rest into one
-    "[other stacks]" node so that a profile with 100k distinct stacks stays small."""
+    ``{"a;b;c": samples}``. Kept small on purpose: only the ``max_stacks`` heaviest stacks (the
+    rest become one "[other stacks]" node), and frames lighter than ``min_fraction`` of all
+    samples are left out (their time stays in the parent's width) — they would be narrower than
+    a pixel, and deep, distinct stacks would otherwise make the page megabytes long."""
     items = sorted(
-        ((str(k), n) for k, v in folded.items() if (n := num(v)) and n > 0), key=lambda kv: -kv[1]
+        ((str(k), n) for k, v in folded.items() if (n := num(v)) and n > 0),
+        key=lambda kv: -kv[1],
     )
     kept = items[:max_stacks]
     rest = sum(n for _, n in items[max_stacks:])
@@ -772,11 +780,17 @@ def folded_to_tree(folded: Mapping[str, Any], max_stacks: int = FLAME_MAX_STACKS
             "value": rest,
             "children": {},
         }
+    threshold = root["value"] * min_fraction
 
     def finish(node: dict[str, Any]) -> dict[str, Any]:
-        out = {"name": node["name"], "value": node["value"]}
-        if node["children"]:
-            out["children"] = [finish(c) for c in node["children"].values()]
+        value = node["value"]
+        out: dict[str, Any] = {
+            "name": node["name"],
+            "value": int(value) if value == int(value) else value,
+        }
+        kids = [finish(c) for c in node["children"].values() if c["value"] >= threshold]
+        if kids:
+            out["children"] = kids
         return out
 
     return finish(root)

@@ -121,3 +121,12 @@ def test_empty_inputs_still_give_valid_svg() -> None:
     ):
         assert svg.startswith("<svg")
         assert "</svg>" in svg
+
+
+def test_folded_to_tree_leaves_out_sub_pixel_frames() -> None:
+    folded = {"a;big": 9_990, "a;tiny;deeper": 1, "b": 9}
+    tree = folded_to_tree(folded, min_fraction=1 / 5000)
+    a = next(c for c in tree["children"] if c["name"] == "a")
+    assert [c["name"] for c in a["children"]] == ["big"]  # "tiny" (1 of 10,000) is dropped
+    assert a["value"] == 9_991  # its time still counts in the parent's width
+    assert tree["value"] == 10_000
