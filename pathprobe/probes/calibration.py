@@ -2,10 +2,10 @@
 
 :func:`calibrate` starts a null HTTP endpoint on ``127.0.0.1`` (port 0) in a separate process — a
 raw asyncio ``Protocol`` that answers every request with a fixed ``200`` at once — pinned to another
-core when there are at least two, drives it open-loop with the real load engine
-(:class:`pathprobe.load.engine.AiohttpEngine`, latency from the intended send time, exactly as in a
-diagnosis) at a modest rate, and returns the latency distribution. Nothing a path measures can be
-told apart from zero below this floor. The server process is always killed and reaped.
+core when there are at least two, drives it open-loop with the real load engine (``aiohttp`` or
+``fast``; latency from the intended send time, exactly as in a diagnosis) at a modest rate, and
+returns the latency distribution. Nothing a path measures can be told apart from zero below this
+floor. The server process is always killed and reaped.
 """
 
 from __future__ import annotations
@@ -62,14 +62,20 @@ def _pick_cores() -> tuple[int | None, set[int] | None]:
     return None, None
 
 
-async def calibrate_async(duration_s: float = 2.0, rate_rps: float = 500) -> dict[str, Any]:
+async def calibrate_async(
+    duration_s: float = 2.0, rate_rps: float = 500, *, engine: str = "aiohttp"
+) -> dict[str, Any]:
     """Measure the floor; see the module docstring. Returns ``floor_ms`` {p50, p90, p99} and how it
-    was measured. Never raises for environment reasons: a failure gives ``available: false``."""
+    was measured. ``engine`` is the load engine's name (``aiohttp`` or ``fast``): pass the one the
+    diagnosis runs with, the floor is that engine's. Never raises for environment reasons: a
+    failure gives ``available: false``."""
     from pathprobe.config import LoadProfile
-    from pathprobe.load.engine import AiohttpEngine, EngineOptions
+    from pathprobe.errors import PathprobeError
+    from pathprobe.load.engine import EngineOptions
     from pathprobe.load.payloads import PayloadPool
     from pathprobe.load.records import completed
     from pathprobe.load.schedule import plan_step
+    from pathprobe.load.select import build_engine
 
     server_core, client_cores = _pick_cores()
     proc = await asyncio.create_subprocess_exec(
@@ -108,9 +114,9 @@ async def calibrate_async(duration_s: float = 2.0, rate_rps: float = 500) -> dic
             connect_timeout_s=2.0,
         )
         plan = plan_step(profile, 0, 0, cycle=False)
-        engine = AiohttpEngine(profile, PayloadPool((), cycle=False), EngineOptions())
-        result = await engine.run_step("calibration", f"http://127.0.0.1:{port}/", plan)
-    except (OSError, ValueError, TimeoutError, RuntimeError) as exc:
+        runner = build_engine(engine, profile, PayloadPool((), cycle=False), EngineOptions())
+        result = await runner.run_step("calibration", f"http://127.0.0.1:{port}/", plan)
+    except (OSError, ValueError, TimeoutError, RuntimeError, PathprobeError) as exc:
         return {
             "available": False,
             "reason": f"calibration failed: {exc}",
@@ -152,6 +158,8 @@ async def calibrate_async(duration_s: float = 2.0, rate_rps: float = 500) -> dic
     }
 
 
-def calibrate(duration_s: float = 2.0, rate_rps: float = 500) -> dict[str, Any]:
+def calibrate(
+    duration_s: float = 2.0, rate_rps: float = 500, *, engine: str = "aiohttp"
+) -> dict[str, Any]:
     """Blocking form of :func:`calibrate_async` (for callers without a running event loop)."""
-    return asyncio.run(calibrate_async(duration_s, rate_rps))
+    return asyncio.run(calibrate_async(duration_s, rate_rps, engine=engine))

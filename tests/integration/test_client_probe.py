@@ -133,12 +133,14 @@ def test_client_probe_idle_starved_and_busy() -> None:
     assert busy["loop_lag_ms"]["p99"] > 10
 
 
-def test_calibration_floor_and_cleanup() -> None:
+@pytest.mark.parametrize("engine", ["aiohttp", "fast"])
+def test_calibration_floor_and_cleanup(engine: str) -> None:
     before = {p.name for p in Path("/proc").iterdir() if p.name.isdigit()}
     t0 = time.monotonic()
-    out = calibrate(duration_s=1.5, rate_rps=300)
+    out = calibrate(duration_s=1.5, rate_rps=300, engine=engine)
     wall_s = time.monotonic() - t0
     assert out["available"] is True, out
+    assert out["engine"] == engine
     floor = out["floor_ms"]
     assert 0 < floor["p50"] <= floor["p90"] <= floor["p99"]
     assert out["completed"] == out["requests"] > 300
