@@ -233,3 +233,20 @@ def test_without_tcpdump_degrades_with_a_reason(monkeypatch: pytest.MonkeyPatch)
     assert section["available"] is False
     assert "tcpdump is not installed" in section["reason"]
     assert "apt-get install tcpdump" in section["how_to_enable"]
+
+
+def test_tcpdump_failing_to_start_is_a_reason_not_a_crash() -> None:
+    async def scenario() -> tuple[dict, dict]:
+        url = "http://127.0.0.1:9/"
+        probe = NetworkProbe(ProbeOptions(capture_iface="ppnet-none0"), [url])
+        await probe.open()
+        w = _window("direct", url, 0)
+        await probe.start_window(w)
+        summary = await probe.stop_window(w)
+        return summary, await probe.close()
+
+    summary, section = asyncio.run(scenario())
+    assert section["available"] is True  # the probe could run; this window could not
+    assert summary["available"] is False
+    assert "tcpdump exited" in summary["reason"]
+    assert "ppnet-none0" in summary["reason"]
