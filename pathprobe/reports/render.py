@@ -282,7 +282,9 @@ def _targets_view(report: Mapping[str, Any]) -> dict[str, Any]:
     if err is not None:
         parts.append(f"errors ≤ {fmt_pct(err)}")
     met = get(report, "verdict", "targets_met")
-    if not parts and not targets:
+    if targets.get("given") is False:
+        state = "none"
+    elif not parts and not targets:
         state = "met" if met is True else ("missed" if met is False else "none")
     elif not parts:
         state = "none"
@@ -650,7 +652,8 @@ def _concat_timelines(
             xs.append(offset + t / 1000.0)
             ys.append(y * scale)
             added = True
-        if added and len(lines) == 1:
+        # Step separators belong to the first path's time axis (the paths' steps line up).
+        if added and path_raw == next(iter(lines)):
             separators.append((offset, step))
         offsets[path_raw] = offset + last + 0.5
     return [(clip(p, 40), xs, ys) for p, (xs, ys) in lines.items() if xs], separators
@@ -796,6 +799,15 @@ def folded_to_tree(
     return finish(root)
 
 
+def _stack_text(stack: str, frames_shown: int = 6) -> str:
+    """Leaf first, the callers that matter most next; the root end of a deep stack is elided."""
+    frames = [clip(f, 120) for f in reversed(stack.split(";"))]
+    text = " ← ".join(frames[:frames_shown])
+    if len(frames) > frames_shown:
+        text += f" ← … ({len(frames) - frames_shown} more frames)"
+    return text
+
+
 def _top_stacks(
     folded: Mapping[str, float], total: float
 ) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
@@ -805,7 +817,7 @@ def _top_stacks(
             "share": fmt_pct(n / total) if total else "—",
             "samples": fmt_num(n),
             "leaf": clip(stack.split(";")[-1], 160),
-            "stack": clip(" ← ".join(reversed(stack.split(";"))), 600),
+            "stack": _stack_text(stack),
         }
         for stack, n in stacks
     ]

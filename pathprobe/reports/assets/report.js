@@ -11,7 +11,7 @@
     var details = box.parentNode.querySelector(".flame-details");
     var chart = window.flamegraph["default"]()
       .width(Math.max(box.clientWidth, 320))
-      .cellHeight(18)
+      .cellHeight(15)
       .minFrameSize(2)
       .transitionDuration(200)
       .title("");
