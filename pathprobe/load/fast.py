@@ -1,0 +1,867 @@
+"""The high-rate load engine: plain HTTP/1.1 over asyncio Protocols with the httptools parser.
+
+It produces exactly the records of :class:`~pathprobe.load.engine.AiohttpEngine` (same fields, same
+meaning, same error kinds) at a small fraction of the CPU per request, so that the client is not
+the bottleneck (issue 7). What it gives up: TLS (``https://`` needs the aiohttp engine) and ``HEAD``
+requests (the response parser cannot know that such a response has no body).
+
+How it stays cheap: one Protocol object per connection carries the state of the request on it (no
+task, future or object per request); rows are appended as plain tuples and turned into numpy every
+``FLUSH_ROWS`` rows; timeouts are checked by a periodic sweep rather than one timer per request.
+
+Open-loop sends are timed with a ``timerfd`` (Linux, absolute CLOCK_MONOTONIC, no timer slack): the
+event loops' own timers round to the millisecond, which would add up to a millisecond of schedule
+slip to every latency. Under load, completions also send whatever has fallen due.
+
+Timing of one request (all ``time.monotonic_ns()``): ``actual`` when the engine takes the request
+up (before waiting for a connection, as the aiohttp engine does); ``conn_wait`` the time spent
+waiting for a free connection of the pool; ``connect`` the TCP connect when the request opened a
+new connection (``-1`` on reuse); ``ttfb`` from ``actual`` to the first response byte; ``end`` the
+last response byte or when the failure was seen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import ctypes
+import errno
+import os
+import socket
+import time
+from collections.abc import Callable
+from urllib.parse import urlsplit
+
+import httptools
+import numpy as np
+
+from pathprobe.config import LoadProfile
+from pathprobe.errors import UsageError
+from pathprobe.load.engine import (
+    ABORT_CHECK_INTERVAL_S,
+    ABORT_MIN_REQUESTS,
+    LOOP_LAG_TICK_S,
+    MAX_HEADER_VALUE_CHARS,
+    MAX_IN_FLIGHT,
+    EngineOptions,
+    StepResult,
+)
+from pathprobe.load.payloads import PayloadPool
+from pathprobe.load.records import RECORD_DTYPE, ErrorKind, Records
+from pathprobe.load.schedule import StepPlan
+
+# Rows are kept as tuples (cheapest to append) and converted to numpy this many at a time, so a
+# million-request step never holds a million tuples.
+FLUSH_ROWS = 8192
+# A response whose header block grows beyond this is garbage (aiohttp's own limits are similar).
+MAX_HEADER_BYTES = 64 << 10
+# Bodies up to this size are sent in the same write as the request head.
+JOIN_BODY_BYTES = 64 << 10
+# Offsets are turned into absolute due times this many at a time (a Python list of a million
+# ints would cost ~36 MB).
+DUE_CHUNK = 4096
+# Replica names kept per step; a hostile server must not grow the table forever.
+MAX_REPLICAS = 1000
+# The column order of a row tuple (tls_ns is always -1: no TLS here).
+_ROW_FIELDS = (
+    "seq", "intended_ns", "actual_ns", "conn_wait_ns", "connect_ns", "ttfb_ns", "end_ns",
+    "status", "error", "bytes_out", "bytes_in", "payload_idx", "replica",
+)  # fmt: skip
+
+
+def check_supported(url: str, profile: LoadProfile) -> str | None:
+    """Why the fast engine cannot run ``url`` with ``profile``, or ``None`` if it can."""
+    parts = urlsplit(url)
+    if parts.scheme != "http":
+        return f"the fast engine speaks plain http:// only, not {parts.scheme}:// (use aiohttp)"
+    if profile.method == "HEAD":
+        return "the fast engine does not send HEAD requests (use aiohttp)"
+    return None
+
+
+def build_requests(
+    profile: LoadProfile, url: str, pool: PayloadPool
+) -> tuple[list[tuple[bytes, ...]], bytes]:
+    """The wire bytes of every request: one entry per payload, plus the request without a body.
+
+    Headers match what the aiohttp engine sends (``User-Agent: pathprobe``, ``Accept: */*``,
+    ``Accept-Encoding: gzip, deflate``) so both engines ask the server for the same work.
+    """
+    parts = urlsplit(url)
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    host = parts.netloc.rsplit("@", 1)[-1]
+    if parts.port == 80:
+        host = host.rsplit(":", 1)[0]
+    base: dict[str, tuple[str, str]] = {}
+    for name, value in (
+        ("Host", host),
+        ("User-Agent", "pathprobe"),
+        ("Accept", "*/*"),
+        ("Accept-Encoding", "gzip, deflate"),
+        *profile.headers,
+    ):
+        if any(ch in name or ch in value for ch in "\r\n\0"):
+            raise UsageError(f"header {name!r} contains a line break")
+        base[name.lower()] = (name, value)
+
+    def head(body: bytes | None, content_type: str | None) -> bytes:
+        headers = dict(base)
+        if body is not None and content_type and "content-type" not in headers:
+            headers["content-type"] = ("Content-Type", content_type)
+        headers.pop("content-length", None)
+        lines = [f"{profile.method} {target} HTTP/1.1"]
+        lines += [f"{name}: {value}" for name, value in headers.values()]
+        if body is not None:
+            lines.append(f"Content-Length: {len(body)}")
+        elif profile.method in ("POST", "PUT", "PATCH"):
+            lines.append("Content-Length: 0")
+        if not profile.keepalive:
+            lines.append("Connection: close")
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+    requests: list[tuple[bytes, ...]] = []
+    for payload in pool.payloads:
+        h = head(payload.body, payload.content_type)
+        if len(payload.body) <= JOIN_BODY_BYTES:
+            requests.append((h + payload.body,))
+        else:
+            requests.append((h, payload.body))
+    return requests, head(None, None)
+
+
+class _Timespec(ctypes.Structure):
+    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
+
+
+class _Itimerspec(ctypes.Structure):
+    _fields_ = [("it_interval", _Timespec), ("it_value", _Timespec)]
+
+
+class _Timerfd:
+    """A one-shot timer at an absolute CLOCK_MONOTONIC time with microsecond precision.
+
+    Linux ``timerfd`` through libc (``os.timerfd_create`` arrives only in Python 3.13): the loop
+    watches the fd like a socket, so the wake-up costs no thread and no GIL hand-off.
+    """
+
+    CLOCK_MONOTONIC = 1
+    TFD_NONBLOCK = 0o4000
+    TFD_CLOEXEC = 0o2000000
+    TFD_TIMER_ABSTIME = 1
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        self._settime = libc.timerfd_settime
+        fd = int(libc.timerfd_create(self.CLOCK_MONOTONIC, self.TFD_NONBLOCK | self.TFD_CLOEXEC))
+        if fd < 0:
+            raise OSError(ctypes.get_errno(), "timerfd_create failed")
+        self._fd = fd
+        self._spec = _Itimerspec()
+        self._spec_ref = ctypes.byref(self._spec)
+        self._loop = loop
+        self._callback = callback
+        loop.add_reader(fd, self._fire)
+
+    def arm(self, at_ns: int) -> None:
+        at_ns = max(at_ns, 1)  # 0 would disarm
+        self._spec.it_value.tv_sec = at_ns // 1_000_000_000
+        self._spec.it_value.tv_nsec = at_ns % 1_000_000_000
+        self._settime(self._fd, self.TFD_TIMER_ABSTIME, self._spec_ref, None)
+
+    def _fire(self) -> None:
+        try:
+            os.read(self._fd, 8)
+        except BlockingIOError:  # re-armed after it became readable
+            return
+        self._callback()
+
+    def close(self) -> None:
+        self._loop.remove_reader(self._fd)
+        os.close(self._fd)
+
+
+class _LoopTimer:
+    """Fallback where ``timerfd`` is missing: the loop's own (millisecond) timers."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> None:
+        self._loop = loop
+        self._callback = callback
+        self._handle: asyncio.TimerHandle | None = None
+
+    def arm(self, at_ns: int) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+        delay_s = max(at_ns - time.monotonic_ns(), 0) / 1e9
+        self._handle = self._loop.call_later(delay_s, self._callback)
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+
+
+def _make_timer(
+    loop: asyncio.AbstractEventLoop, callback: Callable[[], None]
+) -> _Timerfd | _LoopTimer:
+    try:
+        return _Timerfd(loop, callback)
+    except (OSError, AttributeError, NotImplementedError):
+        return _LoopTimer(loop, callback)
+
+
+class FastEngine:
+    """Runs steps against one plain-HTTP URL; one connection pool of ``profile.connections``."""
+
+    name = "fast"
+
+    def __init__(
+        self,
+        profile: LoadProfile,
+        pool: PayloadPool,
+        options: EngineOptions,
+        stop: asyncio.Event | None = None,
+    ) -> None:
+        self._profile = profile
+        self._pool = pool
+        self._options = options
+        self._stop = stop or asyncio.Event()
+
+    async def run_step(
+        self, path: str, url: str, plan: StepPlan, start_ns: int | None = None
+    ) -> StepResult:
+        """Send ``plan`` to ``url``; returns when every request finished, failed or timed out.
+
+        ``start_ns`` (CLOCK_MONOTONIC) lets several worker processes share one schedule; by
+        default the step starts now.
+        """
+        reason = check_supported(url, self._profile)
+        if reason is not None:
+            raise UsageError(reason)
+        run = _StepRun(self, path, url, plan)
+        return await run.run(start_ns)
+
+
+class _Conn(asyncio.Protocol):
+    """One keep-alive connection and the request currently on it (at most one: no pipelining)."""
+
+    def __init__(self, run: _StepRun) -> None:
+        self.run = run
+        self.parser = httptools.HttpResponseParser(self)
+        self.transport: asyncio.Transport | None = None
+        self.dead = False
+        self.busy = False
+        self.replica = -1
+        self.seq = 0
+        self.intended_ns = 0
+        self.actual_ns = 0
+        self.conn_wait_ns = 0
+        self.connect_ns = -1
+        self.payload_idx = -1
+        self.bytes_out = 0
+        self.first_ns = -1
+        self.read_bytes = 0
+        self.bytes_in = 0
+        self.status = 0
+        self.headers_done = False
+        self.complete = False
+        self.length_known = False
+        self.keep_alive = False
+        self.fault = ErrorKind.NONE
+        self.captured: dict[bytes, str] | None = None
+
+    # --- the request ---------------------------------------------------------------------------
+
+    def send(
+        self, seq: int, intended_ns: int, actual_ns: int, conn_wait_ns: int, connect_ns: int,
+        payload_idx: int,
+    ) -> None:  # fmt: skip
+        self.busy = True
+        self.seq = seq
+        self.intended_ns = intended_ns
+        self.actual_ns = actual_ns
+        self.conn_wait_ns = conn_wait_ns
+        self.connect_ns = connect_ns
+        self.payload_idx = payload_idx
+        self.first_ns = -1
+        self.read_bytes = 0
+        self.bytes_in = 0
+        self.status = 0
+        self.headers_done = False
+        self.complete = False
+        self.length_known = False
+        self.fault = ErrorKind.NONE
+        self.captured = None
+        run = self.run
+        assert self.transport is not None
+        if payload_idx >= 0:
+            parts = run.requests[payload_idx]
+            self.bytes_out = run.body_sizes[payload_idx]
+            if len(parts) == 1:
+                self.transport.write(parts[0])
+            else:
+                self.transport.writelines(parts)
+        else:
+            self.bytes_out = 0
+            self.transport.write(run.bare_request)
+
+    # --- asyncio.Protocol ----------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports do not subclass asyncio.Transport; they have the same methods.
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        if not self.busy:
+            # Bytes nobody asked for: the connection's framing can no longer be trusted.
+            self.run.drop(self)
+            return
+        if self.first_ns < 0:
+            self.first_ns = time.monotonic_ns()
+        if not self.headers_done:
+            self.read_bytes += len(data)
+            if self.read_bytes > MAX_HEADER_BYTES:
+                self.run.fail(self, ErrorKind.PROTOCOL)
+                return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            self.run.fail(self, self.fault or ErrorKind.PROTOCOL)
+            return
+        if self.fault:
+            self.run.fail(self, self.fault)
+        elif self.complete:
+            self.run.complete(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.run.lost(self, exc)
+
+    # --- httptools callbacks --------------------------------------------------------------------
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        key = name.lower()
+        if key == b"content-length" or key == b"transfer-encoding":
+            self.length_known = True
+        wanted = self.run.wanted_headers
+        if wanted and key in wanted:
+            if self.captured is None:
+                self.captured = {}
+            if key not in self.captured:  # the first value, as aiohttp's headers.get() gives
+                text = value.decode("latin-1")
+                self.captured[key] = text[:MAX_HEADER_VALUE_CHARS]
+
+    def on_headers_complete(self) -> None:
+        self.headers_done = True
+        self.status = self.parser.get_status_code()
+        # Asked now: once the message completes the parser has reset for the next one.
+        self.keep_alive = self.parser.should_keep_alive()
+
+    def on_body(self, body: bytes) -> None:
+        self.bytes_in += len(body)
+        if self.bytes_in > self.run.max_response_bytes:
+            self.fault = ErrorKind.TOO_LARGE
+            raise _Stop
+
+    def on_message_complete(self) -> None:
+        self.complete = True
+
+
+class _Stop(Exception):
+    """Raised inside a parser callback to stop parsing (surfaces as HttpParserCallbackError)."""
+
+
+class _StepRun:
+    """The state of one step in flight: the pool, the schedule, the rows."""
+
+    def __init__(self, engine: FastEngine, path: str, url: str, plan: StepPlan) -> None:
+        self.engine = engine
+        self.profile = profile = engine._profile
+        self.options = options = engine._options
+        self.path = path
+        self.url = url
+        self.plan = plan
+        parts = urlsplit(url)
+        self.host = parts.hostname or "127.0.0.1"
+        self.port = parts.port or 80
+        self.requests, self.bare_request = build_requests(profile, url, engine._pool)
+        self.body_sizes = [len(p.body) for p in engine._pool.payloads]
+        self.payload_idx = plan.payload_idx.tolist() if len(plan.payload_idx) else []
+        self.max_response_bytes = options.max_response_bytes
+        names = list(options.capture_headers)
+        if options.replica_header:
+            names.append(options.replica_header)
+        self.wanted_headers = {n.lower().encode("latin-1") for n in names}
+        self.capture_keys = [n.lower().encode("latin-1") for n in options.capture_headers]
+        self.replica_key = (
+            options.replica_header.lower().encode("latin-1") if options.replica_header else None
+        )
+        self.keepalive = profile.keepalive
+        self.limit = profile.connections
+        self.timeout_ns = int(profile.timeout_s * 1e9)
+        self.connect_timeout_s = profile.connect_timeout_s
+        # The pool.
+        self.idle: list[_Conn] = []
+        self.conns: set[_Conn] = set()
+        self.open_count = 0  # connecting or open
+        self.pending: collections.deque[tuple[int, int, int]] = collections.deque()
+        self.connecting: set[asyncio.Task[None]] = set()
+        # Rows.
+        self.rows: list[tuple[int, ...]] = []
+        self.chunks: list[np.ndarray] = []
+        self.captured_rows: dict[int, list[str | None]] = {}
+        self.replica_index: dict[str, int] = {}
+        self.submitted = 0
+        self.in_flight = 0
+        self.in_flight_cap_hits = 0
+        self.recent: collections.deque[bool] = collections.deque(maxlen=500)
+        self.track_errors = options.abort_on_error_rate < 1.0
+        self.finished = 0
+        self.aborted: str | None = None
+        self.cancelled = False
+        self.lag_ns: list[int] = []
+        # Schedule.
+        self.open_loop = plan.offsets_ns is not None
+        self.next_i = 0
+        self.n = len(plan.offsets_ns) if plan.offsets_ns is not None else 0
+        self.due: list[int] = []
+        self.due_base = 0
+        self.next_due_ns = 1 << 62
+        self.sending_done = False
+        self.users = 0
+        self.deadline_ns = 0
+
+    # --- running -----------------------------------------------------------------------------
+
+    async def run(self, start_ns: int | None) -> StepResult:
+        loop = asyncio.get_running_loop()
+        self.loop = loop
+        self.done: asyncio.Future[None] = loop.create_future()
+        now = time.monotonic_ns()
+        self.start_ns = start = now if start_ns is None else start_ns
+        stop = self.engine._stop
+        stop_task = asyncio.ensure_future(stop.wait())
+        stop_task.add_done_callback(lambda _t: self.cancel_all())
+        self.timer = _make_timer(loop, self.send_due)
+        self._lag_expected_ns = now + int(LOOP_LAG_TICK_S * 1e9)
+        self._periodic: dict[str, asyncio.TimerHandle] = {
+            "lag": loop.call_later(LOOP_LAG_TICK_S, self._lag_tick),
+            "sweep": loop.call_later(self._sweep_interval_s(), self._sweep),
+        }
+        if self.track_errors:
+            self._periodic["errors"] = loop.call_later(ABORT_CHECK_INTERVAL_S, self._check_errors)
+        try:
+            if stop.is_set():
+                self.sending_done = True
+                self.cancelled = True
+            elif self.open_loop:
+                self._load_due(0)
+                self.next_due_ns = self.due[0] if self.due else 1 << 62
+                if self.n == 0:
+                    self.sending_done = True
+                else:
+                    self.timer.arm(self.next_due_ns)
+            else:
+                concurrency = self.plan.concurrency or 1
+                self.deadline_ns = start + self.plan.total_ns
+                if start > now:
+                    await asyncio.sleep((start - now) / 1e9)
+                self.sending_done = True  # closed loop: users keep sending until the deadline
+                self.users = concurrency
+                for _ in range(concurrency):
+                    self._user_next()
+            self._check_done()
+            await self.done
+        finally:
+            self.sending_done = True
+            self.timer.close()
+            for handle in self._periodic.values():
+                handle.cancel()
+            stop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await stop_task
+            for task in list(self.connecting):
+                task.cancel()
+            for conn in list(self.conns):
+                self.drop(conn)
+        return self._result()
+
+    def _load_due(self, i: int) -> None:
+        offsets = self.plan.offsets_ns
+        assert offsets is not None
+        self.due_base = i
+        self.due = (offsets[i : i + DUE_CHUNK] + self.start_ns).tolist()
+
+    def send_due(self) -> None:
+        """Send every open-loop request that is due; arm the timer for the next one."""
+        if self.sending_done:
+            return
+        if self.aborted is not None or self.cancelled:
+            self.sending_done = True
+            self._check_done()
+            return
+        now = time.monotonic_ns()
+        i = self.next_i
+        n = self.n
+        due = self.due
+        base = self.due_base
+        while i < n:
+            j = i - base
+            if j >= len(due):
+                self._load_due(i)
+                due = self.due
+                base = i
+                j = 0
+            at = due[j]
+            if at > now:
+                self.next_i = i
+                self.next_due_ns = at
+                self.timer.arm(at)
+                return
+            if self.in_flight >= MAX_IN_FLIGHT:
+                # Past the cap the schedule waits; this shows up as slip, counted here.
+                self.in_flight_cap_hits += 1
+                self.next_i = i
+                self.next_due_ns = now + 1_000_000
+                self.timer.arm(self.next_due_ns)
+                return
+            self.submit(i, at, now)
+            i += 1
+            now = time.monotonic_ns()
+        self.next_i = i
+        self.next_due_ns = 1 << 62
+        self.sending_done = True
+        self._check_done()
+
+    def _user_next(self) -> None:
+        """Closed loop: one user sends its next request, or stops at the deadline."""
+        now = time.monotonic_ns()
+        if (
+            now >= self.deadline_ns
+            or self.cancelled
+            or self.aborted is not None
+            or self.engine._stop.is_set()
+        ):
+            self.users -= 1
+            return
+        self.submit(self.submitted, now, now)
+
+    def submit(self, seq: int, intended_ns: int, actual_ns: int) -> None:
+        self.submitted += 1
+        self.in_flight += 1
+        pidx = self.payload_idx[seq % len(self.payload_idx)] if self.payload_idx else -1
+        if self.idle:
+            self.idle.pop().send(seq, intended_ns, actual_ns, 0, -1, pidx)
+        elif self.open_count < self.limit:
+            self._open_for(seq, intended_ns, actual_ns, pidx)
+        else:
+            self.pending.append((seq, intended_ns, actual_ns))
+
+    def _open_for(self, seq: int, intended_ns: int, actual_ns: int, pidx: int) -> None:
+        self.open_count += 1
+        task = self.loop.create_task(self._connect(seq, intended_ns, actual_ns, pidx))
+        self.connecting.add(task)
+        task.add_done_callback(self.connecting.discard)
+
+    async def _connect(self, seq: int, intended_ns: int, actual_ns: int, pidx: int) -> None:
+        """Open a connection for one request (as aiohttp does when the pool has room)."""
+        t0 = time.monotonic_ns()
+        kind = ErrorKind.NONE
+        try:
+            async with asyncio.timeout(self.connect_timeout_s):
+                _transport, conn = await self.loop.create_connection(
+                    lambda: _Conn(self), self.host, self.port
+                )
+        except asyncio.CancelledError:
+            kind = ErrorKind.CANCELLED
+        except TimeoutError:
+            kind = ErrorKind.CONNECT_TIMEOUT
+        except socket.gaierror:
+            kind = ErrorKind.DNS
+        except OSError as exc:
+            kind = ErrorKind.REFUSED if exc.errno == errno.ECONNREFUSED else ErrorKind.OTHER
+        except Exception:  # every failure is a measurement; an unexpected one too
+            kind = ErrorKind.OTHER
+        if kind != ErrorKind.NONE:
+            self.open_count -= 1
+            self._row(seq, intended_ns, actual_ns, t0 - actual_ns, -1, -1, 0, kind, pidx, -1)
+            self._after()
+            return
+        t1 = time.monotonic_ns()
+        self.conns.add(conn)
+        conn.replica = self._peer_replica(conn)
+        if self.cancelled:
+            self._row(seq, intended_ns, actual_ns, t0 - actual_ns, t1 - t0, -1, 0,
+                      ErrorKind.CANCELLED, pidx, -1)  # fmt: skip
+            self.drop(conn)
+            self._after()
+            return
+        conn.send(seq, intended_ns, actual_ns, max(t0 - actual_ns, 0), t1 - t0, pidx)
+
+    def _peer_replica(self, conn: _Conn) -> int:
+        assert conn.transport is not None
+        peer = conn.transport.get_extra_info("peername")
+        if isinstance(peer, tuple) and len(peer) >= 2:
+            return self._replica_id(f"{peer[0]}:{peer[1]}")
+        return -1
+
+    def _replica_id(self, name: str) -> int:
+        index = self.replica_index.get(name)
+        if index is None:
+            if len(self.replica_index) >= MAX_REPLICAS:
+                return -1
+            index = self.replica_index[name] = len(self.replica_index)
+        return index
+
+    # --- outcomes ------------------------------------------------------------------------------
+
+    def complete(self, conn: _Conn) -> None:
+        """A full response arrived on ``conn``."""
+        end_ns = time.monotonic_ns()
+        conn.busy = False
+        replica = conn.replica
+        captured = conn.captured
+        if captured is not None:
+            if self.capture_keys:
+                self.captured_rows[conn.seq] = [captured.get(k) for k in self.capture_keys]
+            if self.replica_key is not None and self.replica_key in captured:
+                replica = self._replica_id(captured[self.replica_key][:64])
+        actual = conn.actual_ns
+        self.rows.append(
+            (
+                conn.seq, conn.intended_ns, actual, conn.conn_wait_ns, conn.connect_ns,
+                conn.first_ns - actual, end_ns, conn.status, 0, conn.bytes_out, conn.bytes_in,
+                conn.payload_idx, replica,
+            )
+        )  # fmt: skip
+        if len(self.rows) >= FLUSH_ROWS:
+            self._flush()
+        if self.track_errors:
+            self.recent.append(conn.status >= 500)
+        if self.keepalive and conn.keep_alive:
+            self._release(conn)
+        else:
+            self.drop(conn)
+        self._after()
+
+    def fail(self, conn: _Conn, kind: ErrorKind) -> None:
+        """The request on ``conn`` failed; the connection is closed (its framing is lost)."""
+        if not conn.busy:
+            self.drop(conn)
+            return
+        conn.busy = False
+        ttfb_ns = conn.first_ns - conn.actual_ns if conn.headers_done else -1
+        self._row(
+            conn.seq, conn.intended_ns, conn.actual_ns, conn.conn_wait_ns, conn.connect_ns,
+            ttfb_ns, conn.bytes_out, kind, conn.payload_idx, conn.replica,
+        )  # fmt: skip
+        self.drop(conn)
+        self._after()
+
+    def lost(self, conn: _Conn, exc: Exception | None) -> None:
+        """The connection closed under us."""
+        if conn.busy:
+            if conn.headers_done and not conn.length_known and exc is None:
+                # A close-delimited body (no Content-Length, not chunked): EOF ends it.
+                conn.complete = True
+                self.complete(conn)
+                return
+            if isinstance(exc, OSError) and exc.errno not in (errno.ECONNRESET, errno.EPIPE, None):
+                kind = ErrorKind.OTHER
+            elif conn.headers_done:
+                kind = ErrorKind.PROTOCOL  # body cut short (aiohttp: ClientPayloadError)
+            else:
+                kind = ErrorKind.RESET  # closed before a full header (ServerDisconnectedError)
+            self.fail(conn, kind)
+            return
+        self.drop(conn)
+        self._dispatch_pending()
+        self._check_done()
+
+    def drop(self, conn: _Conn) -> None:
+        """Forget ``conn`` and close it; its slot in the pool frees up."""
+        if conn.dead:
+            return
+        conn.dead = True
+        self.open_count -= 1
+        self.conns.discard(conn)
+        if conn in self.idle:
+            self.idle.remove(conn)
+        if conn.transport is not None:
+            conn.transport.abort()
+
+    def _release(self, conn: _Conn) -> None:
+        """``conn`` is free: it takes the longest-waiting request, or goes idle."""
+        if self.pending:
+            seq, intended_ns, actual_ns = self.pending.popleft()
+            pidx = self.payload_idx[seq % len(self.payload_idx)] if self.payload_idx else -1
+            now = time.monotonic_ns()
+            conn.send(seq, intended_ns, actual_ns, now - actual_ns, -1, pidx)
+        else:
+            self.idle.append(conn)
+
+    def _dispatch_pending(self) -> None:
+        """Open connections for waiting requests while the pool has room."""
+        while self.pending and self.open_count < self.limit and not self.cancelled:
+            seq, intended_ns, actual_ns = self.pending.popleft()
+            pidx = self.payload_idx[seq % len(self.payload_idx)] if self.payload_idx else -1
+            self._open_for(seq, intended_ns, actual_ns, pidx)
+
+    def _row(
+        self, seq: int, intended_ns: int, actual_ns: int, conn_wait_ns: int, connect_ns: int,
+        ttfb_ns: int, bytes_out: int, kind: ErrorKind, pidx: int, replica: int,
+    ) -> None:  # fmt: skip
+        """Record a request that ended without a (complete) response."""
+        end_ns = time.monotonic_ns()
+        self.rows.append(
+            (
+                seq, intended_ns, actual_ns, conn_wait_ns, connect_ns, ttfb_ns, end_ns, 0,
+                int(kind), bytes_out, 0, pidx, replica,
+            )
+        )  # fmt: skip
+        if len(self.rows) >= FLUSH_ROWS:
+            self._flush()
+        if self.track_errors and kind != ErrorKind.CANCELLED:
+            self.recent.append(True)
+
+    def _after(self) -> None:
+        """Bookkeeping after any request ended: the next send, the pool, the end of the step."""
+        self.in_flight -= 1
+        self.finished += 1
+        if self.pending and self.open_count < self.limit:
+            self._dispatch_pending()
+        if self.open_loop:
+            if not self.sending_done and time.monotonic_ns() >= self.next_due_ns:
+                self.send_due()
+        else:
+            self._user_next()
+        self._check_done()
+
+    def _check_done(self) -> None:
+        if (
+            self.sending_done
+            and self.in_flight == 0
+            and (self.open_loop or self.users == 0)
+            and not self.done.done()
+        ):
+            self.done.set_result(None)
+
+    def cancel_all(self) -> None:
+        """The stop event fired: in-flight and waiting requests end as CANCELLED."""
+        if self.done.done():
+            return
+        self.cancelled = True
+        self.sending_done = True
+        for conn in list(self.conns):
+            if conn.busy:
+                self.fail(conn, ErrorKind.CANCELLED)
+        while self.pending:
+            seq, intended_ns, actual_ns = self.pending.popleft()
+            pidx = self.payload_idx[seq % len(self.payload_idx)] if self.payload_idx else -1
+            self._row(seq, intended_ns, actual_ns, -1, -1, -1, 0, ErrorKind.CANCELLED, pidx, -1)
+            self._after()
+        for task in list(self.connecting):
+            task.cancel()
+        self._check_done()
+
+    # --- periodic ------------------------------------------------------------------------------
+
+    def _lag_tick(self) -> None:
+        """A periodic timer's lateness: how long the event loop was too busy to run it."""
+        now = time.monotonic_ns()
+        self.lag_ns.append(max(now - self._lag_expected_ns, 0))
+        self._lag_expected_ns = now + int(LOOP_LAG_TICK_S * 1e9)
+        self._periodic["lag"] = self.loop.call_later(LOOP_LAG_TICK_S, self._lag_tick)
+
+    def _sweep_interval_s(self) -> float:
+        return min(max(self.profile.timeout_s / 20, 0.005), 0.1)
+
+    def _sweep(self) -> None:
+        """Fail requests older than the request timeout (waiting ones too)."""
+        now = time.monotonic_ns()
+        limit = self.timeout_ns
+        for conn in list(self.conns):
+            if conn.busy and now - conn.actual_ns > limit:
+                self.fail(conn, ErrorKind.TIMEOUT)
+        while self.pending and now - self.pending[0][2] > limit:
+            seq, intended_ns, actual_ns = self.pending.popleft()
+            pidx = self.payload_idx[seq % len(self.payload_idx)] if self.payload_idx else -1
+            self._row(seq, intended_ns, actual_ns, now - actual_ns, -1, -1, 0,
+                      ErrorKind.TIMEOUT, pidx, -1)  # fmt: skip
+            self._after()
+        self._periodic["sweep"] = self.loop.call_later(self._sweep_interval_s(), self._sweep)
+
+    def _check_errors(self) -> None:
+        threshold = self.options.abort_on_error_rate
+        recent = self.recent
+        if self.finished >= ABORT_MIN_REQUESTS and len(recent) > 0:
+            rate = sum(recent) / len(recent)
+            if rate >= threshold:
+                self.aborted = (
+                    f"stopped early: {rate:.0%} of the last {len(recent)} requests failed "
+                    f"(--abort-on-error-rate {threshold:g})"
+                )
+                self.sending_done = True
+                self._check_done()
+                return
+        self._periodic["errors"] = self.loop.call_later(ABORT_CHECK_INTERVAL_S, self._check_errors)
+
+    # --- the result ----------------------------------------------------------------------------
+
+    def _flush(self) -> None:
+        if not self.rows:
+            return
+        table = np.array(self.rows, dtype=np.int64)
+        self.rows = []
+        chunk = np.empty(len(table), dtype=RECORD_DTYPE)
+        for j, name in enumerate(_ROW_FIELDS):
+            chunk[name] = table[:, j]
+        chunk["tls_ns"] = -1
+        self.chunks.append(chunk)
+
+    def _records(self) -> Records:
+        """Every row, placed by ``seq``: seqs are exactly ``0 .. submitted-1``, one row each."""
+        self._flush()
+        records = np.empty(self.submitted, dtype=RECORD_DTYPE)
+        filled = 0
+        while self.chunks:
+            chunk = self.chunks.pop()
+            records[chunk["seq"]] = chunk
+            filled += len(chunk)
+        if filled != self.submitted:  # a bug, not a measurement: never hide it
+            raise RuntimeError(f"fast engine: {filled} rows for {self.submitted} requests")
+        return records
+
+    def _result(self) -> StepResult:
+        records = self._records()
+        plan = self.plan
+        warmup_end = self.start_ns + plan.warmup_ns
+        if plan.offsets_ns is not None:
+            first_measured = plan.first_measured_seq
+        else:
+            later = records["seq"][records["intended_ns"] >= warmup_end]
+            first_measured = int(later.min()) if len(later) else len(records)
+        headers: dict[str, list[str | None]] = {}
+        if self.options.capture_headers:
+            rows = self.captured_rows
+            none_row: list[str | None] = [None] * len(self.capture_keys)
+            by_seq = [rows.get(s, none_row) for s in range(len(records))]
+            for j, name in enumerate(self.options.capture_headers):
+                headers[name] = [row[j] for row in by_seq]
+        return StepResult(
+            path=self.path,
+            url=self.url,
+            step=plan.step,
+            offered_rps=plan.offered_rps,
+            concurrency=plan.concurrency,
+            engine=FastEngine.name,
+            records=records,
+            first_measured_seq=first_measured,
+            start_ns=self.start_ns,
+            measured_start_ns=warmup_end,
+            measured_end_ns=self.start_ns + plan.total_ns,
+            replicas=list(self.replica_index),
+            headers=headers,
+            loop_lag_ns=np.array(self.lag_ns, dtype=np.int64),
+            in_flight_cap_hits=self.in_flight_cap_hits,
+            aborted=self.aborted,
+            interrupted=self.engine._stop.is_set(),
+        )
