@@ -209,7 +209,7 @@ def test_header_error_does_not_echo_a_secret() -> None:
 
 def test_toml_unknown_key(tmp_path: Path) -> None:
     cfg = tmp_path / "c.toml"
-    cfg.write_text('rate = 10\nrate_limit = 5\n')
+    cfg.write_text("rate = 10\nrate_limit = 5\n")
     with pytest.raises(UsageError, match="unknown key in .*: 'rate_limit'"):
         load_toml(cfg)
 
