@@ -44,6 +44,7 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=600.0)
     parser.add_argument("--every", type=float, default=10.0, help="RSS sampling interval, s")
     parser.add_argument("--delay-ms", type=float, default=5.0)
+    parser.add_argument("--engine", default="auto", help="auto, aiohttp or fast")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     out = args.out or Path(tempfile.mkdtemp(prefix="pathprobe-soak-"))
@@ -64,7 +65,7 @@ def main() -> int:
         url = f"http://127.0.0.1:{ready.read_text()}/"
         argv = [
             str(PATHPROBE), "diagnose", "--path", f"direct={url}", "--rate", f"{args.rate:g}",
-            "--duration", f"{args.duration:g}", "--warmup", "0", "--no-capture", "--no-profile",
+            "--duration", f"{args.duration:g}", "--warmup", "0", "--engine", args.engine, "--no-capture", "--no-profile",
             "--out", str(out / "report"),
         ]  # fmt: skip
         started = time.monotonic()
@@ -90,6 +91,7 @@ def main() -> int:
         steps = json.loads(report_path.read_text())["paths"]["direct"]["steps"]
     requests = sum(int(s["requests"]) for s in steps)  # type: ignore[call-overload]
     result = {
+        "engine": args.engine,
         "rate_rps": args.rate,
         "duration_s": args.duration,
         "elapsed_s": round(elapsed, 1),
