@@ -65,7 +65,8 @@ def main() -> int:
         url = f"http://127.0.0.1:{ready.read_text()}/"
         argv = [
             str(PATHPROBE), "diagnose", "--path", f"direct={url}", "--rate", f"{args.rate:g}",
-            "--duration", f"{args.duration:g}", "--warmup", "0", "--engine", args.engine, "--no-capture", "--no-profile",
+            "--duration", f"{args.duration:g}", "--warmup", "0", "--engine", args.engine,
+            "--no-capture", "--no-profile",
             "--out", str(out / "report"),
         ]  # fmt: skip
         started = time.monotonic()
