@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -82,7 +83,15 @@ def demo(
         cfg = build_config(demo_raw_config(bed, out, duration_s=duration))
         (out / "testbed.json").write_text(json.dumps(bed.describe(), indent=2))
         argv = ["demo", *sys.argv[2:]] if len(sys.argv) > 1 else ["demo"]
-        report, code = run_diagnosis(cfg, argv)
+        # A watchdog: the diagnosis bounds itself, but a demo must end even if it does not.
+        steps = len(cfg.paths) * len(cfg.load.steps)
+        budget_s = steps * (cfg.load.warmup_s + cfg.load.duration_s + cfg.load.timeout_s) + 60
+        signal.signal(signal.SIGALRM, lambda *_: signal.raise_signal(signal.SIGINT))
+        signal.alarm(int(budget_s))
+        try:
+            report, code = run_diagnosis(cfg, argv)
+        finally:
+            signal.alarm(0)
         verdict = report.get("verdict", {})
         typer.echo(f"verdict: {verdict.get('bottleneck')} — {verdict.get('summary', '')}")
     except KeyboardInterrupt:

@@ -32,10 +32,15 @@ StateDir = Annotated[
 
 
 def sigterm_as_interrupt() -> None:
-    """Make SIGTERM behave like Ctrl-C, so ``finally`` blocks tear the testbed down."""
+    """Make SIGTERM behave exactly like Ctrl-C, so ``finally`` blocks tear the testbed down.
+
+    The handler re-raises the signal as SIGINT rather than raising ``KeyboardInterrupt`` itself:
+    inside ``asyncio.run`` (uvloop) an exception raised from a signal handler can be swallowed as
+    a callback error, while asyncio's own SIGINT handling cancels the main task cleanly.
+    """
 
     def handler(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
+        signal.raise_signal(signal.SIGINT)
 
     signal.signal(signal.SIGTERM, handler)
 

@@ -134,7 +134,7 @@ class Testbed:
         except BaseException as exc:
             log_tail = self._log_tails()
             self.stop()
-            if isinstance(exc, Exception) and not isinstance(exc, CannotRunError):
+            if isinstance(exc, Exception):
                 raise CannotRunError(f"testbed failed to start: {exc}{log_tail}") from exc
             raise
         self.started_in_s = time.monotonic() - t0
@@ -214,7 +214,8 @@ class Testbed:
                 self._save()
                 # The launcher joins the cgroup itself before exec, so every worker is inside.
                 cg_wrap = ["sh", "-c", f'echo $$ > {cg.procs_file} && exec "$@"', "sh"]
-            argv = [*prefix, *cg_wrap, *pin, *self._server_argv(bind_host, server_ports[replica])]
+            # cgroup first: `ip netns exec` mounts a fresh /sys without the cgroup hierarchy.
+            argv = [*cg_wrap, *prefix, *pin, *self._server_argv(bind_host, server_ports[replica])]
             log_path = self.workdir / f"server-{replica}.log"
             popen, record = spawn(f"server-{replica}", argv, log_path=log_path,
                                   env=self._server_env(replica), cwd=self.workdir)  # fmt: skip

@@ -80,25 +80,26 @@ def spawn(
 def stop(
     record: ProcRecord, popen: subprocess.Popen[bytes] | None = None, grace_s: float = 5.0
 ) -> None:
-    """SIGTERM the record's process group, then SIGKILL what is left after ``grace_s``.
+    """SIGTERM the record's process group, wait for all of it to go, SIGKILL what stays.
 
-    Signals go to the group only while its leader is still the process we started; the group id is
-    ours (``start_new_session``), so nothing outside the testbed is touched.
+    Signals go to the group only while its leader is still the process we started, or — leader
+    gone — while every remaining member is younger than it; the group id is ours
+    (``start_new_session``), so nothing outside the testbed is touched. Returns when no live
+    member of the group is left (or after ``2 × grace_s``).
     """
     if is_alive(record):
         _signal_group(record.pgid, signal.SIGTERM)
     deadline = time.monotonic() + grace_s
     while time.monotonic() < deadline:
-        if popen is not None and popen.poll() is None:
-            time.sleep(0.05)
-            continue
-        if popen is None and is_alive(record):
-            time.sleep(0.05)
-            continue
-        break
-    # Leader gone (or stuck): kill any member of our group that remains, e.g. orphaned workers.
+        leader_running = popen.poll() is None if popen is not None else is_alive(record)
+        if not leader_running and not _group_members(record.pgid):
+            break
+        time.sleep(0.05)
     if _group_members(record.pgid) and (popen is not None or _group_is_ours(record)):
         _signal_group(record.pgid, signal.SIGKILL)
+        deadline = time.monotonic() + grace_s
+        while _group_members(record.pgid) and time.monotonic() < deadline:
+            time.sleep(0.05)
     if popen is not None:
         try:
             popen.wait(timeout=grace_s)
@@ -114,15 +115,18 @@ def _group_is_ours(record: ProcRecord) -> bool:
 
 
 def _group_members(pgid: int) -> list[int]:
+    """Live (not zombie) processes in process group ``pgid``."""
     members = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            if os.getpgid(int(entry.name)) == pgid:
-                members.append(int(entry.name))
-        except (ProcessLookupError, PermissionError):
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
             continue
+        # fields: state, ppid, pgrp, …
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            members.append(int(entry.name))
     return members
 
 
