@@ -30,6 +30,7 @@ import contextlib
 import hmac
 import ipaddress
 import json
+import os
 import re
 import secrets
 import signal
@@ -120,6 +121,7 @@ class Agent:
             paths = cgroups.cgroup_from_path(self.settings.cgroup)
             if paths is not None:
                 allowed |= cgroups.cgroup_pids(paths)
+        allowed.discard(os.getpid())  # never the agent itself, even inside the watched cgroup
         return allowed
 
     # -- handlers ---------------------------------------------------------------------------

@@ -230,7 +230,7 @@ class ServerProbe:
                 return refusal
         # A root may be a wrapper (a shell, `timeout`): one Python process in the tree is enough.
         complaint = None
-        for pid in sorted(descendants(targets))[:8]:
+        for pid in sorted(await asyncio.to_thread(descendants, targets))[:8]:
             complaint = await pyspy.try_dump(self.py_spy, pid)
             if complaint is None:
                 return None
@@ -283,7 +283,7 @@ class ServerProbe:
             stacks.update(profile.stacks)
             profiled |= profile.pids
         samples = sum(stacks.values())
-        stage_samples = stages.fold_stage_counts(stacks, self.rules) if samples else {}
+        stage_samples = stages.fold_stage_counts(stacks, self.rules)  # every category, 0 if none
         errors = [rec.error for rec in active.recordings if rec.error]
         profile_state: JSONDict
         if self.profile_unavailable is not None:

@@ -1,0 +1,163 @@
+"""What profiling with py-spy costs the server, at the sampling rates pathprobe might use.
+
+The model server of the server-probe tests (tests/integration/serverprobe_app.py, ``light`` mode:
+numpy matmuls, 2 pre-forked workers) runs pinned to the last CPU; this process drives a closed
+loop of POSTs (concurrency 4) from CPU 0. Windows without any probe and with
+:class:`~pathprobe.probes.server.ServerProbe` at each rate are interleaved (the order rotates every
+repeat) so drift in the shared machine's load hits all alike. py-spy is moved onto the *server's*
+CPU — the pessimistic placement, as for an agent on a busy node.
+
+Per window: server CPU-seconds (the worker tree, psutil), py-spy CPU-seconds (read just before it
+is stopped), throughput (responses/s). Reported: medians over the repeats of
+py-spy CPU ÷ server CPU, and throughput relative to the no-probe windows.
+
+Run as root:  .venv/bin/python benchmarks/bench_pyspy_overhead.py [--rates 20,50,100]
+              [--repeats 5] [--duration 8] [--json out.json]
+The target: py-spy ≤ 3 % of the server's CPU at the default rate (pathprobe.probes.pyspy).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests" / "integration"))
+
+from serverprobe_helpers import App, start_app  # noqa: E402
+
+from pathprobe.config import ProbeOptions  # noqa: E402
+from pathprobe.probes.base import Window  # noqa: E402
+from pathprobe.probes.pyspy import DEFAULT_RATE_HZ  # noqa: E402
+from pathprobe.probes.server import ServerProbe  # noqa: E402
+
+BODY = b"\x07" * 4096
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    total = 0.0
+    with contextlib.suppress(psutil.Error):
+        root = psutil.Process(pid)
+        for proc in [root, *root.children(recursive=True)]:
+            with contextlib.suppress(psutil.Error):
+                t = proc.cpu_times()
+                total += t.user + t.system
+    return total
+
+
+async def closed_loop(url: str, duration_s: float, concurrency: int) -> int:
+    done = 0
+    deadline = time.monotonic() + duration_s
+    timeout = aiohttp.ClientTimeout(total=30)
+    connector = aiohttp.TCPConnector(force_close=True, limit=concurrency)
+    async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
+
+        async def one() -> None:
+            nonlocal done
+            while time.monotonic() < deadline:
+                with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                    async with session.post(url, data=BODY) as resp:
+                        await resp.read()
+                        done += resp.status == 200
+
+        await asyncio.gather(*(one() for _ in range(concurrency)))
+    return done
+
+
+async def window(app: App, rate_hz: int | None, duration_s: float) -> dict[str, Any]:
+    server_cpu = app.workers()[-1]  # any worker: they share the server's pinned CPU
+    server_cpus = os.sched_getaffinity(server_cpu)
+    probe = None
+    if rate_hz is not None:
+        probe = ServerProbe(ProbeOptions(server_pids=(app.pid,)), rate_hz=rate_hz)
+        await probe.open()
+        await probe.start_window(Window("direct", app.url, 0, None, time.monotonic_ns()))
+        for child in psutil.Process().children():
+            if "py-spy" in child.name():
+                child.cpu_affinity(list(server_cpus))
+    cpu0 = tree_cpu_seconds(app.pid)
+    t0 = time.monotonic()
+    done = await closed_loop(app.url + "/predict", duration_s, concurrency=4)
+    elapsed = time.monotonic() - t0
+    server_cpu_s = tree_cpu_seconds(app.pid) - cpu0
+    spy_cpu_s = None
+    if probe is not None:
+        summary = await probe.stop_window(
+            Window("direct", app.url, 0, None, time.monotonic_ns(), time.monotonic_ns())
+        )
+        await probe.close()
+        spy_cpu_s = summary["profiler_cpu_seconds"]
+    return {
+        "rate_hz": rate_hz,
+        "throughput_rps": done / elapsed,
+        "server_cpu_s": server_cpu_s,
+        "server_cores": server_cpu_s / elapsed,
+        "pyspy_cpu_s": spy_cpu_s,
+        "pyspy_cores": None if spy_cpu_s is None else spy_cpu_s / elapsed,
+        "pyspy_share": None if spy_cpu_s is None else spy_cpu_s / server_cpu_s,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rates", default="20,50,100")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--duration", type=float, default=8.0)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    rates = [int(r) for r in args.rates.split(",")]
+    conditions: list[int | None] = [None, *rates]
+    os.sched_setaffinity(0, {0})
+    results: list[dict[str, Any]] = []
+    with start_app("light", workers=2) as app:
+        asyncio.run(closed_loop(app.url + "/predict", 2.0, 4))  # warm-up
+        for repeat in range(args.repeats):
+            shift = repeat % len(conditions)
+            for rate in conditions[shift:] + conditions[:shift]:
+                row = asyncio.run(window(app, rate, args.duration))
+                row["repeat"] = repeat
+                results.append(row)
+                print(json.dumps(row), file=sys.stderr)
+    none = [r for r in results if r["rate_hz"] is None]
+    baseline = statistics.median(r["throughput_rps"] for r in none)
+    server_cores = statistics.median(r["server_cores"] for r in none)
+    print(
+        f"no probe: median throughput {baseline:.1f} req/s, server used {server_cores:.2f} cores "
+        f"(default rate {DEFAULT_RATE_HZ} Hz)"
+    )
+    print(
+        f"{'rate Hz':>8} {'py-spy/server CPU':>18} {'py-spy cores':>13} {'server cores':>13} "
+        f"{'throughput':>11} {'vs none':>8}"
+    )
+    table = []
+    for rate in rates:
+        rows = [r for r in results if r["rate_hz"] == rate]
+        share = statistics.median(r["pyspy_share"] for r in rows if r["pyspy_share"] is not None)
+        spy_cores = statistics.median(r["pyspy_cores"] for r in rows if r["pyspy_cores"])
+        srv_cores = statistics.median(r["server_cores"] for r in rows)
+        rps = statistics.median(r["throughput_rps"] for r in rows)
+        table.append({"rate_hz": rate, "pyspy_share_median": share, "pyspy_cores": spy_cores,
+                      "server_cores": srv_cores, "throughput_median": rps,
+                      "throughput_vs_none": rps / baseline})  # fmt: skip
+        print(
+            f"{rate:>8} {share * 100:>17.2f}% {spy_cores:>13.3f} {srv_cores:>13.2f} "
+            f"{rps:>11.1f} {rps / baseline * 100:>7.1f}%"
+        )
+    if args.json:
+        args.json.write_text(json.dumps({"baseline_rps": baseline, "table": table,
+                                         "windows": results}, indent=1))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
