@@ -75,7 +75,7 @@ STAGES: dict[str, tuple[str, str]] = {
         "server memory exhaustion on large inputs (OOM)",
         "Limit input size, stream preprocessing, or give workers more memory.",
     ),
-    "none": ("no bottleneck — targets met and no stage stands out", ""),
+    "none": ("no bottleneck — no stage stands out", ""),
     "inconclusive": (
         "inconclusive — targets missed, but no stage clears its evidence bar",
         "Rerun longer, or with server access (--server-pid / --agent).",
@@ -338,6 +338,7 @@ def _verdict_view(report: Mapping[str, Any]) -> dict[str, Any]:
                 "title": stage_title(r.get("stage")),
                 "color": charts.stage_color(str(r.get("stage"))),
                 "explains": fmt_ms(r.get("explains_ms")),
+                "below_bar": r.get("clears_bar") is False,
                 "evidence": [clip(e) for e in as_list(r.get("evidence"))[:EVIDENCE_MAX]],
             }
         )
@@ -366,14 +367,19 @@ def _attribution_view(report: Mapping[str, Any]) -> dict[str, Any]:
     values: dict[tuple[str, str], list[float | None]] = {}
     for path, entry in attribution.items():
         e = as_map(entry)
-        label = clip(e.get("percentile_label") or "p99", 12)
+        # The tail is stored under its percentile's own key ("p99", or "p90" on short runs).
+        label_raw = e.get("percentile_label")
+        tail_key = label_raw if isinstance(label_raw, str) and label_raw in e else "p99"
+        label = clip(tail_key, 12)
+        rate = num(e.get("offered_rps"))
+        where = f"{clip(path, 40)} @ {rate:g} rps" if rate is not None else clip(path, 40)
         shown = False
-        for idx, (key, name) in enumerate((("p50", "median (p50)"), ("p99", f"tail ({label})"))):
+        for idx, (key, name) in enumerate((("p50", "median"), (tail_key, f"tail ({label})"))):
             parts = {str(s): n for s, v in as_map(e.get(key)).items() if (n := num(v)) is not None}
             if not parts:
                 continue
             shown = True
-            bars.append((f"{clip(path, 40)} · {name}", parts))
+            bars.append((f"{where} · {name}", parts))
             for s, n in parts.items():
                 if s not in stages:
                     stages.append(s)
@@ -432,7 +438,10 @@ def _attribution_view(report: Mapping[str, Any]) -> dict[str, Any]:
                 )
             for header, metrics in as_map(step.get("hop_headers")).items():
                 for metric, stats in as_map(metrics).items():
-                    st = as_map(stats)
+                    # Only {header: {metric: {p50: …}}}; counters beside them are not timings.
+                    if not isinstance(stats, Mapping):
+                        continue
+                    st = stats
                     hop_headers.append(
                         {
                             "path": clip(path, 60),
@@ -481,9 +490,11 @@ def _latency_view(report: Mapping[str, Any], targets: Mapping[str, Any]) -> dict
         num(s.get("offered_rps")) is not None for p in paths for s in _steps(report, p)
     )
     judged_on = targets.get("judged_on")
+    knees = as_map(get(report, "verdict", "knee"))
     for path in paths:
         steps = _steps(report, path)
-        knee = find_knee(steps)
+        # The verdict's own knee when it names one for this path, else the §4.2 rule here.
+        knee = num(knees[path]) if path in knees else find_knee(steps)
         rates: list[float] = []
         p50s: list[float | None] = []
         p99s: list[float | None] = []

@@ -16,9 +16,15 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from pathprobe.reports.render import as_list, as_map, clip, fmt_ms, fmt_rps, get, stage_title
+from pathprobe.reports.render import as_list, as_map, fmt_ms, fmt_rps, get, stage_title
 
 TOP_RANKING_ROWS = 3
+
+
+def clip(value: Any, max_chars: int) -> str:
+    """One line of at most ``max_chars`` characters (a terminal has no room for a cut note)."""
+    text = " ".join(str(value).split()) if value is not None else ""
+    return text if len(text) <= max_chars else text[: max_chars - 1] + "…"
 
 
 def _targets_text(report: Mapping[str, Any]) -> Text:
@@ -112,7 +118,7 @@ def print_summary(
         console.print(Text.assemble(("What to do: ", "bold"), clip(verdict.get("advice"), 400)))
     level = get(verdict, "confidence", "level")
     if level is not None:
-        reasons = "; ".join(clip(r, 80) for r in as_list(get(verdict, "confidence", "reasons"))[:4])
+        reasons = "; ".join(clip(r, 90) for r in as_list(get(verdict, "confidence", "reasons"))[:3])
         console.print(
             Text.assemble(
                 ("Confidence: ", "bold"), clip(level, 20), (f" ({reasons})" if reasons else "")

@@ -8,8 +8,10 @@ hostile strings from a server inert in the live DOM. A screenshot is kept in tes
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ from selenium.common.exceptions import NoAlertPresentException
 from selenium.webdriver.chrome.service import Service
 
 from pathprobe.reports.render import render_html
+from tests.conftest import ServerProc, free_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -28,6 +31,7 @@ ARTIFACTS = REPO / "test-artifacts"
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 WIDTH, HEIGHT = 1280, 900
+MAIN = "from pathprobe.cli.main import main; main()"
 
 
 def make_driver(user_data_dir: str, javascript: bool = True) -> webdriver.Chrome:
@@ -195,3 +199,65 @@ def test_without_javascript_the_verdict_and_tables_are_there(tmp_path: Path) -> 
             assert driver.find_elements("css selector", ".flame svg") == []
         finally:
             driver.quit()
+
+
+def test_real_run_against_a_hostile_server(
+    spawn_server: Callable[..., ServerProc], browser: webdriver.Chrome, tmp_path: Path
+) -> None:
+    """End to end: diagnose a server that puts HTML/JS in its status line, headers (replica,
+    Server-Timing) and body; re-render with ``pathprobe report``; nothing runs in the browser."""
+    server = spawn_server("hostile")
+    out = tmp_path / "out"
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            MAIN,
+            "diagnose",
+            "--path",
+            f"direct={server.url}",
+            "--rate",
+            "10",
+            "--duration",
+            "2",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=free_env(),
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    report = json.loads((out / "report.json").read_text())
+    replicas = report["paths"]["direct"]["steps"][0].get("by_replica", {})
+    assert any("<script>" in name for name in replicas)  # the hostile value reached the JSON
+
+    (out / "report.html").unlink()
+    again = subprocess.run(
+        [sys.executable, "-c", MAIN, "report", str(out / "report.json")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=free_env(),
+        check=False,
+    )
+    assert again.returncode == 0, again.stderr
+    page = out / "report.html"
+    assert "<script>alert" not in page.read_text()
+
+    browser.get("about:blank")
+    browser.get_log("performance")
+    browser.get_log("browser")
+    browser.get(page.as_uri())
+    browser.execute_async_script("setTimeout(arguments[arguments.length - 1], 300)")
+    with pytest.raises(NoAlertPresentException):
+        _ = browser.switch_to.alert.text
+    assert browser.execute_script("return document.querySelectorAll('img').length") == 0
+    attribution = browser.find_element("id", "attribution").text
+    assert "<script>alert('pp-xss')</script>" in attribution  # shown, as text
+    errors = [e for e in browser.get_log("browser") if e["level"] in ("SEVERE", "ERROR")]
+    assert errors == []
+    urls = requested_urls(browser)
+    assert [u for u in urls if u != page.as_uri() and not u.startswith("data:")] == []

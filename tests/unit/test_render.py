@@ -327,3 +327,28 @@ def test_verdict_headline_variants(
     report = load("report_minimal.json")
     mutate(report)
     assert expected in section_text(render_html(report), "verdict")
+
+
+@pytest.mark.parametrize("name", ["report_testbed_proxy_queue.json", "report_hostile_server.json"])
+def test_reports_written_by_real_runs(name: str) -> None:
+    """report.json files as `pathprobe diagnose` wrote them (testbed with nginx limit_req
+    queueing; a server with HTML/JS in its status line and headers): rendered in full."""
+    report = load(name)
+    html = render_html(report)
+    dom = Dom(html)
+    assert [s for s in SECTION_ORDER if s in dom.ids] == SECTION_ORDER
+    assert "Not observed: the report holds no latency" not in html
+    for tag, attrs in dom.elements:
+        assert tag != "img"
+        assert not any(a.startswith("on") for a in attrs)
+    executable = [b for a, b in dom.scripts if a.get("type") != "application/json"]
+    assert all("alert(" not in b for b in executable)
+
+
+def test_tail_attribution_under_its_own_percentile_key() -> None:
+    report = load("report_hostile_server.json")
+    assert report["verdict"]["attribution"]["direct"]["percentile_label"] == "p90"
+    text = section_text(render_html(report), "attribution")
+    assert "direct @ 10 rps" in text
+    assert "median · tail" in text
+    assert "tail (p90)" in render_html(report)
