@@ -1,0 +1,140 @@
+"""Ctrl-C and SIGTERM during a real ``pathprobe diagnose``: the load stops at once, probe
+subprocesses (tcpdump, py-spy) are reaped, a partial report marked ``"interrupted": true`` is
+written atomically, exit 130 (issue 8, point 3)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.conftest import ServerProc, free_env
+
+pytestmark = pytest.mark.integration
+
+PATHPROBE = str(Path(sys.executable).parent / "pathprobe")
+# Generous: the report is still rendered after the signal (charts), on a busy 2-core machine.
+PROMPT_EXIT_S = 30.0
+
+
+def start_diagnose(server: ServerProc, out: Path, *extra: str) -> subprocess.Popen[bytes]:
+    argv = [
+        PATHPROBE, "diagnose", "--path", f"direct={server.url}", "--rate", "50",
+        "--duration", "60", "--warmup", "0", "--out", str(out), *extra,
+    ]  # fmt: skip
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=free_env())
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def descendants(pid: int) -> list[psutil.Process]:
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+def alive(procs: list[psutil.Process]) -> list[str]:
+    """Which of ``procs`` still run (zombies of a dead parent are reaped by init, not us)."""
+    left = []
+    for p in procs:
+        try:
+            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                left.append(f"{p.pid} {p.name()}")
+        except psutil.NoSuchProcess:
+            continue
+    return left
+
+
+def stop_all(proc: subprocess.Popen[bytes], children: list[psutil.Process]) -> None:
+    """Cleanup on failure: the diagnose process and anything it started, by PID."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait(timeout=10)
+    for child in children:
+        try:
+            child.kill()
+        except psutil.NoSuchProcess:
+            continue
+
+
+@pytest.mark.parametrize(
+    ("sig", "kind"),
+    [(signal.SIGINT, "ok"), (signal.SIGTERM, "ok"), (signal.SIGINT, "silent")],
+    ids=["sigint", "sigterm", "sigint-requests-in-flight"],
+)
+def test_signal_mid_run_writes_partial_report_and_exits_130(
+    tmp_path: Path, spawn_server: Callable[..., ServerProc], sig: signal.Signals, kind: str
+) -> None:
+    server = spawn_server(kind)
+    out = tmp_path / "out"
+    # Probes on: tcpdump for the capture, py-spy on the (Python) server.
+    proc = start_diagnose(server, out, "--server-pid", str(server.proc.pid), "--timeout", "30")
+    children: list[psutil.Process] = []
+    try:
+        # Mid-run: the load has reached the server.
+        wait_until(lambda: server.stats()["connections"] >= 3, 60, "the load to start")
+        time.sleep(1.0)
+        children = descendants(proc.pid)
+        names = sorted({c.name() for c in children})
+        signalled = time.monotonic()
+        proc.send_signal(sig)
+        stdout, stderr = proc.communicate(timeout=PROMPT_EXIT_S + 30)
+        exit_s = time.monotonic() - signalled
+        assert proc.returncode == 130, stderr.decode()
+        assert exit_s < PROMPT_EXIT_S, f"took {exit_s:.1f} s to stop"
+        # The probes had subprocesses, and none outlived the run.
+        assert "tcpdump" in names, names
+        assert "py-spy" in names, names
+        assert alive(children) == []
+        report = json.loads((out / "report.json").read_text())
+        assert report["interrupted"] is True
+        assert (out / "report.html").exists()
+        assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []
+        # Partial, not empty-handed: what was sent before the signal is in the report.
+        steps = report["paths"]["direct"]["steps"]
+        assert len(steps) == 1
+        # Requests still in flight at the signal are cancelled: neither successes nor errors.
+        sent = steps[0]["requests"] + steps[0]["cancelled"]
+        assert sent > 0
+        assert sent < 50 * 60
+        assert b"Traceback" not in stderr
+    finally:
+        stop_all(proc, children)
+
+
+def test_second_ctrl_c_still_leaves_cleanly(
+    tmp_path: Path, spawn_server: Callable[..., ServerProc]
+) -> None:
+    """Two Ctrl-C in a row (an impatient user): exit 130, no traceback, no probe left behind."""
+    server = spawn_server("silent")
+    out = tmp_path / "out"
+    proc = start_diagnose(server, out, "--server-pid", str(server.proc.pid))
+    children: list[psutil.Process] = []
+    try:
+        wait_until(lambda: server.stats()["connections"] >= 3, 60, "the load to start")
+        children = descendants(proc.pid)
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        _stdout, stderr = proc.communicate(timeout=PROMPT_EXIT_S + 30)
+        assert proc.returncode == 130, stderr.decode()
+        assert b"Traceback" not in stderr
+        lines = [line for line in stderr.decode().splitlines() if line.strip()]
+        assert lines, "a word on stderr about the interruption"
+        assert alive(children) == []
+    finally:
+        stop_all(proc, children)
