@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from dataclasses import asdict, dataclass, field
 
 ENV_VAR = "PATHPROBE_TB_SETTINGS"
@@ -40,7 +41,8 @@ class ServerSettings:
     def from_env(cls) -> ServerSettings:
         raw = json.loads(os.environ.get(ENV_VAR, "{}"))
         return cls(
-            replica=str(raw.get("replica", "r1")),
+            # Without a name (e.g. in Kubernetes) the host name — the pod's name — identifies it.
+            replica=str(raw.get("replica") or socket.gethostname()),
             faults=tuple(raw.get("faults", ())),
             magnitudes={str(k): float(v) for k, v in raw.get("magnitudes", {}).items()},
             replica_header=str(raw.get("replica_header", "x-replica")),
