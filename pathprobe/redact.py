@@ -14,14 +14,28 @@ REDACTED = "[REDACTED]"
 
 _SECRET_HEADER = re.compile(
     r"^(authorization|proxy-authorization|cookie|set-cookie|x-api-key|api-key|x-auth-token"
-    r"|x-amz-security-token|x-goog-api-key)$|(token|secret|passw|api[-_]?key|auth|session|signature)",
+    r"|x-amz-security-token|x-goog-api-key)$|(token|secret|passw|api[-_]?key|auth|session|signature"
+    r"|credential|csrf|xsrf)"
+    # Names ending in "key" are credentials (X-Access-Key, Ocp-Apim-Subscription-Key).
+    r"|(^|[-_])key$",
     re.IGNORECASE,
 )
 _SECRET_PARAM = re.compile(
     r"(token|secret|passw|pwd|api[-_]?key|apikey|key|auth|sig|signature|session|code|credential)",
     re.IGNORECASE,
 )
-_URL_IN_TEXT = re.compile(r"https?://[^\s'\"<>]+")
+# Any scheme, not only http: an ftp:// or a mistyped URL in an error message may carry a password.
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
+# userinfo of a URL that urlsplit cannot parse (``http://u:pw@[::1``): hide what follows the colon.
+_USERINFO = re.compile(r"(//[^/@:\s]*:)[^/@\s]*@")
+# A secret header quoted inside free text (an error message, a traceback line).
+_SECRET_HEADER_IN_TEXT = re.compile(
+    r"\b(proxy-authorization|authorization|set-cookie|cookie|x-api-key|api-key|x-auth-token)"
+    r"(\s*:\s*)[^\r\n'\"]+",
+    re.IGNORECASE,
+)
+_BEARER = re.compile(r"\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{4,}", re.IGNORECASE)
+_PATH_PARAM = re.compile(r";([^/;=?#]+)=([^/;?#]*)")
 # Flags whose value is itself a secret.
 _SECRET_FLAGS = frozenset({"--agent-token"})
 
@@ -43,7 +57,7 @@ def redact_url(url: str) -> str:
     try:
         parts = urlsplit(url)
     except ValueError:
-        return url
+        return _USERINFO.sub(lambda m: f"{m.group(1)}{REDACTED}@", url)
     netloc = parts.netloc
     if "@" in netloc:
         userinfo, _, hostport = netloc.rpartition("@")
@@ -56,12 +70,19 @@ def redact_url(url: str) -> str:
             query = urlencode(
                 [(k, REDACTED if _SECRET_PARAM.search(k) else v) for k, v in pairs], safe="[]"
             )
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    # Path parameters such as ``;jsessionid=…`` are session tokens too.
+    path = _PATH_PARAM.sub(
+        lambda m: f";{m.group(1)}={REDACTED}" if _SECRET_PARAM.search(m.group(1)) else m.group(0),
+        parts.path,
+    )
+    return urlunsplit((parts.scheme, netloc, path, query, parts.fragment))
 
 
 def redact_text(text: str) -> str:
     """Redact URLs and ``Header: value`` lines inside free text (error messages, argv items)."""
     text = _URL_IN_TEXT.sub(lambda m: redact_url(m.group(0)), text)
+    text = _SECRET_HEADER_IN_TEXT.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
+    text = _BEARER.sub(lambda m: f"{m.group(1)} {REDACTED}", text)
     return redact_header_line(text) if ":" in text and "://" not in text else text
 
 
