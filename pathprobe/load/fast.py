@@ -250,7 +250,8 @@ class _Conn(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.dead = False
         self.busy = False
-        self.replica = -1
+        self.replica = -2  # not looked up yet; the replica header wins when present
+        self.peer: str | None = None
         self.seq = 0
         self.intended_ns = 0
         self.actual_ns = 0
@@ -317,16 +318,16 @@ class _Conn(asyncio.Protocol):
             return
         if self.first_ns < 0:
             self.first_ns = time.monotonic_ns()
-        if not self.headers_done:
-            self.read_bytes += len(data)
-            if self.read_bytes > MAX_HEADER_BYTES:
-                self.run.fail(self, ErrorKind.PROTOCOL)
-                return
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserError:
+        except Exception:  # HttpParserError, or _Stop re-raised from a callback
             self.run.fail(self, self.fault or ErrorKind.PROTOCOL)
             return
+        if not self.headers_done:
+            self.read_bytes += len(data)
+            if self.read_bytes > MAX_HEADER_BYTES:  # a header block without end
+                self.run.fail(self, ErrorKind.PROTOCOL)
+                return
         if self.fault:
             self.run.fail(self, self.fault)
         elif self.complete:
@@ -366,7 +367,7 @@ class _Conn(asyncio.Protocol):
 
 
 class _Stop(Exception):
-    """Raised inside a parser callback to stop parsing (surfaces as HttpParserCallbackError)."""
+    """Raised inside a parser callback to stop parsing; httptools re-raises it from feed_data."""
 
 
 class _StepRun:
@@ -587,7 +588,7 @@ class _StepRun:
             return
         t1 = time.monotonic_ns()
         self.conns.add(conn)
-        conn.replica = self._peer_replica(conn)
+        conn.peer = self._peer_name(conn)
         if self.cancelled:
             self._row(seq, intended_ns, actual_ns, t0 - actual_ns, t1 - t0, -1, 0,
                       ErrorKind.CANCELLED, pidx, -1)  # fmt: skip
@@ -596,12 +597,18 @@ class _StepRun:
             return
         conn.send(seq, intended_ns, actual_ns, max(t0 - actual_ns, 0), t1 - t0, pidx)
 
-    def _peer_replica(self, conn: _Conn) -> int:
+    def _peer_name(self, conn: _Conn) -> str | None:
         assert conn.transport is not None
         peer = conn.transport.get_extra_info("peername")
         if isinstance(peer, tuple) and len(peer) >= 2:
-            return self._replica_id(f"{peer[0]}:{peer[1]}")
-        return -1
+            return f"{peer[0]}:{peer[1]}"
+        return None
+
+    def _conn_replica(self, conn: _Conn) -> int:
+        """The replica of ``conn`` by its peer address (named in the table on first use)."""
+        if conn.replica == -2:
+            conn.replica = self._replica_id(conn.peer) if conn.peer is not None else -1
+        return conn.replica
 
     def _replica_id(self, name: str) -> int:
         index = self.replica_index.get(name)
@@ -617,13 +624,16 @@ class _StepRun:
         """A full response arrived on ``conn``."""
         end_ns = time.monotonic_ns()
         conn.busy = False
-        replica = conn.replica
         captured = conn.captured
         if captured is not None:
             if self.capture_keys:
                 self.captured_rows[conn.seq] = [captured.get(k) for k in self.capture_keys]
             if self.replica_key is not None and self.replica_key in captured:
                 replica = self._replica_id(captured[self.replica_key][:64])
+            else:
+                replica = self._conn_replica(conn)
+        else:
+            replica = self._conn_replica(conn)
         actual = conn.actual_ns
         self.rows.append(
             (
@@ -651,7 +661,7 @@ class _StepRun:
         ttfb_ns = conn.first_ns - conn.actual_ns if conn.headers_done else -1
         self._row(
             conn.seq, conn.intended_ns, conn.actual_ns, conn.conn_wait_ns, conn.connect_ns,
-            ttfb_ns, conn.bytes_out, kind, conn.payload_idx, conn.replica,
+            ttfb_ns, conn.bytes_out, kind, conn.payload_idx, -1,
         )  # fmt: skip
         self.drop(conn)
         self._after()
