@@ -8,6 +8,7 @@ there after every accepted connection and every request, so a test can prove wha
 Kinds:
 
 * ``ok``        HTTP/1.1 keep-alive, 200 with a small body after ``--delay-ms``.
+* ``fail``      HTTP/1.1 keep-alive, 503 to everything (a service in trouble).
 * ``refuse``    holds a port bound but never listens: every connect is refused (port stays ours).
 * ``silent``    accepts, reads the request, never answers (client timeouts).
 * ``cut``       sends headers promising 1000 bytes, 10 bytes of them, then closes (truncated).
@@ -94,6 +95,10 @@ async def answer(kind: str, writer: asyncio.StreamWriter, delay_s: float) -> boo
         if delay_s:
             await asyncio.sleep(delay_s)
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\r\nok")
+        await writer.drain()
+        return True
+    if kind == "fail":
+        writer.write(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\n\r\nbusy")
         await writer.drain()
         return True
     if kind == "silent":
