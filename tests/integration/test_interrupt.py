@@ -138,3 +138,33 @@ def test_second_ctrl_c_still_leaves_cleanly(
         assert alive(children) == []
     finally:
         stop_all(proc, children)
+
+
+# --- atomic writes ------------------------------------------------------------------------------
+
+
+def test_report_write_is_atomic_when_interrupted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C at the worst moment (just before the rename) leaves the old report whole and no
+    temporary file behind; a write that fails half-way likewise."""
+    import os
+
+    from pathprobe.reports import payload
+
+    target = tmp_path / "report.json"
+    payload.write_json_atomic(target, {"schema": "old"})
+
+    def interrupted_replace(*_args: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(payload.os, "replace", interrupted_replace)
+    with pytest.raises(KeyboardInterrupt):
+        payload.write_json_atomic(target, {"schema": "new", "big": "x" * 100_000})
+    monkeypatch.setattr(payload.os, "replace", os.replace)
+    assert json.loads(target.read_text()) == {"schema": "old"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.json"]
+    # Half-way: the text cannot be encoded after part of it was written.
+    with pytest.raises(UnicodeEncodeError):
+        payload.write_text_atomic(tmp_path / "report.html", "<html>" * 10_000 + "\ud800")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.json"]
