@@ -12,13 +12,13 @@ from __future__ import annotations
 import io
 import json
 import re
+import selectors
 import socket
 import struct
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -60,9 +60,51 @@ def post(url: str, body: bytes, timeout_s: float = 60.0) -> tuple[int, dict[str,
 
 
 def burst(url: str, body: bytes, n: int) -> list[tuple[int, dict[str, str], float]]:
-    """``n`` requests sent at once, each on its own connection."""
-    with ThreadPoolExecutor(n) as pool:
-        return list(pool.map(lambda _: post(url, body), range(n)))
+    """``n`` requests sent at the same instant: connect all first, then write all requests.
+
+    Returns (status, headers, ms from the common send to that response's end) per request.
+    Raw sockets, so no thread start-up spreads the arrivals out.
+    """
+    host_port, _, path = url.split("//", 1)[1].partition("/")
+    host, port = host_port.split(":")
+    head = (f"POST /{path} HTTP/1.1\r\nHost: {host_port}\r\nContent-Type: image/jpeg\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()  # fmt: skip
+    socks = [socket.create_connection((host, int(port)), timeout=30) for _ in range(n)]
+    selector = selectors.DefaultSelector()
+    received: dict[socket.socket, bytearray] = {sock: bytearray() for sock in socks}
+    finished_ms: dict[socket.socket, float] = {}
+    try:
+        started = time.perf_counter()
+        for sock in socks:
+            sock.sendall(head + body)
+        for sock in socks:
+            sock.setblocking(False)
+            selector.register(sock, selectors.EVENT_READ)
+        deadline = started + 120
+        while len(finished_ms) < n and time.perf_counter() < deadline:
+            for key, _ in selector.select(timeout=1):
+                sock = key.fileobj  # type: ignore[assignment]
+                chunk = sock.recv(65536)
+                if chunk:
+                    received[sock] += chunk
+                else:
+                    finished_ms[sock] = (time.perf_counter() - started) * 1e3
+                    selector.unregister(sock)
+    finally:
+        selector.close()
+        for sock in socks:
+            sock.close()
+    results = []
+    for sock in socks:
+        head_text = bytes(received[sock]).split(b"\r\n\r\n", 1)[0].decode("latin-1")
+        lines = head_text.split("\r\n")
+        headers = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        status = int(lines[0].split()[1]) if lines[0].startswith("HTTP/") else 0
+        results.append((status, headers, finished_ms.get(sock, float("inf"))))
+    return results
 
 
 def tree_cpu_s(pids: list[int]) -> float:
@@ -242,9 +284,8 @@ def test_proxy_queue_delays_requests_above_the_rate(make_bed: Any) -> None:
     n = 12
     results = burst(bed.urls["proxy"] + "/predict/image", SMALL, n)
     assert [r[0] for r in results] == [200] * n, "delayed, not rejected"
-    latencies = sorted(r[2] for r in results)
-    # nginx lets one request through every 1/rate s: the spread is at least (n-1)/rate.
-    assert latencies[-1] - latencies[0] >= 0.8 * (n - 1) / rate * 1e3
+    # nginx lets one request through every 1/rate s: the last one cannot end before (n-1)/rate.
+    assert max(r[2] for r in results) >= 0.95 * (n - 1) / rate * 1e3
     log = (bed.workdir / "nginx-r1.error.log").read_text()
     assert log.count("delaying request") >= n // 2
 
@@ -329,17 +370,19 @@ def test_net_bandwidth_limits_transfer_rate(make_bed: Any) -> None:
 
 # --- the client ---------------------------------------------------------------------------------
 
-LATENESS_PROBE = """
+# Pinned to the client's core: how much wall time does 20 ms of CPU work take? A load generator
+# needs CPU to keep its schedule; this is the stretch it would suffer.
+STRETCH_PROBE = """
 import os, sys, time
 os.sched_setaffinity(0, {int(sys.argv[1])})
-late = []
-end = time.monotonic() + 2.0
-while time.monotonic() < end:
-    t = time.monotonic()
-    time.sleep(0.005)
-    late.append((time.monotonic() - t - 0.005) * 1e3)
-late.sort()
-print(late[int(len(late) * 0.9)])
+ratios = []
+for _ in range(7):
+    wall, cpu = time.monotonic(), time.thread_time()
+    while time.thread_time() - cpu < 0.020:
+        pass
+    ratios.append((time.monotonic() - wall) / (time.thread_time() - cpu))
+ratios.sort()
+print(ratios[len(ratios) // 2])
 """
 
 
@@ -353,10 +396,11 @@ def test_starved_client_loses_its_core(make_bed: Any) -> None:
     assert hog_proc.cpu_affinity() == [bed.client_cpu]
     cpu0 = sum(hog_proc.cpu_times()[:2])
     wall0 = time.monotonic()
-    out = subprocess.run([sys.executable, "-c", LATENESS_PROBE, str(bed.client_cpu)],
+    out = subprocess.run([sys.executable, "-c", STRETCH_PROBE, str(bed.client_cpu)],
                          capture_output=True, text=True, timeout=60, check=True)  # fmt: skip
     share = (sum(hog_proc.cpu_times()[:2]) - cpu0) / (time.monotonic() - wall0)
-    p90_late_ms = float(out.stdout)
+    stretch = float(out.stdout)
     assert share >= 0.6 * bed.magnitudes["starved_client_duty"]
-    # A 5 ms sleep on the client's core wakes late by a good part of the hog's busy slice.
-    assert p90_late_ms >= 10.0
+    # The hog's autogroup outweighs ours ~87:1 while it runs: CPU work on this core takes several
+    # times its CPU time in wall time (about 1 / (1 - duty) when starved; about 1 when not).
+    assert stretch >= 2.5
