@@ -165,7 +165,11 @@ class NetworkProbe:
             return
         tgt = self.targets.get(window.url)
         if tgt is None:
-            tgt = await asyncio.to_thread(_target, window.url, self.options.capture_iface)
+            try:
+                tgt = await asyncio.to_thread(_target, window.url, self.options.capture_iface)
+            except ValueError as exc:
+                self._window_errors[key] = f"cannot capture for {window.url!r}: {exc}"
+                return
             self.targets[window.url] = tgt
         if tgt.iface is None:
             self._window_errors[key] = f"no route to {tgt.host!r} found to pick an interface"
