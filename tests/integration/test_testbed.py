@@ -403,4 +403,4 @@ def test_starved_client_loses_its_core(make_bed: Any) -> None:
     assert share >= 0.6 * bed.magnitudes["starved_client_duty"]
     # The hog's autogroup outweighs ours ~87:1 while it runs: CPU work on this core takes several
     # times its CPU time in wall time (about 1 / (1 - duty) when starved; about 1 when not).
-    assert stretch >= 2.5
+    assert stretch >= 5.0
