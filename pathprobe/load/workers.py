@@ -38,6 +38,8 @@ from pathprobe.load.merge import merge_results
 from pathprobe.load.payloads import PayloadPool
 from pathprobe.load.schedule import StepPlan
 
+# Starting a worker imports numpy, aiohttp and uvloop: slow on a busy machine, but bounded.
+READY_TIMEOUT_S = 60.0
 # Time between handing the slices out and the common start: every worker must have its slice
 # before the first request is due (a late one shows up as schedule slip, never hidden).
 START_MARGIN_NS = 300_000_000
@@ -181,6 +183,8 @@ def _worker_main(
     cpu: int | None,
 ) -> None:
     """A worker process: run each slice it is sent, reply with its result, until told to stop."""
+    import pathprobe.load.engine
+    import pathprobe.load.fast  # noqa: F401 - imported before "ready", not during a step
     from pathprobe.load.select import loop_factory
 
     # Ctrl-C reaches the whole process group; the parent decides, and tells us via stop_flag.
@@ -190,11 +194,14 @@ def _worker_main(
 
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
         loop = runner.get_loop()
+        # Everything is imported and the loop exists: the parent may hand out work now.
+        conn.send(("ready", os.getpid()))
         current: list[asyncio.Event] = []
 
         def forward_stop() -> None:
             # A daemon thread blocks on the cross-process flag so the loop never polls for it.
             stop_flag.wait()
+
             def set_all() -> None:
                 for event in current:
                     event.set()
@@ -271,6 +278,10 @@ class WorkerPool:
                 child.close()
                 self._conns.append(parent)
                 self._procs.append(proc)
+            for k, conn in enumerate(self._conns):
+                if not conn.poll(READY_TIMEOUT_S):
+                    raise CannotRunError(f"load worker {k} did not start in {READY_TIMEOUT_S:g} s")
+                conn.recv()
         except BaseException:
             self.close()
             raise
