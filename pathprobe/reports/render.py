@@ -777,15 +777,19 @@ def folded_to_tree(
     kept = items[:max_stacks]
     rest = sum(n for _, n in items[max_stacks:])
     root: dict[str, Any] = {"name": "all", "value": 0.0, "children": {}}
+    names: dict[str, str] = {}  # frame → display name; frames repeat across stacks
     for stack, n in kept:
         node = root
         node["value"] += n
         for frame in stack.split(";")[:FLAME_MAX_DEPTH]:
-            name = clip(frame, FRAME_MAX_CHARS)
+            name = names.get(frame)
+            if name is None:
+                name = names[frame] = clip(frame, FRAME_MAX_CHARS)
             children = node["children"]
-            if name not in children:
-                children[name] = {"name": name, "value": 0.0, "children": {}}
-            node = children[name]
+            child = children.get(name)
+            if child is None:
+                child = children[name] = {"name": name, "value": 0.0, "children": {}}
+            node = child
             node["value"] += n
     if rest:
         root["value"] += rest
@@ -1099,6 +1103,8 @@ def environment() -> jinja2.Environment:
         "n": fmt_num,
     }
     env.filters.update(filters)
+    # |tojson: compact, and in the data's own order (sorting 40k flame nodes' keys is wasted work).
+    env.policies["json.dumps_kwargs"] = {"sort_keys": False, "separators": (",", ":")}
     # Assets are our own files, inlined verbatim; Markup keeps autoescape from mangling them.
     env.globals["asset"] = lambda name: Markup(_asset(name))
     return env
