@@ -156,6 +156,12 @@ class Testbed:
             self.state_file.unlink(missing_ok=True)
         return problems
 
+    def owned(self) -> dict[str, Any]:
+        """A copy of what this testbed has created (processes, namespace, cgroups), for checks."""
+        import copy
+
+        return copy.deepcopy(self._state) if self._state is not None else {}
+
     def describe(self) -> dict[str, Any]:
         """Faults with their magnitudes and the layout, for the report (JSON-serialisable)."""
         return {

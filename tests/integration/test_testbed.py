@@ -391,7 +391,7 @@ def test_starved_client_loses_its_core(make_bed: Any) -> None:
     import sys
 
     bed = make_bed(["starved_client"], "aiohttp")
-    hog = next(p for p in bed._state["processes"] if p["name"] == "hog")  # type: ignore[index]
+    hog = next(p for p in bed.owned()["processes"] if p["name"] == "hog")
     hog_proc = psutil.Process(hog["pid"])
     assert hog_proc.cpu_affinity() == [bed.client_cpu]
     cpu0 = sum(hog_proc.cpu_times()[:2])

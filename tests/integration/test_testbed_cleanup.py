@@ -133,7 +133,7 @@ def test_failed_start_leaves_nothing_behind(
     testbed = Testbed(faults=["net_delay", "oom"], stack="aiohttp")
     with pytest.raises(CannotRunError, match="haproxy"):
         testbed.start()
-    assert testbed._state is None
+    assert testbed.owned() == {}
     workdir = testbed.workdir
     assert not workdir.exists()
     assert ours_by_tag(testbed.tag) == []

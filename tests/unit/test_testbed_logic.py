@@ -128,3 +128,29 @@ def test_example_configs_parse(path: Path, monkeypatch: pytest.MonkeyPatch) -> N
 
 def test_there_are_example_configs() -> None:
     assert len(list(EXAMPLES.glob("*.toml"))) >= 3
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_memory_cgroup_files_v1_and_v2(tmp_path: Path, version: int) -> None:
+    from pathprobe.testbed.cgroup import MemoryCgroup
+
+    if version == 1:
+        (tmp_path / "memory.usage_in_bytes").write_text("123456\n")
+        (tmp_path / "memory.oom_control").write_text(
+            "oom_kill_disable 0\nunder_oom 0\noom_kill 3\n"
+        )
+        (tmp_path / "memory.failcnt").write_text("17\n")
+    else:
+        (tmp_path / "memory.current").write_text("123456\n")
+        (tmp_path / "memory.events").write_text("low 0\nhigh 0\nmax 9\noom 4\noom_kill 3\n")
+    (tmp_path / "cgroup.procs").write_text("10\n11\n")
+    cg = MemoryCgroup(tmp_path, version)
+    assert cg.usage_bytes() == 123456
+    assert cg.oom_kills() == 3
+    assert cg.failcnt() == (17 if version == 1 else None)
+    assert cg.pids() == [10, 11]
+    cg.set_limit_bytes(1 << 20)
+    limit_file = "memory.limit_in_bytes" if version == 1 else "memory.max"
+    assert (tmp_path / limit_file).read_text() == str(1 << 20)
+    swap_file = "memory.swappiness" if version == 1 else "memory.swap.max"
+    assert (tmp_path / swap_file).read_text() == "0", "no swap: the limit is a hard wall"
