@@ -8,6 +8,7 @@ there after every accepted connection and every request, so a test can prove wha
 Kinds:
 
 * ``ok``        HTTP/1.1 keep-alive, 200 with a small body after ``--delay-ms``.
+* ``big``       200 with a 1 MiB body, head and body in one write (legitimate, just large).
 * ``fail``      HTTP/1.1 keep-alive, 503 to everything (a service in trouble).
 * ``refuse``    holds a port bound but never listens: every connect is refused (port stays ours).
 * ``silent``    accepts, reads the request, never answers (client timeouts).
@@ -30,6 +31,7 @@ import ssl
 import sys
 
 HUGE_BODY_BYTES = 2 << 30
+BIG_BODY_BYTES = 1 << 20
 CHUNK_BYTES = 64 << 10
 XSS = "<script>alert('pp-xss')</script>"
 # Below aiohttp's 8190-byte header-line limit (so the response parses) but far above what the
@@ -95,6 +97,11 @@ async def answer(kind: str, writer: asyncio.StreamWriter, delay_s: float) -> boo
         if delay_s:
             await asyncio.sleep(delay_s)
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\r\nok")
+        await writer.drain()
+        return True
+    if kind == "big":
+        body = bytes(BIG_BODY_BYTES)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
         await writer.drain()
         return True
     if kind == "fail":

@@ -26,7 +26,7 @@ from pathprobe.errors import CannotRunError
 from pathprobe.session import run_diagnosis
 from tests.conftest import HELPERS, ServerProc, free_env, start_process
 from tests.helpers.certs import make_tls_files
-from tests.helpers.servers import OVERSIZED_HEADER_CHARS, XSS
+from tests.helpers.servers import BIG_BODY_BYTES, OVERSIZED_HEADER_CHARS, XSS
 
 pytestmark = pytest.mark.integration
 
@@ -167,6 +167,20 @@ def test_two_gigabyte_body_is_cut_and_memory_stays_bounded(
     grown_mb = (rss.peak - rss.start) / 2**20
     assert grown_mb < 128, f"client RSS grew {grown_mb:.0f} MiB reading a 2 GiB body"
     assert elapsed < HANG_S + 60
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_large_legitimate_body_is_a_success(
+    tmp_path: Path, spawn_server: Spawn, engine: str
+) -> None:
+    """1 MiB answered in one write: the head and much body arrive in the first read. Only the
+    header block counts against the header-size limit, never the body after it."""
+    big = spawn_server("big")
+    report, _code, _ = diagnose(tmp_path, {"direct": big.url}, engine, rate=10)
+    s = step(report)
+    assert s["errors_by_kind"] == {}
+    assert s["status_codes"] == {"200": 10}
+    assert s["bytes_in"] == 10 * BIG_BODY_BYTES
 
 
 @pytest.mark.parametrize("engine", ENGINES)
