@@ -9,6 +9,7 @@ Kinds:
 
 * ``ok``        HTTP/1.1 keep-alive, 200 with a small body after ``--delay-ms``.
 * ``big``       200 with a 1 MiB body, head and body in one write (legitimate, just large).
+* ``endless-headers`` a status line, then header lines forever (lazily), never a blank line.
 * ``fail``      HTTP/1.1 keep-alive, 503 to everything (a service in trouble).
 * ``refuse``    holds a port bound but never listens: every connect is refused (port stays ours).
 * ``silent``    accepts, reads the request, never answers (client timeouts).
@@ -104,6 +105,13 @@ async def answer(kind: str, writer: asyncio.StreamWriter, delay_s: float) -> boo
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
         await writer.drain()
         return True
+    if kind == "endless-headers":
+        writer.write(b"HTTP/1.1 200 OK\r\n")
+        line = b"X-Flood: " + b"<script>" * 100 + b"\r\n"
+        for _ in range(HUGE_BODY_BYTES // len(line)):  # ~2 GiB of header lines, never an end
+            writer.write(line)
+            await writer.drain()
+        return False
     if kind == "fail":
         writer.write(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\n\r\nbusy")
         await writer.drain()

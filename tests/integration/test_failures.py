@@ -334,3 +334,15 @@ def test_hostile_server_does_not_break_the_run(
     # Never evaluated, kept as inert text at most: the report is still plain JSON of our schema.
     html = (tmp_path / "report.html").read_text()
     assert XSS not in html
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_endless_header_block_is_cut(tmp_path: Path, spawn_server: Spawn, engine: str) -> None:
+    """Header lines that never end: a protocol error after a bounded read, memory bounded."""
+    flood = spawn_server("endless-headers")
+    with RssSampler() as rss:
+        report, _code, elapsed = diagnose(tmp_path, {"direct": flood.url}, engine, rate=5)
+    s = step(report)
+    assert s["errors_by_kind"] == {"protocol": 5}
+    assert (rss.peak - rss.start) / 2**20 < 128
+    assert elapsed < HANG_S
