@@ -23,6 +23,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from shutil import which
 from types import TracebackType
 from typing import Any
 
@@ -193,8 +194,17 @@ class Testbed:
         self._state["processes"].append(record.to_json())
         self._save()
 
+    def _check_tools(self) -> None:
+        needed = {"nginx": "nginx-light", "haproxy": "haproxy", "taskset": "util-linux"}
+        if NETWORK_FAULTS & set(self.faults):
+            needed.update({"ip": "iproute2", "tc": "iproute2", "iptables": "iptables"})
+        missing = [f"{tool} (Debian: {pkg})" for tool, pkg in needed.items() if not which(tool)]
+        if missing:
+            raise CannotRunError(f"the testbed needs {', '.join(missing)}")
+
     def _start_all(self) -> None:
         assert self._state is not None
+        self._check_tools()
         prefix: list[str] = []
         bind_host = "127.0.0.1"
         if NETWORK_FAULTS & set(self.faults):
