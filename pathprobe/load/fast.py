@@ -249,6 +249,7 @@ class _Conn(asyncio.Protocol):
         self.parser = httptools.HttpResponseParser(self)
         self.transport: asyncio.Transport | None = None
         self.dead = False
+        self.eof = False
         self.busy = False
         self.replica = -2  # not looked up yet; the replica header wins when present
         self.peer: str | None = None
@@ -334,21 +335,18 @@ class _Conn(asyncio.Protocol):
             self.run.complete(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.eof = True
         self.run.lost(self, exc)
 
     # --- httptools callbacks --------------------------------------------------------------------
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        key = name.lower()
-        if key == b"content-length" or key == b"transfer-encoding":
-            self.length_known = True
-        wanted = self.run.wanted_headers
-        if wanted and key in wanted:
-            if self.captured is None:
-                self.captured = {}
-            if key not in self.captured:  # the first value, as aiohttp's headers.get() gives
-                text = value.decode("latin-1")
-                self.captured[key] = text[:MAX_HEADER_VALUE_CHARS]
+        # Only the framing headers matter here (called for every header: keep it cheap).
+        size = len(name)
+        if size == 14 or size == 17:
+            key = name.lower()
+            if key == b"content-length" or key == b"transfer-encoding":
+                self.length_known = True
 
     def on_headers_complete(self) -> None:
         self.headers_done = True
@@ -364,6 +362,21 @@ class _Conn(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         self.complete = True
+
+
+class _CapturingConn(_Conn):
+    """A connection that also keeps the first value of each wanted response header."""
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        key = name.lower()
+        if key == b"content-length" or key == b"transfer-encoding":
+            self.length_known = True
+        if key in self.run.wanted_headers:
+            if self.captured is None:
+                self.captured = {}
+            if key not in self.captured:  # the first value, as aiohttp's headers.get() gives
+                text = value.decode("latin-1")
+                self.captured[key] = text[:MAX_HEADER_VALUE_CHARS]
 
 
 class _Stop(Exception):
@@ -396,6 +409,9 @@ class _StepRun:
             options.replica_header.lower().encode("latin-1") if options.replica_header else None
         )
         self.keepalive = profile.keepalive
+        self.conn_class: Callable[[], _Conn] = (
+            (lambda: _CapturingConn(self)) if self.wanted_headers else (lambda: _Conn(self))
+        )
         self.limit = profile.connections
         self.timeout_ns = int(profile.timeout_s * 1e9)
         self.connect_timeout_s = profile.connect_timeout_s
@@ -569,7 +585,7 @@ class _StepRun:
         try:
             async with asyncio.timeout(self.connect_timeout_s):
                 _transport, conn = await self.loop.create_connection(
-                    lambda: _Conn(self), self.host, self.port
+                    self.conn_class, self.host, self.port
                 )
         except asyncio.CancelledError:
             kind = ErrorKind.CANCELLED
@@ -646,10 +662,10 @@ class _StepRun:
             self._flush()
         if self.track_errors:
             self.recent.append(conn.status >= 500)
-        if self.keepalive and conn.keep_alive:
+        if self.keepalive and conn.keep_alive and not conn.eof:
             self._release(conn)
         else:
-            self.drop(conn)
+            self.drop(conn, graceful=True)
         self._after()
 
     def fail(self, conn: _Conn, kind: ErrorKind) -> None:
@@ -686,8 +702,12 @@ class _StepRun:
         self._dispatch_pending()
         self._check_done()
 
-    def drop(self, conn: _Conn) -> None:
-        """Forget ``conn`` and close it; its slot in the pool frees up."""
+    def drop(self, conn: _Conn, graceful: bool = False) -> None:
+        """Forget ``conn`` and close it; its slot in the pool frees up.
+
+        ``graceful`` after a complete response (a FIN); otherwise abort (an RST): the connection's
+        framing is lost or the request was given up.
+        """
         if conn.dead:
             return
         conn.dead = True
@@ -696,7 +716,10 @@ class _StepRun:
         if conn in self.idle:
             self.idle.remove(conn)
         if conn.transport is not None:
-            conn.transport.abort()
+            if graceful:
+                conn.transport.close()
+            else:
+                conn.transport.abort()
 
     def _release(self, conn: _Conn) -> None:
         """``conn`` is free: it takes the longest-waiting request, or goes idle."""
