@@ -158,7 +158,8 @@ def diagnose(
     server_pid: Annotated[
         list[int] | None,
         typer.Option(
-            help="PID of a local model server (its workers are followed). Repeatable.",
+            help="PID of a local Python model server (its workers are followed); "
+            "refused unless it runs a Python interpreter. Repeatable.",
             rich_help_panel=PROBES,
             show_default=False,
         ),

@@ -103,6 +103,7 @@ def test_errors_exploding_stop_the_step_and_the_report_says_so(
     assert "stopped early" in step["aborted"]
     assert "--abort-on-error-rate 0.9" in step["aborted"]
     assert any("stopped early" in note for note in report["notes"])
+    assert "stopped early" in (tmp_path / "report.html").read_text()
     assert step["errors_by_kind"].get("5xx", 0) == step["errors"] > 0
     # Far fewer than the 1000 the step planned: it stopped, it did not keep hammering.
     assert failing.stats()["requests"] < 500
