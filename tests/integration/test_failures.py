@@ -7,7 +7,6 @@ from ``tests/helpers/servers.py``, on every load engine that can speak the URL.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 import subprocess
@@ -30,10 +29,8 @@ from tests.helpers.servers import BIG_BODY_BYTES, OVERSIZED_HEADER_CHARS, XSS
 
 pytestmark = pytest.mark.integration
 
-# Every engine that exists in this tree; the fast engine speaks plain http:// only.
-ENGINES = ["aiohttp"]
-if importlib.util.find_spec("pathprobe.load.select") is not None:
-    ENGINES.append("fast")
+# Every load engine; the fast one speaks plain http:// only (TLS tests use aiohttp).
+ENGINES = ["aiohttp", "fast"]
 
 Spawn = Callable[..., ServerProc]
 # Generous bound on a short run's wall time: catches hangs (a missing timeout), not slowness.

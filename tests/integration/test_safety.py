@@ -6,7 +6,6 @@ explode and says so; every run is bounded in requests (exactly the plan) and in 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import subprocess
@@ -25,9 +24,7 @@ from tests.conftest import ServerProc, free_env
 pytestmark = pytest.mark.integration
 
 PATHPROBE = str(Path(sys.executable).parent / "pathprobe")
-ENGINES = ["aiohttp"]
-if importlib.util.find_spec("pathprobe.load.select") is not None:
-    ENGINES.append("fast")
+ENGINES = ["aiohttp", "fast"]
 Spawn = Callable[..., ServerProc]
 
 
