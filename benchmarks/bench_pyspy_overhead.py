@@ -7,6 +7,7 @@ loop of POSTs (concurrency 4) from CPU 0. Windows without any probe and with
 repeat) so drift in the shared machine's load hits all alike. py-spy is moved onto the *server's*
 CPU — the pessimistic placement, as for an agent on a busy node.
 
+"-s" rows: one ``py-spy record --subprocesses`` on the master instead of one py-spy per process.
 Per window: server CPU-seconds (the worker tree, psutil), py-spy CPU-seconds (read just before it
 is stopped), throughput (responses/s). Reported: medians over the repeats of
 py-spy CPU ÷ server CPU, and throughput relative to the no-probe windows.
@@ -75,12 +76,16 @@ async def closed_loop(url: str, duration_s: float, concurrency: int) -> int:
     return done
 
 
-async def window(app: App, rate_hz: int | None, duration_s: float) -> dict[str, Any]:
+async def window(
+    app: App, rate_hz: int | None, duration_s: float, per_process: bool = True
+) -> dict[str, Any]:
     server_cpu = app.workers()[-1]  # any worker: they share the server's pinned CPU
     server_cpus = os.sched_getaffinity(server_cpu)
     probe = None
     if rate_hz is not None:
-        probe = ServerProbe(ProbeOptions(server_pids=(app.pid,)), rate_hz=rate_hz)
+        probe = ServerProbe(
+            ProbeOptions(server_pids=(app.pid,)), rate_hz=rate_hz, per_process=per_process
+        )
         await probe.open()
         await probe.start_window(Window("direct", app.url, 0, None, time.monotonic_ns()))
         for child in psutil.Process().children():
@@ -100,6 +105,7 @@ async def window(app: App, rate_hz: int | None, duration_s: float) -> dict[str, 
         spy_cpu_s = summary["profiler_cpu_seconds"]
     return {
         "rate_hz": rate_hz,
+        "mode": None if rate_hz is None else ("per-process" if per_process else "subprocesses"),
         "throughput_rps": done / elapsed,
         "server_cpu_s": server_cpu_s,
         "server_cores": server_cpu_s / elapsed,
@@ -117,15 +123,21 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     rates = [int(r) for r in args.rates.split(",")]
-    conditions: list[int | None] = [None, *rates]
+    # (rate, per_process): no probe, each rate one py-spy per process, and the default rate with
+    # one `--subprocesses` py-spy on the master for comparison.
+    conditions: list[tuple[int | None, bool]] = [
+        (None, True),
+        *((r, True) for r in rates),
+        (DEFAULT_RATE_HZ, False),
+    ]
     os.sched_setaffinity(0, {0})
     results: list[dict[str, Any]] = []
     with start_app("light", workers=2) as app:
         asyncio.run(closed_loop(app.url + "/predict", 2.0, 4))  # warm-up
         for repeat in range(args.repeats):
             shift = repeat % len(conditions)
-            for rate in conditions[shift:] + conditions[:shift]:
-                row = asyncio.run(window(app, rate, args.duration))
+            for rate, per_process in conditions[shift:] + conditions[:shift]:
+                row = asyncio.run(window(app, rate, args.duration, per_process))
                 row["repeat"] = repeat
                 results.append(row)
                 print(json.dumps(row), file=sys.stderr)
@@ -141,17 +153,20 @@ def main() -> None:
         f"{'throughput':>11} {'vs none':>8}"
     )
     table = []
-    for rate in rates:
-        rows = [r for r in results if r["rate_hz"] == rate]
+    for rate, per_process in conditions[1:]:
+        mode = "per-process" if per_process else "subprocesses"
+        rows = [r for r in results if r["rate_hz"] == rate and r["mode"] == mode]
         share = statistics.median(r["pyspy_share"] for r in rows if r["pyspy_share"] is not None)
         spy_cores = statistics.median(r["pyspy_cores"] for r in rows if r["pyspy_cores"])
         srv_cores = statistics.median(r["server_cores"] for r in rows)
         rps = statistics.median(r["throughput_rps"] for r in rows)
-        table.append({"rate_hz": rate, "pyspy_share_median": share, "pyspy_cores": spy_cores,
+        table.append({"rate_hz": rate, "mode": mode, "pyspy_share_median": share,
+                      "pyspy_cores": spy_cores,
                       "server_cores": srv_cores, "throughput_median": rps,
                       "throughput_vs_none": rps / baseline})  # fmt: skip
         print(
-            f"{rate:>8} {share * 100:>17.2f}% {spy_cores:>13.3f} {srv_cores:>13.2f} "
+            f"{rate:>5}{'' if per_process else ' -s'} {share * 100:>17.2f}% {spy_cores:>13.3f} "
+            f"{srv_cores:>13.2f} "
             f"{rps:>11.1f} {rps / baseline * 100:>7.1f}%"
         )
     if args.json:

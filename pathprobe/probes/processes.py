@@ -44,23 +44,28 @@ def descendants(root_pids: Iterable[int]) -> set[int]:
     return found
 
 
+def is_python_process(pid: int) -> bool:
+    """True when ``pid`` itself runs a Python interpreter (executable name or libpython mapped).
+
+    ``gunicorn: worker`` style process titles do not hide it: the executable is still python.
+    """
+    try:
+        proc = psutil.Process(pid)
+        if "python" in proc.name().lower() or "python" in (proc.exe() or "").lower():
+            return True
+        with open(f"/proc/{pid}/maps") as maps:
+            return any("libpython" in line for line in maps)
+    except (psutil.Error, OSError):
+        return False
+
+
 def looks_like_python(pid: int) -> bool:
     """True when ``pid`` (or one of its descendants) runs a Python interpreter.
 
     Checks the executable name and the mapped libraries (libpython), so ``gunicorn`` and
     ``uvicorn`` entry points and embedded interpreters count.
     """
-    for candidate in sorted(descendants([pid])):
-        try:
-            proc = psutil.Process(candidate)
-            if "python" in proc.name().lower() or "python" in (proc.exe() or "").lower():
-                return True
-            with open(f"/proc/{candidate}/maps") as maps:
-                if any("libpython" in line for line in maps):
-                    return True
-        except (psutil.Error, OSError):
-            continue
-    return False
+    return any(is_python_process(candidate) for candidate in sorted(descendants([pid])))
 
 
 @dataclass
@@ -94,12 +99,14 @@ class ProcessSampler:
         root_pids: Iterable[int],
         cgroup_pids: Callable[[], set[int]] | None = None,
         on_tick: Callable[[], Any] | None = None,
+        on_birth: Callable[[int], Any] | None = None,
         sample_hz: float = 5.0,
         uss: bool = True,
     ) -> None:
         self.root_pids = tuple(root_pids)
         self._cgroup_pids = cgroup_pids
         self._on_tick = on_tick  # e.g. reading the cgroup's memory usage at the same rate
+        self._on_birth = on_birth  # called from the sampler thread with each new PID
         self._interval_s = 1.0 / sample_hz
         self._uss = uss
         self._workers: dict[int, _Worker] = {}
@@ -161,6 +168,9 @@ class ProcessSampler:
             self._workers[pid] = _Worker(proc, t_ms, cpu_s, now_s, first_cpu_s=cpu_s)
             if not first and pid not in self._ever_seen:
                 self._births.append({"pid": pid, "t_ms": round(t_ms, 1)})
+                if self._on_birth is not None:
+                    with contextlib.suppress(Exception):
+                        self._on_birth(pid)
             self._ever_seen.add(pid)
         cpu_total = 0.0
         rss_total = 0

@@ -1,9 +1,11 @@
 """py-spy as a subprocess: finding it, checking it may attach, recording a window, parsing output.
 
-One recording is ``py-spy record --subprocesses --nonblocking --format raw --rate R
---duration CAP -o FILE --pid PID``, started with asyncio (the event loop never waits on it) and
-stopped with SIGINT — on which py-spy writes its file and exits — then SIGKILL if it does not
-exit in time. Every recording is reaped, also when the window is abandoned.
+One recording is ``py-spy record [--subprocesses] --nonblocking --format raw --rate R
+--duration CAP -o FILE --pid PID`` (the server probe runs one per worker process, without
+``--subprocesses``, by default; see :mod:`pathprobe.probes.server`), started with asyncio (the
+event loop never waits on it) and stopped with SIGINT — on which py-spy writes its file and
+exits — then SIGKILL if it does not exit in time. Every recording is reaped, also when the
+window is abandoned.
 
 ``--nonblocking`` keeps py-spy from pausing the server for each sample (its overhead then is the
 sampler's own CPU, measured in benchmarks/bench_pyspy_overhead.py). Idle threads are left out
@@ -151,6 +153,7 @@ class Recording:
         rate_hz: int,
         max_duration_s: int,
         include_idle: bool = False,
+        subprocesses: bool = True,
     ) -> None:
         self.exe = exe
         self.pid = pid
@@ -159,6 +162,9 @@ class Recording:
         self.rate_hz = rate_hz
         self.max_duration_s = max_duration_s
         self.include_idle = include_idle
+        self.subprocesses = subprocesses
+        #: Samples in the parsed output (set by :meth:`stop`).
+        self.samples = 0
         self._proc: asyncio.subprocess.Process | None = None
         self.error: str | None = None
         #: CPU seconds py-spy itself used, read just before it is stopped (its overhead).
@@ -166,13 +172,15 @@ class Recording:
 
     def argv(self) -> list[str]:
         argv = [
-            self.exe, "record", "--subprocesses", "--nonblocking",
+            self.exe, "record", "--nonblocking",
             "--format", "raw", "--rate", str(self.rate_hz),
             "--duration", str(self.max_duration_s),
             "-o", str(self.out_path), "--pid", str(self.pid),
         ]  # fmt: skip
+        if self.subprocesses:
+            argv.insert(2, "--subprocesses")
         if self.include_idle:
-            argv.insert(4, "--idle")
+            argv.insert(2, "--idle")
         return argv
 
     async def start(self) -> None:
@@ -212,7 +220,12 @@ class Recording:
             text = ""
             if self.error is None:
                 self.error = _tail(self.err_path) or "py-spy wrote no output"
-        return parse_raw(text)
+        profile = parse_raw(text)
+        self.samples = profile.samples
+        if profile.samples and not profile.pids:
+            # Without --subprocesses the output names no process: it is the one recorded.
+            profile = RawProfile(profile.stacks, profile.samples, frozenset({self.pid}))
+        return profile
 
     async def kill(self) -> None:
         """Abandon the recording (close without stop): kill and reap."""

@@ -3,7 +3,12 @@
 For the processes of ``--server-pid`` (and their children, restarted workers included) it records,
 per (path, step) window (design.md §3):
 
-* py-spy samples folded into stages by name rules (:mod:`.stages`, :mod:`.pyspy`);
+* py-spy samples folded into stages by name rules (:mod:`.stages`, :mod:`.pyspy`). By default one
+  ``py-spy record --nonblocking`` runs per Python process of the tree, and workers born during
+  the window get theirs as the process sampler sees them. ``per_process=False`` runs one
+  ``py-spy record --subprocesses`` per root PID instead; that flag makes py-spy rescan every
+  process on the host for new children, which on this machine kind costs about 1.5 % of a core by
+  itself — several times the cost of sampling (benchmarks/bench_pyspy_overhead.py);
 * CPU and memory (RSS, USS) of every worker over time, births and deaths (:mod:`.processes`);
 * the cgroup's memory limit, usage maximum, OOM events and CPU throttling, and kernel OOM lines
   (:mod:`.cgroups`).
@@ -39,7 +44,7 @@ import psutil
 from pathprobe.config import ProbeOptions
 from pathprobe.probes import cgroups, pyspy, stages
 from pathprobe.probes.base import JSONDict, Probe, Unavailable, Window
-from pathprobe.probes.processes import ProcessSampler, descendants
+from pathprobe.probes.processes import ProcessSampler, descendants, is_python_process
 
 NO_TARGET = Unavailable(
     "no server process to observe (no --server-pid and no --agent)",
@@ -60,6 +65,10 @@ class _Active:
     t0_ns: int
     tmpdir: Path
     recordings: list[pyspy.Recording] = field(default_factory=list)
+    recorded_pids: set[int] = field(default_factory=set)
+    # py-spy starts for workers born during the window, still in flight.
+    pending: set[asyncio.Task[None]] = field(default_factory=set)
+    stopping: bool = False
     sampler: ProcessSampler | None = None
     cgroup: cgroups.CgroupWatch | None = None
     kernel: cgroups.KernelOomLog | None = None
@@ -84,12 +93,14 @@ class ServerProbe:
         sample_hz: float = 5.0,
         max_record_s: int = DEFAULT_MAX_RECORD_S,
         keep_windows: bool = True,
+        per_process: bool = True,
     ) -> None:
         self.options = options
         self.rate_hz = rate_hz
         self.sample_hz = sample_hz
         self.max_record_s = max_record_s
         self.keep_windows = keep_windows
+        self.per_process = per_process
         self.explicit_cgroup = None if cgroup is None else Path(cgroup)
         self.roots: tuple[int, ...] = tuple(options.server_pids)
         self.unavailable: Unavailable | None = None
@@ -153,25 +164,55 @@ class ServerProbe:
         if self.explicit_cgroup is not None and self.cgroup_paths is not None:
             paths = self.cgroup_paths
             cgroup_pids = lambda: cgroups.cgroup_pids(paths)  # noqa: E731
+        profiling = self.profile_unavailable is None and self.py_spy is not None
+        on_birth = None
+        if profiling and self.per_process:
+            loop = asyncio.get_running_loop()
+
+            def on_birth(pid: int) -> None:  # sampler thread → event loop
+                loop.call_soon_threadsafe(self._follow_birth, active, pid)
+
         active.sampler = ProcessSampler(
             self.roots,
             cgroup_pids=cgroup_pids,
             on_tick=active.cgroup.memory_usage_bytes if active.cgroup else None,
+            on_birth=on_birth,
             sample_hz=self.sample_hz,
         )
         await asyncio.to_thread(active.sampler.start)
         active.t0_ns = active.sampler.t0_ns
-        if self.profile_unavailable is None and self.py_spy is not None:
-            for i, pid in enumerate(self._profile_targets()):
-                rec = pyspy.Recording(
-                    self.py_spy, pid, active.tmpdir / f"pyspy-{i}.txt",
-                    self.rate_hz, self.max_record_s,
-                )  # fmt: skip
-                try:
-                    await rec.start()
-                except OSError as exc:
-                    rec.error = f"cannot start py-spy: {exc}"
-                active.recordings.append(rec)
+        if profiling:
+            targets = await asyncio.to_thread(self._profile_targets)
+            for pid in targets:
+                await self._record(active, pid)
+
+    async def _record(self, active: _Active, pid: int) -> None:
+        """Start py-spy on ``pid`` for ``active`` (once per PID and window)."""
+        if active.stopping or pid in active.recorded_pids or self.py_spy is None:
+            return
+        active.recorded_pids.add(pid)
+        rec = pyspy.Recording(
+            self.py_spy, pid, active.tmpdir / f"pyspy-{pid}.txt", self.rate_hz,
+            self.max_record_s, subprocesses=not self.per_process,
+        )  # fmt: skip
+        try:
+            await rec.start()
+        except OSError as exc:
+            rec.error = f"cannot start py-spy: {exc}"
+        active.recordings.append(rec)
+
+    def _follow_birth(self, active: _Active, pid: int) -> None:
+        """A worker appeared mid-window (a restart after a kill): profile it too."""
+        if active.stopping:
+            return
+
+        async def follow() -> None:
+            if await asyncio.to_thread(is_python_process, pid):
+                await self._record(active, pid)
+
+        task = asyncio.ensure_future(follow())
+        active.pending.add(task)
+        task.add_done_callback(active.pending.discard)
 
     async def stop_window(self, window: Window) -> JSONDict:
         key = (window.path, window.step)
@@ -223,8 +264,13 @@ class ServerProbe:
         if self.py_spy is None:
             return Unavailable("py-spy not found", PY_SPY_MISSING_HOW)
         self.py_spy_version = await pyspy.py_spy_version(self.py_spy)
-        targets = self._profile_targets()
-        for pid in targets:
+        targets = await asyncio.to_thread(self._profile_targets)
+        if not targets:
+            return Unavailable(
+                "no Python process among the server processes",
+                "point --server-pid at the Python server process (e.g. the gunicorn master)",
+            )
+        for pid in targets[:8]:
             refusal = pyspy.ptrace_refusal(pid)
             if refusal is not None:
                 return refusal
@@ -245,7 +291,18 @@ class ServerProbe:
         )
 
     def _profile_targets(self) -> list[int]:
-        """Root PIDs for py-spy; with only a cgroup, the cgroup's oldest processes' roots."""
+        """The PIDs to start py-spy on (blocking: run in a thread).
+
+        Per process (the default): every Python process of the watched set. With
+        ``per_process=False``: the root PIDs (py-spy follows their children itself); with only a
+        cgroup, the top of each process tree inside it.
+        """
+        if self.per_process:
+            watched = descendants(self.roots)
+            if self.explicit_cgroup is not None and self.cgroup_paths is not None:
+                watched |= cgroups.cgroup_pids(self.cgroup_paths)
+            watched.discard(os.getpid())
+            return [pid for pid in sorted(watched) if is_python_process(pid)]
         if self.roots:
             return [pid for pid in self.roots if psutil.pid_exists(pid)]
         if self.cgroup_paths is None:
@@ -260,6 +317,9 @@ class ServerProbe:
         return tops
 
     async def _finish(self, active: _Active, window: Window) -> JSONDict:
+        active.stopping = True
+        if active.pending:
+            await asyncio.gather(*active.pending, return_exceptions=True)
         profiles = await asyncio.gather(*(rec.stop() for rec in active.recordings))
         sampler_summary: JSONDict = {}
         if active.sampler is not None:
@@ -344,10 +404,13 @@ class ServerProbe:
 
     async def _abandon(self, active: _Active) -> None:
         """Stop everything of a window nobody will ask for (reaps py-spy)."""
+        active.stopping = True
+        if active.sampler is not None:
+            await asyncio.to_thread(active.sampler.stop)  # no more births reported
+        if active.pending:
+            await asyncio.gather(*active.pending, return_exceptions=True)
         for rec in active.recordings:
             await rec.kill()
-        if active.sampler is not None:
-            await asyncio.to_thread(active.sampler.stop)
         if active.cgroup is not None:
             active.cgroup.close()
         if active.kernel is not None:

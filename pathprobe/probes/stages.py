@@ -1,7 +1,8 @@
 """Fold py-spy stacks into the verdict's stages by name rules (design.md §2, §3).
 
 A frame is the text py-spy writes for it: ``"function (file:line)"``, with the file shortened to
-its package part (``PIL/Image.py``, ``asyncio/base_events.py``, ``app.py``). A stack is a sequence
+its package part (``PIL/Image.py``, ``asyncio/base_events.py``, ``app.py``); py-spy ≥ 0.4 writes
+methods qualified (``Image.resize``, ``_PollLikeSelector.select``). A stack is a sequence
 of frames, **outermost first** (the order of py-spy's raw/folded output).
 
 How one stack is classified (:func:`classify_stack`):
@@ -148,8 +149,12 @@ def frame_file(frame: str) -> str:
 
 
 def is_idle_frame(frame: str) -> bool:
-    """True when ``frame`` is a blocking wait: the innermost frame of an idle thread."""
-    name = frame_function(frame)
+    """True when ``frame`` is a blocking wait: the innermost frame of an idle thread.
+
+    py-spy ≥ 0.4 qualifies methods (``_PollLikeSelector.select``, ``Queue.get``); the last
+    component is the function.
+    """
+    name = frame_function(frame).rsplit(".", 1)[-1]
     if name in _IDLE_FUNCTIONS:
         return True
     # queue.Queue.get blocks on a condition; its body is the wait.

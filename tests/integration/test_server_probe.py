@@ -132,6 +132,8 @@ def test_sigkilled_worker_is_a_death_and_its_replacement_a_birth() -> None:
     assert deaths[victim]["oom_killed"] is False
     births = {b["pid"] for b in summary["worker_births"]}
     assert births & replacements, (births, replacements)
+    # The replacement was profiled too (py-spy started on it when the sampler saw it born).
+    assert births & replacements & set(summary["pids_profiled"])
     assert any(w["pid"] == victim and w["died"] for w in summary["workers"])
 
 
@@ -203,7 +205,7 @@ def test_cpu_throttling_counters_of_a_cpu_cgroup_with_a_quota() -> None:
     group = summary["cgroup"]
     assert group["cpu_limit_cores"] == pytest.approx(0.2)
     assert group["cpu_nr_throttled_delta"] >= 10
-    assert group["cpu_throttled_ms_delta"] > 500
+    assert group["cpu_throttled_ms_delta"] > 100
     assert summary["cpu_cores_available"] == pytest.approx(0.2)
     (worker,) = summary["workers"]
     assert worker["cpu_percent_mean"] < 35  # the quota holds it near 20 % of a core

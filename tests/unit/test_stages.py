@@ -199,6 +199,13 @@ def test_library_and_name_rules(inner: list[str], expected: str) -> None:
         "get (queue.py:171)",
         "accept (socket.py:294)",
         "_wait_for_tstate_lock (threading.py:1132)",
+        # py-spy 0.4 qualifies methods.
+        "_PollLikeSelector.select (selectors.py:415)",
+        "EpollSelector.select (selectors.py:468)",
+        "Queue.get (queue.py:171)",
+        "socket.accept (socket.py:295)",
+        "SocketIO.readinto (socket.py:706)",
+        "Condition.wait (threading.py:327)",
     ],
 )
 def test_idle_leaves(leaf: str) -> None:
@@ -209,6 +216,36 @@ def test_idle_leaves(leaf: str) -> None:
 
 def test_get_outside_queue_is_not_idle() -> None:
     assert not is_idle_frame("get (app/cache.py:10)")
+    assert not is_idle_frame("Cache.get (app/cache.py:10)")
+
+
+def test_py_spy_04_qualified_names() -> None:
+    # Real frames of py-spy 0.4.3 on an http.server worker (tests/integration/serverprobe_app.py).
+    base = [
+        "<module> (serverprobe_app.py:119)",
+        "main (serverprobe_app.py:110)",
+        "main.<locals>.spawn (serverprobe_app.py:95)",
+        "serve (serverprobe_app.py:78)",
+        "BaseServer.serve_forever (socketserver.py:238)",
+        "BaseServer._handle_request_noblock (socketserver.py:317)",
+        "BaseServer.process_request (socketserver.py:348)",
+        "BaseServer.finish_request (socketserver.py:361)",
+        "BaseRequestHandler.__init__ (socketserver.py:755)",
+        "BaseHTTPRequestHandler.handle (http/server.py:436)",
+        "BaseHTTPRequestHandler.handle_one_request (http/server.py:424)",
+    ]
+    assert classify_stack([*base, "Handler.do_POST (serverprobe_app.py:67)",
+                           "predict (serverprobe_app.py:50)"]) == "inference"  # fmt: skip
+    pre = ["preprocess_image (serverprobe_app.py:42)", "resize (numpy/_core/fromnumeric.py:1571)"]
+    assert classify_stack([*base, "Handler.do_POST (serverprobe_app.py:67)", *pre]) == (
+        "preprocessing"
+    )
+    assert classify_stack([*base[:5], "_PollLikeSelector.select (selectors.py:415)"]) == "idle"
+    assert classify_stack([*base, "Handler.do_POST (serverprobe_app.py:70)",
+                           "BaseHTTPRequestHandler.end_headers (http/server.py:538)",
+                           "_SocketWriter.write (socketserver.py:834)"]) == "framework"  # fmt: skip
+    assert classify_stack(["Image.resize (PIL/Image.py:2200)"]) == "preprocessing"
+    assert classify_stack(["Model.predict (app/model.py:9)"]) == "inference"
 
 
 def test_plain_thread_preprocessing_and_other() -> None:
