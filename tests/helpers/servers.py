@@ -12,6 +12,7 @@ Kinds:
 * ``endless-headers`` a status line, then header lines forever (lazily), never a blank line.
 * ``fail``      HTTP/1.1 keep-alive, 503 to everything (a service in trouble).
 * ``refuse``    holds a port bound but never listens: every connect is refused (port stays ours).
+* ``backlog``   listening but never accepting, accept queue full: connects hang (SYNs dropped).
 * ``silent``    accepts, reads the request, never answers (client timeouts).
 * ``cut``       sends headers promising 1000 bytes, 10 bytes of them, then closes (truncated).
 * ``garbage``   answers bytes that are not HTTP, then closes.
@@ -175,6 +176,24 @@ async def main() -> None:
     args = parser.parse_args()
     stats = Stats(args.stats_file)
     stats.bump()
+    if args.kind == "backlog":
+        # Listening, never accepting, accept queue already full: the kernel drops further SYNs,
+        # so a connect hangs until the client's connect timeout.
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(0)
+        port = sock.getsockname()[1]
+        fillers = []
+        for _ in range(4):
+            filler = socket.socket()
+            filler.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                filler.connect(("127.0.0.1", port))
+            fillers.append(filler)
+        await asyncio.sleep(0.5)
+        write_ready(args.ready_file, port)
+        await asyncio.Event().wait()
+        return
     if args.kind == "refuse":
         # Bound but not listening: the kernel refuses connects, and no one else can take the port.
         sock = socket.socket()

@@ -106,6 +106,23 @@ def test_server_that_never_answers_times_out(
 
 
 @pytest.mark.parametrize("engine", ENGINES)
+def test_connect_that_never_completes_times_out(
+    tmp_path: Path, spawn_server: Spawn, engine: str
+) -> None:
+    """SYNs dropped (accept queue full): each request fails at the connect timeout."""
+    good = spawn_server("ok")
+    stuck = spawn_server("backlog")
+    report, _code, elapsed = diagnose(
+        tmp_path, {"direct": good.url, "proxy": stuck.url}, engine, rate=10, connect_timeout=1
+    )
+    s = step(report, "proxy")
+    assert s["requests"] == 10
+    assert s["errors_by_kind"] == {"connect_timeout": 10}
+    assert "timed out" in report["paths"]["proxy"]["unreachable"]
+    assert elapsed < HANG_S
+
+
+@pytest.mark.parametrize("engine", ENGINES)
 def test_response_cut_mid_body(tmp_path: Path, spawn_server: Spawn, engine: str) -> None:
     cut = spawn_server("cut")
     report, _code, _ = diagnose(tmp_path, {"direct": cut.url}, engine)
