@@ -46,6 +46,10 @@ Engine = Literal["auto", "aiohttp", "fast"]
 MAX_RATE_RPS = 20_000.0
 MAX_DURATION_S = 600.0
 MAX_CONCURRENCY = 2_000
+# Whole-run ceilings: 50 steps of 600 s on three paths is 25 hours, and 20 000/s over it would
+# plan (and hold in memory, 8 bytes per due time) billions of requests.
+MAX_RUN_S = 4 * 3600.0
+MAX_PLANNED_REQUESTS = 50_000_000
 DEFAULT_RATE_RPS = 10.0
 DEFAULT_DURATION_S = 10.0
 DEFAULT_TIMEOUT_S = 30.0
@@ -226,6 +230,8 @@ def build_config(raw: Mapping[str, Any]) -> DiagnoseConfig:
     if out is None or str(out).strip() == "":
         raise UsageError("--out DIR is required")
     abort = _fraction(raw, "abort_on_error_rate")
+    if not allow_high:
+        _check_run_size(load, len(paths))
     return DiagnoseConfig(
         paths=paths,
         load=load,
@@ -236,6 +242,24 @@ def build_config(raw: Mapping[str, Any]) -> DiagnoseConfig:
         dry_run=_bool(raw, "dry_run"),
         allow_high_load=allow_high,
     )
+
+
+def _check_run_size(load: LoadProfile, n_paths: int) -> None:
+    """The whole run, not only each step, stays within sane bounds unless --allow-high-load."""
+    window_s = load.warmup_s + load.duration_s
+    total_s = window_s * len(load.steps) * n_paths
+    if total_s > MAX_RUN_S:
+        raise UsageError(
+            f"the run would take {total_s / 3600:.1f} h ({len(load.steps)} steps x {n_paths} "
+            f"paths x {window_s:g} s), above {MAX_RUN_S / 3600:g} h; "
+            "add --allow-high-load if you mean it"
+        )
+    requests = sum(rate * window_s for rate in load.rates or ()) * n_paths
+    if requests > MAX_PLANNED_REQUESTS:
+        raise UsageError(
+            f"the run would send {requests:.3g} requests, above {MAX_PLANNED_REQUESTS:.3g}; "
+            "add --allow-high-load if you mean it"
+        )
 
 
 def check_out_dir(out_dir: Path) -> None:

@@ -208,7 +208,8 @@ def diagnose(
         bool,
         typer.Option(
             "--allow-high-load",
-            help="Allow rates above 20000/s, steps above 600 s.",
+            help="Allow rates above 20000/s, concurrency above 2000, steps, warm-ups or "
+            "timeouts above 600 s, runs above 4 h or 50 million requests.",
             rich_help_panel=SAFETY,
         ),
     ] = False,

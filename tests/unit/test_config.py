@@ -102,6 +102,14 @@ BAD_INPUTS: list[tuple[dict[str, Any], str]] = [
     ({"timeout": 0}, "--timeout must be a positive number"),
     ({"timeout": 1e9}, "add --allow-high-load"),
     ({"connect_timeout": -2}, "--connect-timeout must be a positive number"),
+    (
+        {"rates": ",".join(["10"] * 30), "duration": 600, "path": {"direct": URL, "lb": URL}},
+        "the run would take 10.0 h",
+    ),
+    (
+        {"rates": "20000,20000,20000", "duration": 600, "path": {"direct": URL, "lb": URL}},
+        "the run would send 7.21e+07 requests, above 5e+07",
+    ),
     ({"target_error_rate": 2}, "between 0 and 1"),
     ({"abort_on_error_rate": 1.5}, "between 0 and 1"),
     ({"abort_on_error_rate": -0.1}, "between 0 and 1"),
