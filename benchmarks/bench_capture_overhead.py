@@ -35,10 +35,11 @@ from typing import Any
 import numpy as np
 
 from pathprobe.config import LoadProfile, ProbeOptions
-from pathprobe.load.engine import AiohttpEngine, EngineOptions, measured
+from pathprobe.load.engine import EngineOptions, measured
 from pathprobe.load.payloads import PayloadPool
 from pathprobe.load.records import completed
 from pathprobe.load.schedule import plan_step
+from pathprobe.load.select import build_engine
 from pathprobe.probes.base import Window
 from pathprobe.probes.capture import read_pcap
 from pathprobe.probes.network import NetworkProbe
@@ -107,12 +108,15 @@ def _cpu_s(who: int) -> float:
     return r.ru_utime + r.ru_stime
 
 
+ENGINE = "aiohttp"
+
+
 async def one_window(url: str, rate: float, duration_s: float, step: int, capture: bool,
                      keep_pcap: Path | None) -> dict[str, Any]:  # fmt: skip
     profile = LoadProfile(rates=(rate,), concurrency=None, duration_s=duration_s, warmup_s=1.0,
                           seed=step, connections=64, timeout_s=10.0)  # fmt: skip
     plan = plan_step(profile, 0, 0, cycle=False)
-    engine = AiohttpEngine(profile, PayloadPool((), cycle=False), EngineOptions())
+    engine = build_engine(ENGINE, profile, PayloadPool((), cycle=False), EngineOptions())
     probe = NetworkProbe(ProbeOptions(capture=capture), [url]) if capture else None
     if probe is not None:
         await probe.open()
@@ -224,6 +228,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     per_off = [r["client_cpu_us_per_request"] for r in rows if not r["capture"]]
     per_on = [r["client_cpu_us_per_request"] for r in rows if r["capture"]]
     return {
+        "engine": ENGINE,
         "rate_rps": args.rate,
         "duration_s": args.duration,
         "windows": rows,
@@ -246,8 +251,11 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--client-core", type=int, default=0)
     ap.add_argument("--server-core", type=int, default=1)
+    ap.add_argument("--engine", choices=("aiohttp", "fast"), default="aiohttp")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
+    global ENGINE
+    ENGINE = args.engine
     if os.geteuid() != 0:
         sys.exit("run as root (tcpdump needs CAP_NET_RAW)")
     os.sched_setaffinity(0, {args.client_core})
