@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from pathprobe.config import LoadProfile
-from pathprobe.errors import CannotRunError
+from pathprobe.errors import CannotRunError, PathprobeError
 from pathprobe.load.engine import EngineOptions, StepResult
 from pathprobe.load.merge import merge_results
 from pathprobe.load.payloads import PayloadPool
@@ -227,8 +227,10 @@ def _worker_main(
                 return
             try:
                 reply: tuple[str, Any] = ("ok", runner.run(one(spec)))
-            except Exception as exc:  # sent back and raised in the parent
+            except PathprobeError as exc:  # sent back and raised in the parent
                 reply = ("error", exc)
+            except Exception as exc:  # may not pickle: send its text
+                reply = ("error", CannotRunError(f"load worker failed: {exc!r}"))
             conn.send(reply)
 
 
@@ -303,14 +305,20 @@ class WorkerPool:
         if self._stop is not None:
             watcher = asyncio.create_task(self._forward_stop(self._stop))
         try:
-            replies = await asyncio.gather(
-                *(loop.run_in_executor(None, self._receive, spec.index) for spec in specs)
+            # Every worker's reply is read, even when one failed, so none is left in a pipe.
+            outcomes = await asyncio.gather(
+                *(loop.run_in_executor(None, self._receive, spec.index) for spec in specs),
+                return_exceptions=True,
             )
         finally:
             if watcher is not None:
                 watcher.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await watcher
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        replies = [o for o in outcomes if isinstance(o, SliceResult)]
         parts = [r.result for r in replies]
         self.last_stats = [
             _stats(spec.index, reply) for spec, reply in zip(specs, replies, strict=True)

@@ -11,6 +11,7 @@ import psutil
 import pytest
 
 from pathprobe.config import build_config
+from pathprobe.errors import UsageError
 from pathprobe.load.engine import EngineOptions, StepResult
 from pathprobe.load.payloads import build_pool
 from pathprobe.load.records import ErrorKind, completed
@@ -147,3 +148,20 @@ def test_run_slice_is_a_plain_function() -> None:
     seqs = sorted(s for part in parts for s in part.result.records["seq"].tolist())
     assert seqs == list(range(50))
     assert [p.result.records["seq"].tolist()[:2] for p in parts] == [[0, 3], [1, 4], [2, 5]]
+
+
+def test_a_failing_slice_raises_and_leaves_the_pool_usable() -> None:
+    with serve("tests.servers.fixed_delay", "0.002", cpu=1) as (port, _pid):
+        url = f"http://127.0.0.1:{port}/"
+        profile, pool, plan = setup(url, rate=20, duration=0.5, warmup=0, workers=2)
+
+        async def go() -> StepResult:
+            with WorkerPool(profile, pool, OPTIONS, engine="fast") as workers:
+                with pytest.raises(UsageError, match="plain http"):
+                    await workers.run_step("direct", f"https://127.0.0.1:{port}/", plan)
+                return await workers.run_step("direct", url, plan)
+
+        with asyncio.Runner(loop_factory=loop_factory()) as runner:
+            result = runner.run(go())
+    assert result.records["seq"].tolist() == list(range(10))
+    assert completed(result.records).all()
