@@ -157,6 +157,7 @@ def test_reconciles_with_the_load_engine() -> None:
     from pathprobe.load.engine import AiohttpEngine, EngineOptions
     from pathprobe.load.payloads import PayloadPool
     from pathprobe.load.schedule import plan_step
+    from pathprobe.probes.client import client_overhead_ms
     from pathprobe.probes.network import reconcile
 
     async def scenario(port: int) -> tuple[dict, dict]:
@@ -173,7 +174,9 @@ def test_reconciles_with_the_load_engine() -> None:
             summary = await probe.stop_window(window)
         finally:
             await probe.close()
-        return summary, reconcile(summary, result.records)
+        rec = reconcile(summary, result.records)
+        rec["overhead"] = client_overhead_ms(result.records, summary["wire_ttfb_ms"])
+        return summary, rec
 
     with server_process("127.0.0.1", 0, 2.0, 512) as port:
         summary, rec = asyncio.run(scenario(port))
@@ -186,6 +189,11 @@ def test_reconciles_with_the_load_engine() -> None:
     assert 40 < rec["header_bytes_per_request_out"] < 1000
     assert 40 < rec["header_bytes_per_request_in"] < 1000
     assert summary["wire_ttfb_ms"]["count"] == 240
+    # The application sees each response no earlier than the wire does (it sends before the last
+    # request byte is on the wire and reads after the first response byte arrived).
+    overhead = rec["overhead"]
+    assert overhead["app_ttfb_ms"]["count"] >= 200
+    assert overhead["overhead_p50_ms"] >= -0.05, overhead
 
 
 NO_PRIVILEGE_SCRIPT = """
