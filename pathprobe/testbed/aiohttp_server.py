@@ -30,6 +30,7 @@ from aiohttp import web
 from PIL import Image
 
 from pathprobe.testbed.cpu_work import spend_cpu_ms
+from pathprobe.testbed.oom_adj import mark_as_worker
 from pathprobe.testbed.settings import ServerSettings
 
 INPUT_SIDE_PX = 32
@@ -267,6 +268,7 @@ def main(argv: list[str] | None = None) -> int:
         pid = os.fork()
         if pid == 0:
             try:
+                mark_as_worker()  # the OOM killer takes a worker, never the master
                 _serve_worker(sock, app)
             finally:
                 os._exit(0)

@@ -338,7 +338,7 @@ class Testbed:
         argv = [sys.executable, "-m", "gunicorn", "--preload", "-w", str(workers),
                 "-k", "uvicorn_worker.UvicornWorker", "--bind", f"{host}:{port}",
                 "--timeout", "120", "--graceful-timeout", "3", "--log-level", "warning",
-                "--backlog", "2048"]  # fmt: skip
+                "--backlog", "2048", "-c", "python:pathprobe.testbed.gunicorn_hooks"]  # fmt: skip
         if _gunicorn_has_control_socket():
             # gunicorn >= 25 opens one control socket per user: two replicas would collide.
             argv.append("--no-control-socket")

@@ -256,6 +256,9 @@ def test_oom_kills_a_worker_on_large_images_and_the_server_restarts_it(
         time.sleep(0.2)
     assert workers_after != workers_before, "the killed worker was replaced"
     assert len(workers_after) == len(workers_before)
+    assert master.is_running(), "the OOM killer took a worker, not the master"
+    for pid in workers_after:
+        assert Path(f"/proc/{pid}/oom_score_adj").read_text().strip() == "500"
     assert post(url, SMALL)[0] == 200
 
 
