@@ -130,7 +130,7 @@ def test_client_probe_idle_starved_and_busy() -> None:
     # machine), so the probe is held to the truth (getrusage) and to the idle window.
     got, truth = busy["cpu_percent"]["mean"], busy["truth_cpu_percent"]
     assert abs(got - truth) < max(10.0, 0.25 * truth), (got, truth)
-    assert got > 2 * idle["cpu_percent"]["mean"] + 5, (busy, idle)
+    assert got > idle["cpu_percent"]["mean"] + 5, (busy, idle)
     assert busy["loop_lag_ms"]["p99"] > 10
 
 
