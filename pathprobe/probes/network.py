@@ -23,6 +23,7 @@ import shutil
 import socket
 import tempfile
 import time
+import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -127,6 +128,8 @@ class NetworkProbe:
         self.unavailable = self._check_available()
         if self.unavailable is None:
             self._tmpdir = Path(tempfile.mkdtemp(prefix="pathprobe-capture-"))
+            # Removed by close(); this covers a run that ends without it (an exception, exit).
+            weakref.finalize(self, shutil.rmtree, self._tmpdir, ignore_errors=True)
 
     def _check_available(self) -> Unavailable | None:
         if not self.options.capture:
