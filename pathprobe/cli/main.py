@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import traceback
 
 import click
 import typer
@@ -85,7 +86,11 @@ def main() -> None:
         _fail("interrupted", EXIT_INTERRUPTED)
     except Exception as exc:
         if os.environ.get("PATHPROBE_DEBUG"):
-            raise
+            # The full traceback, for a bug report, but redacted line by line: an exception's
+            # text may quote a header or a URL with a password.
+            lines = traceback.format_exception(exc)
+            sys.stderr.write("".join(redact_text(line) for line in "".join(lines).splitlines(True)))
+            sys.exit(EXIT_CANNOT_RUN)
         _fail(
             f"internal error: {type(exc).__name__}: {exc} (set PATHPROBE_DEBUG=1 for details)",
             EXIT_CANNOT_RUN,

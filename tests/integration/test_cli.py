@@ -313,3 +313,12 @@ def test_secrets_not_in_internal_error_line(
     assert err.count("\n") == 1
     assert "internal error: RuntimeError" in err
     assert leaks(err) == []
+    # With PATHPROBE_DEBUG the traceback is shown, still redacted.
+    monkeypatch.setenv("PATHPROBE_DEBUG", "1")
+    code, _out, err = run_main(
+        ["diagnose", "--path", "direct=http://127.0.0.1:9/", "--out", str(tmp_path)], capsys
+    )
+    assert code == 3
+    assert "Traceback (most recent call last)" in err
+    assert "RuntimeError: boom" in err
+    assert leaks(err) == []
