@@ -186,12 +186,13 @@ def test_bodies_of_several_megabytes_pass_every_hop(healthy: Testbed) -> None:
         assert post(url + "/predict/image", body)[0] == 200, name
 
 
-def test_server_has_concurrency_headroom_and_is_pinned(healthy: Testbed) -> None:
-    # Eight requests at once overlap their accelerator waits: far less than eight waits in a row.
-    wait_ms = healthy.magnitudes["accelerator_ms"]
+def test_server_has_its_workers_and_is_pinned(healthy: Testbed) -> None:
+    # Several workers behind each master (the single_concurrency test shows the contrast in
+    # timing; no upper bound on time is asserted here, as that would depend on machine speed).
     results = burst(healthy.urls["direct"] + "/predict/image", SMALL, 8)
     assert all(r[0] == 200 for r in results)
-    assert max(r[2] for r in results) < 8 * wait_ms * 0.9
+    for pid in healthy.server_pids:
+        assert len(psutil.Process(pid).children()) == healthy.magnitudes["workers"]
     assert healthy.server_cpu is not None
     assert healthy.client_cpu is not None
     for pid in healthy.server_pids:
