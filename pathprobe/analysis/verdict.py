@@ -126,6 +126,17 @@ def _summary(
             f"at {at} ({tail})."
         )
     assert top is not None
+    if bottleneck == "oom":
+        lead = (
+            f"Targets missed on {outer} ({first_reason})"
+            if not targets_met
+            else (f"Targets met on {outer}, but workers ran out of memory")
+        )
+        return (
+            f"{lead}: at {at}, {top.evidence[0] if top.evidence else 'requests failed'}; "
+            f"counting each failure as at least a {a.tail_label} answer, oom explains "
+            f"{top.explains_ms:.1f} ms of the tail."
+        )
     share = (
         f" ({top.explains_ms / a.tail_latency_ms:.0%} of it)"
         if a.tail_latency_ms and a.tail_latency_ms > 0

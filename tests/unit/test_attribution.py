@@ -103,6 +103,7 @@ def test_server_queue_splits_by_cpu_utilisation() -> None:
         cores_used=1.0,
         cores_available=1.0,
         stage_share={"preprocessing": 0.8, "framework": 0.2},
+        samples=4000,
     )
     a = map_to_stages(means, idle, NetworkEvidence(), False)
     assert a["server_concurrency"] == pytest.approx(90.0)

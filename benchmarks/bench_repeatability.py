@@ -1,0 +1,126 @@
+"""Repeatability of the verdict: each fault scenario diagnosed N times with different seeds.
+
+    sudo .venv/bin/python benchmarks/bench_repeatability.py --stack fastapi --seeds 10
+    sudo .venv/bin/python benchmarks/bench_repeatability.py --variant near --scenarios network,proxy
+
+For every scenario of ``tests/integration/fault_scenarios.py`` (the CI fault matrix) it brings the
+testbed up once, runs ``--seeds`` diagnoses with seeds 1..N (a different request sequence and
+payloads each time), and counts correct verdicts; on ``healthy`` every verdict other than ``none``
+is a false alarm. ``--variant near`` runs each scenario at a magnitude near its evidence bar
+(:data:`NEAR`): the fault explains only a modest share of the tail there, which is where a verdict
+is most likely to flip. Results go to stdout as a table and, with ``--json``, to a file.
+
+Done-when (issue 5): 10/10 at the CI magnitudes, ≥ 9/10 near the thresholds, ≤ 1/10 false alarms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "integration"))
+
+from fault_scenarios import SCENARIOS, Scenario, diagnose, make_testbed  # noqa: E402
+
+#: Near-threshold variants: (magnitude overrides per stack, load/target overrides). Each keeps the
+#: faulted stage the largest but only just above the bar (≈ 15–35 % of the tail) or only just
+#: above the next stage.
+NEAR: dict[str, tuple[dict[str, dict[str, float]], dict[str, Any]]] = {
+    "healthy": ({}, {}),
+    "client": ({"fastapi": {"starved_client_duty": 0.7}, "aiohttp": {"starved_client_duty": 0.7}},
+               {}),
+    "network": ({"fastapi": {"net_delay_ms": 8.0}, "aiohttp": {"net_delay_ms": 8.0}},
+                {"target_p99": 50}),
+    "proxy": ({"fastapi": {"proxy_rate_rps": 30.0}, "aiohttp": {"proxy_rate_rps": 40.0}},
+              {"concurrency": 2, "target_p99": 50}),
+    "load_balancer": ({}, {"concurrency": 3, "target_p99": 50}),
+    "server_concurrency": ({}, {"concurrency": 2, "target_p99": 60}),
+    "preprocessing": ({"fastapi": {"heavy_preprocessing_ms": 55.0},
+                       "aiohttp": {"heavy_preprocessing_ms": 45.0}}, {}),
+    "inference": ({"fastapi": {"slow_inference_ms": 15.0}, "aiohttp": {"slow_inference_ms": 15.0}},
+                  {"target_p99": 50}),
+    "oom": ({}, {"payload": "image:64-360"}),
+    "two_faults": ({"fastapi": {"slow_inference_ms": 50.0, "net_delay_ms": 15.0},
+                    "aiohttp": {"slow_inference_ms": 45.0, "net_delay_ms": 15.0}}, {}),
+}  # fmt: skip
+
+
+def variant(scenario: Scenario, stack: str, near: bool) -> tuple[Scenario, dict[str, Any]]:
+    if not near:
+        return scenario, {}
+    mags, overrides = NEAR[scenario.name]
+    merged = {st: {**scenario.magnitudes.get(st, {}), **mags.get(st, {})} for st in
+              ("fastapi", "aiohttp")}  # fmt: skip
+    payload = overrides.pop("payload", scenario.payload) if "payload" in overrides else None
+    changed = dataclasses.replace(scenario, magnitudes=merged,
+                                  payload=payload or scenario.payload)  # fmt: skip
+    return changed, {k: v for k, v in overrides.items()}
+
+
+def run_scenario(name: str, stack: str, seeds: int, near: bool) -> dict[str, Any]:
+    scenario, overrides = variant(SCENARIOS[name], stack, near)
+    verdicts: list[str] = []
+    explains: list[float] = []
+    started = time.monotonic()
+    cpus = os.sched_getaffinity(0)
+    try:
+        with make_testbed(scenario, stack, 1.0) as tb:
+            for seed in range(1, seeds + 1):
+                report = diagnose(tb, scenario, seed=seed, **overrides)
+                v = report["verdict"]
+                verdicts.append(v["bottleneck"])
+                top = v["ranking"][0] if v["ranking"] else {"explains_ms": 0.0}
+                explains.append(float(top["explains_ms"]))
+                print(f"  {stack} {name} {'near' if near else 'ci'} seed {seed}: "
+                      f"{v['bottleneck']} ({top.get('stage')} {top['explains_ms']:.1f} ms)",
+                      file=sys.stderr, flush=True)  # fmt: skip
+    finally:
+        os.sched_setaffinity(0, cpus)
+    correct = sum(1 for v in verdicts if v == scenario.expect)
+    return {
+        "scenario": name,
+        "stack": stack,
+        "variant": "near" if near else "ci",
+        "expect": scenario.expect,
+        "runs": len(verdicts),
+        "correct": correct,
+        "false_alarms": (len(verdicts) - correct) if scenario.expect == "none" else None,
+        "verdicts": dict(Counter(verdicts)),
+        "top_explains_ms": explains,
+        "wall_s": round(time.monotonic() - started, 1),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--stack", default="fastapi", choices=("fastapi", "aiohttp", "both"))
+    parser.add_argument("--scenarios", default=",".join(SCENARIOS))
+    parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--variant", default="ci", choices=("ci", "near", "both"))
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args(argv)
+    stacks = ("fastapi", "aiohttp") if args.stack == "both" else (args.stack,)
+    variants = {"ci": (False,), "near": (True,), "both": (False, True)}[args.variant]
+    rows = []
+    for stack in stacks:
+        for name in args.scenarios.split(","):
+            for near in variants:
+                rows.append(run_scenario(name, stack, args.seeds, near))
+                r = rows[-1]
+                print(f"{r['stack']:8s} {r['scenario']:19s} {r['variant']:4s} "
+                      f"{r['correct']:2d}/{r['runs']} correct  {r['verdicts']}  "
+                      f"({r['wall_s']} s)", flush=True)  # fmt: skip
+                if args.json is not None:
+                    args.json.write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,175 @@
+"""The fault matrix: one scenario per stage, whose true bottleneck is known, on the real testbed.
+
+Shared by ``tests/integration/test_fault_matrix.py`` (CI, both stacks) and
+``benchmarks/bench_repeatability.py`` (10 seeds per scenario, also near the thresholds).
+
+Sizing (why each scenario has margin, from first principles rather than from one run):
+
+* **load shapes** — queueing faults run *closed loop* (N users): the queue length is then N − 1 by
+  construction, whatever the machine's speed, so the expected queue time is (N − 1) × service
+  time, not a fragile function of an offered rate near capacity. Work faults run open loop at a
+  rate whose CPU utilisation stays ≤ ~60 % of the server's one core.
+* **magnitudes** — the faulted stage must dominate the healthy parts by ≥ 1.5× (the testbed's
+  simulated accelerator makes healthy inference 30–40 ms), and the targets sit between the healthy
+  tail and the faulted one.
+* the client is pinned to the testbed's client core, the servers to the other one (design.md §6).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pathprobe.config import build_config
+from pathprobe.session import run_diagnosis
+from pathprobe.testbed import Testbed
+
+Report = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    faults: tuple[str, ...]
+    expect: str  # the verdict's bottleneck
+    paths: tuple[str, ...] = ("direct",)
+    load: Mapping[str, Any] = field(default_factory=lambda: {"rate": 20})
+    targets: Mapping[str, Any] = field(default_factory=lambda: {"target_p99": 150})
+    payload: str = "image:32-96"
+    magnitudes: Mapping[str, Mapping[str, float]] = field(default_factory=dict)  # per stack
+    # (report, magnitudes) → (measured ms, expected ms) for the ±25 % check; None: no check.
+    magnitude: Callable[[Report, Mapping[str, float]], tuple[float, float]] | None = None
+    ranking_order: tuple[str, ...] = ()  # for two-fault scenarios: expected order in the ranking
+    options: Mapping[str, Any] = field(default_factory=dict)  # more diagnose keys
+    duration_s: float = 3.0
+
+
+def explains(report: Report, stage: str) -> float:
+    for entry in report["verdict"]["ranking"]:
+        if entry["stage"] == stage:
+            return float(entry["explains_ms"])
+    return 0.0
+
+
+def p50_part(report: Report, stage: str) -> float:
+    v = report["verdict"]
+    path = v["focus"]["path"]
+    return float(v["attribution"][path]["p50"].get(stage, 0.0))
+
+
+def hop_p50(report: Report, hop: str) -> float:
+    for d in report["verdict"]["hop_deltas"]:
+        if d["hop"] == hop:
+            return float(d["p50_ms"])
+    raise AssertionError(f"no hop delta for {hop}")
+
+
+def _network(r: Report, m: Mapping[str, float]) -> tuple[float, float]:
+    # One request/response exchange crosses the delay twice (each direction).
+    return explains(r, "network"), 2.0 * m["net_delay_ms"]
+
+
+def _hop(stage: str, hop: str) -> Callable[[Report, Mapping[str, float]], tuple[float, float]]:
+    # The hop's own time from its timing header (HAProxy's Tw+Tc, nginx's time before upstream)
+    # against the paired end-to-end delta of the two paths, both at p50. At the tail the inner
+    # path has tails of its own (it runs closed loop at full speed), so p50 is the clean compare.
+    return lambda r, m: (p50_part(r, stage), hop_p50(r, hop))
+
+
+def _queue(users: int) -> Callable[[Report, Mapping[str, float]], tuple[float, float]]:
+    # Closed loop, one request at a time: each request waits for the users - 1 ahead of it.
+    def check(r: Report, m: Mapping[str, float]) -> tuple[float, float]:
+        work = p50_part(r, "preprocessing") + p50_part(r, "inference")
+        return explains(r, "server_concurrency"), (users - 1) * work
+
+    return check
+
+
+def _preprocessing(r: Report, m: Mapping[str, float]) -> tuple[float, float]:
+    return p50_part(r, "preprocessing"), m["heavy_preprocessing_ms"]
+
+
+def _inference(r: Report, m: Mapping[str, float]) -> tuple[float, float]:
+    return p50_part(r, "inference"), m["slow_inference_ms"] + m["accelerator_ms"]
+
+
+QUEUE_USERS = 6
+
+SCENARIOS: dict[str, Scenario] = {
+    s.name: s
+    for s in (
+        Scenario("healthy", (), "none", paths=("direct", "proxy", "lb"),
+                 targets={"target_p99": 250}),
+        # A starved client also parses its captures slowly: capture off keeps the run short.
+        Scenario("client", ("starved_client",), "client", load={"rate": 40},
+                 targets={"target_p99": 250}, options={"no_capture": True}),
+        Scenario("network", ("net_delay",), "network", targets={"target_p99": 80},
+                 magnitude=_network),
+        Scenario("proxy", ("proxy_queue",), "proxy", paths=("direct", "proxy"),
+                 load={"concurrency": QUEUE_USERS}, targets={"target_p99": 100},
+                 magnitude=_hop("proxy", "proxy")),
+        Scenario("load_balancer", ("lb_queue",), "load_balancer", paths=("proxy", "lb"),
+                 load={"concurrency": QUEUE_USERS}, targets={"target_p99": 100},
+                 magnitude=_hop("load_balancer", "load_balancer")),
+        Scenario("server_concurrency", ("single_concurrency",), "server_concurrency",
+                 load={"concurrency": QUEUE_USERS}, magnitude=_queue(QUEUE_USERS)),
+        Scenario("preprocessing", ("heavy_preprocessing",), "preprocessing",
+                 load={"rate": 4}, targets={"target_p99": 80}, duration_s=6.0,
+                 magnitudes={"fastapi": {"heavy_preprocessing_ms": 70.0},
+                             "aiohttp": {"heavy_preprocessing_ms": 55.0}},
+                 magnitude=_preprocessing),
+        Scenario("inference", ("slow_inference",), "inference", load={"rate": 5},
+                 duration_s=5.0,
+                 targets={"target_p99": 60},
+                 magnitudes={"fastapi": {"slow_inference_ms": 40.0},
+                             "aiohttp": {"slow_inference_ms": 35.0}},
+                 magnitude=_inference),
+        Scenario("oom", ("oom",), "oom", load={"rate": 6}, payload="image:64-480",
+                 targets={"target_p99": 1000, "target_error_rate": 0.01}),
+        Scenario("two_faults", ("slow_inference", "net_delay"), "inference",
+                 load={"rate": 5}, targets={"target_p99": 120},
+                 magnitudes={"fastapi": {"slow_inference_ms": 90.0, "net_delay_ms": 15.0},
+                             "aiohttp": {"slow_inference_ms": 80.0, "net_delay_ms": 20.0}},
+                 ranking_order=("inference", "network")),
+    )
+}  # fmt: skip
+
+
+def diagnose(tb: Testbed, scenario: Scenario, seed: int = 1, **overrides: Any) -> Report:
+    """One diagnosis of ``scenario`` against a running testbed (client pinned to its core)."""
+    if tb.client_cpu is not None:
+        os.sched_setaffinity(0, {tb.client_cpu})
+    endpoint = "/predict/image"
+    raw: dict[str, Any] = {
+        "path": {p: tb.urls[p] + endpoint for p in scenario.paths},
+        "payload": scenario.payload,
+        "duration": scenario.duration_s,
+        "warmup": 0.5,
+        "server_pid": list(tb.server_pids),
+        "seed": seed,
+        "engine": "aiohttp",
+        "out": tempfile.mkdtemp(prefix=f"pp-matrix-{scenario.name}-"),
+        **scenario.load,
+        **scenario.targets,
+        **scenario.options,
+        **overrides,
+    }
+    report, _code = run_diagnosis(build_config(raw), ["fault-matrix", scenario.name])
+    return report
+
+
+def make_testbed(scenario: Scenario, stack: str, scale: float = 1.0) -> Testbed:
+    """The testbed of ``scenario`` on ``stack``; ``scale`` multiplies the fault magnitudes."""
+    mags = dict(scenario.magnitudes.get(stack, {}))
+    if scale != 1.0:
+        mags = {k: v * scale for k, v in mags.items()}
+    return Testbed(faults=list(scenario.faults), stack=stack, magnitudes=mags)
+
+
+def describe(report: Report) -> str:
+    v = report["verdict"]
+    rank = ", ".join(f"{r['stage']} {r['explains_ms']:.0f}" for r in v["ranking"][:4])
+    return f"{v['bottleneck']} [{rank}] — {v['summary']}"
