@@ -95,6 +95,17 @@ def tcpdump_argv(
     ]
 
 
+def die_with_parent(argv: list[str]) -> list[str]:
+    """Prefix ``argv`` so the process gets SIGINT when pathprobe dies, even by SIGKILL.
+
+    A tcpdump left behind would capture forever; ``setpriv --pdeathsig`` (util-linux) asks the
+    kernel to signal it when its parent goes (SIGINT: it still closes its file cleanly). The
+    signal survives the exec because tcpdump keeps its credentials (``-Z root``). Without
+    setpriv, ``argv`` is returned unchanged."""
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "INT", *argv] if setpriv else argv
+
+
 _STAT_RE = re.compile(
     r"^(\d+) packets? (captured|received by filter|dropped by kernel|dropped by interface)\s*$",
     re.MULTILINE,

@@ -37,6 +37,7 @@ from pathprobe.probes.capture import (
     PcapInfo,
     Tcpdump,
     bpf_filter,
+    die_with_parent,
     find_tcpdump,
     has_capture_privilege,
     iface_rx_dropped,
@@ -178,7 +179,9 @@ class NetworkProbe:
             self._window_errors[key] = f"no route to {tgt.host!r} found to pick an interface"
             return
         pcap = self._tmpdir / f"{window.path}-{window.step}.pcap"
-        argv = tcpdump_argv(self.tcpdump_path, tgt.iface, pcap, bpf_filter(tgt.addrs, tgt.port))
+        argv = die_with_parent(
+            tcpdump_argv(self.tcpdump_path, tgt.iface, pcap, bpf_filter(tgt.addrs, tgt.port))
+        )
         dump = Tcpdump(argv)
         try:
             await dump.start()

@@ -258,3 +258,63 @@ def test_tcpdump_failing_to_start_is_a_reason_not_a_crash() -> None:
     assert summary["available"] is False
     assert "tcpdump exited" in summary["reason"]
     assert "ppnet-none0" in summary["reason"]
+
+
+ORPHAN_SCRIPT = """
+import asyncio, time
+from pathprobe.config import ProbeOptions
+from pathprobe.probes.base import Window
+from pathprobe.probes.network import NetworkProbe
+
+async def main():
+    probe = NetworkProbe(ProbeOptions(), ["http://127.0.0.1:9/"])
+    await probe.open()
+    await probe.start_window(Window("direct", "http://127.0.0.1:9/", 0, None, time.monotonic_ns()))
+    dump = next(iter(probe._running.values()))[0]
+    print(dump.proc.pid, probe._tmpdir, flush=True)
+    await asyncio.sleep(60)  # killed long before
+
+asyncio.run(main())
+"""
+
+
+def test_tcpdump_does_not_outlive_a_killed_pathprobe() -> None:
+    """SIGKILL gives no chance to clean up: the kernel's parent-death signal stops tcpdump."""
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    parent = subprocess.Popen(
+        [sys.executable, "-c", ORPHAN_SCRIPT], stdout=subprocess.PIPE, text=True
+    )
+    tmpdir = None
+    try:
+        assert parent.stdout is not None
+        pid_text, tmpdir = parent.stdout.readline().split()
+        tcpdump_pid = int(pid_text)
+        assert "tcpdump" in Path(f"/proc/{tcpdump_pid}/cmdline").read_text()
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and _alive(tcpdump_pid):
+            time.sleep(0.05)
+        assert not _alive(tcpdump_pid)
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+        parent.communicate(timeout=10)
+        if tmpdir:
+            shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    """Running, i.e. neither gone nor a zombie waiting for its new parent to reap it."""
+    from pathlib import Path
+
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
