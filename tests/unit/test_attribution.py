@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from attribution_fakes import HOPS, Parts, make_step
 
-from pathprobe.analysis.attribution import map_to_stages
+from pathprobe.analysis.attribution import map_to_stages, reassign_waiting
 from pathprobe.analysis.decompose import (
     decompose,
     metric_stage,
@@ -124,3 +124,38 @@ def test_pool_wait_is_charged_to_whoever_held_the_connections() -> None:
     assert out["inference"] == pytest.approx(40.0)
     assert out["client"] == 1.0
     assert "pool_wait" not in out
+
+
+def test_awaiting_span_time_beyond_its_uncontended_value_is_waiting() -> None:
+    # Inference awaits a device (flat 40 ms, no CPU); some requests' spans stretched because their
+    # event loop was busy preprocessing others. The profile says the CPU went to preprocessing.
+    rng = np.random.default_rng(3)
+    inf = 40.0 + np.where(rng.random(400) < 0.5, rng.uniform(0, 300, 400), 0.0)
+    d = dec_of("direct", Parts(pre=70.0, inf=inf, queue=1.0))
+    server = ServerEvidence(
+        available=True,
+        cores_used=0.9,
+        cores_available=1.0,
+        samples=900,
+        stage_share={"preprocessing": 0.95, "inference": 0.01, "framework": 0.04},
+    )
+    reassign_waiting(d, server)
+    assert np.percentile(d.components["inference"], 90) == pytest.approx(40.0, abs=0.5)
+    assert d.components["server_queue"].mean() > 70.0
+    assert d.check() < 1e-6
+
+
+def test_computing_span_keeps_its_size_dependent_time() -> None:
+    rng = np.random.default_rng(4)
+    pre = rng.uniform(10, 200, 400)  # grows with image size, all CPU
+    d = dec_of("direct", Parts(pre=pre, inf=5.0))
+    server = ServerEvidence(
+        available=True,
+        cores_used=0.5,
+        cores_available=1.0,
+        samples=900,
+        stage_share={"preprocessing": 0.9, "inference": 0.05, "framework": 0.05},
+    )
+    before = d.components["preprocessing"].copy()
+    reassign_waiting(d, server)
+    assert np.array_equal(d.components["preprocessing"], before)
