@@ -16,8 +16,9 @@ slip to every latency. Under load, completions also send whatever has fallen due
 Timing of one request (all ``time.monotonic_ns()``): ``actual`` when the engine takes the request
 up (before waiting for a connection, as the aiohttp engine does); ``conn_wait`` the time spent
 waiting for a free connection of the pool; ``connect`` the TCP connect when the request opened a
-new connection (``-1`` on reuse); ``ttfb`` from ``actual`` to the first response byte; ``end`` the
-last response byte or when the failure was seen.
+new connection (``-1`` on reuse); ``ttfb`` from when a connection was free (``actual +
+conn_wait``) to the first response byte; ``end`` the last response byte or when the failure was
+seen.
 """
 
 from __future__ import annotations
@@ -655,11 +656,12 @@ class _StepRun:
         else:
             replica = self._conn_replica(conn)
         actual = conn.actual_ns
+        wait = conn.conn_wait_ns
         self.rows.append(
             (
-                conn.seq, conn.intended_ns, actual, conn.conn_wait_ns, conn.connect_ns,
-                conn.first_ns - actual, end_ns, conn.status, 0, conn.bytes_out, conn.bytes_in,
-                conn.payload_idx, replica,
+                conn.seq, conn.intended_ns, actual, wait, conn.connect_ns,
+                conn.first_ns - actual - wait, end_ns, conn.status, 0, conn.bytes_out,
+                conn.bytes_in, conn.payload_idx, replica,
             )
         )  # fmt: skip
         if len(self.rows) >= FLUSH_ROWS:
@@ -678,7 +680,7 @@ class _StepRun:
             self.drop(conn)
             return
         conn.busy = False
-        ttfb_ns = conn.first_ns - conn.actual_ns if conn.headers_done else -1
+        ttfb_ns = conn.first_ns - conn.actual_ns - conn.conn_wait_ns if conn.headers_done else -1
         self._row(
             conn.seq, conn.intended_ns, conn.actual_ns, conn.conn_wait_ns, conn.connect_ns,
             ttfb_ns, conn.bytes_out, kind, conn.payload_idx, -1,

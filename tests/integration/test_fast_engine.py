@@ -80,9 +80,10 @@ def test_both_engines_agree_on_a_fixed_delay_server() -> None:
         assert (recs["ttfb_ns"] > 19_000_000).all()
         assert (recs["bytes_in"] == 2).all()
         assert (recs["tls_ns"] == -1).all()
-        # Connections are kept alive: most requests reuse one (how many are opened depends on
-        # how many requests overlap, i.e. on machine speed; at 100/s × 20 ms about 2-3).
-        assert (recs["connect_ns"] >= 0).sum() <= 70
+        # Connections are kept alive and the pool is bounded: at most `connections` (100) are
+        # opened, so most of the 350 requests reuse one (how many overlap depends on machine
+        # speed: at 100/s × 20 ms about 2-3 on a quiet machine).
+        assert (recs["connect_ns"] >= 0).sum() <= 100
         assert (recs["connect_ns"][recs["connect_ns"] >= 0] > 0).all()
         assert len(result.loop_lag_ns) > 0
     assert fast.engine == "fast"
@@ -92,7 +93,7 @@ def test_both_engines_agree_on_a_fixed_delay_server() -> None:
     # "Within a few ms": the server's 20 ms dominates; the slack absorbs a busy shared machine.
     assert 20.0 <= p50_fast <= 25.0
     assert 20.0 <= p50_slow <= 25.0
-    assert abs(p50_fast - p50_slow) <= 3.0
+    assert abs(p50_fast - p50_slow) <= 5.0
     # Both sent the same plan: the same due times relative to each run's start.
     np.testing.assert_array_equal(
         fast.records["intended_ns"] - fast.start_ns, slow.records["intended_ns"] - slow.start_ns
@@ -115,6 +116,11 @@ def test_closed_loop_and_pool_wait() -> None:
     # Half the users wait for a connection at any time: the median wait is near one service time.
     waits_ms = recs["conn_wait_ns"][recs["connect_ns"] < 0] / 1e6
     assert 10.0 <= float(np.median(waits_ms)) <= 30.0
+    # TTFB and service time start when the connection was free: the server's 20 ms, no backlog.
+    waited = recs[recs["conn_wait_ns"] > 5_000_000]
+    assert 19.0 <= float(np.median(waited["ttfb_ns"])) / 1e6 <= 30.0
+    service_ms = (waited["end_ns"] - waited["actual_ns"] - waited["conn_wait_ns"]) / 1e6
+    assert 19.0 <= float(np.median(service_ms)) <= 30.0
     first = recs[result.first_measured_seq]
     assert first["intended_ns"] >= result.measured_start_ns
 
