@@ -102,7 +102,14 @@ with_unknown_keys = st.tuples(
 ).map(lambda pair: {**pair[1], **pair[0]})
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# Derandomized (team rule: deterministic tests) and no example database written into the tree.
+@settings(
+    max_examples=400,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 @given(st.one_of(mutated_configs, raw_configs, with_unknown_keys))
 def test_build_config_returns_config_or_usage_error(raw: dict[str, Any]) -> None:
     try:
@@ -125,7 +132,7 @@ def test_build_config_returns_config_or_usage_error(raw: dict[str, Any]) -> None
     assert all(p.url.startswith(("http://", "https://")) for p in config.paths)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200, deadline=None, derandomize=True, database=None)
 @given(st.dictionaries(st.text(max_size=12), values, max_size=6))
 def test_arbitrary_mappings_never_crash(raw: dict[str, Any]) -> None:
     try:
