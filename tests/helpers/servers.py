@@ -10,6 +10,7 @@ Kinds:
 * ``ok``        HTTP/1.1 keep-alive, 200 with a small body after ``--delay-ms``.
 * ``big``       200 with a 1 MiB body, head and body in one write (legitimate, just large).
 * ``endless-headers`` a status line, then header lines forever (lazily), never a blank line.
+* ``drip``      headers at once, then the body one byte every 200 ms (slowloris in reverse).
 * ``fail``      HTTP/1.1 keep-alive, 503 to everything (a service in trouble).
 * ``refuse``    holds a port bound but never listens: every connect is refused (port stays ours).
 * ``backlog``   listening but never accepting, accept queue full: connects hang (SYNs dropped).
@@ -112,6 +113,13 @@ async def answer(kind: str, writer: asyncio.StreamWriter, delay_s: float) -> boo
         for _ in range(HUGE_BODY_BYTES // len(line)):  # ~2 GiB of header lines, never an end
             writer.write(line)
             await writer.drain()
+        return False
+    if kind == "drip":
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n")
+        for _ in range(100_000):  # one byte every 200 ms: alive, and never done in time
+            writer.write(b".")
+            await writer.drain()
+            await asyncio.sleep(0.2)
         return False
     if kind == "fail":
         writer.write(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\n\r\nbusy")

@@ -123,6 +123,20 @@ def test_connect_that_never_completes_times_out(
 
 
 @pytest.mark.parametrize("engine", ENGINES)
+def test_body_that_trickles_hits_the_whole_request_timeout(
+    tmp_path: Path, spawn_server: Spawn, engine: str
+) -> None:
+    """Headers arrive and bytes keep coming, slowly: the timeout covers the whole request, not
+    only the wait for the first byte."""
+    drip = spawn_server("drip")
+    report, _code, elapsed = diagnose(tmp_path, {"direct": drip.url}, engine, rate=5, timeout=2)
+    s = step(report)
+    assert s["errors_by_kind"] == {"timeout": 5}
+    assert s["responses"] == 0
+    assert elapsed < HANG_S
+
+
+@pytest.mark.parametrize("engine", ENGINES)
 def test_response_cut_mid_body(tmp_path: Path, spawn_server: Spawn, engine: str) -> None:
     cut = spawn_server("cut")
     report, _code, _ = diagnose(tmp_path, {"direct": cut.url}, engine)
