@@ -294,7 +294,9 @@ def parse_path_flags(values: list[str]) -> dict[str, str]:
 
 def validate_url(url: str, what: str) -> str:
     """Accept only absolute http(s) URLs with a host; return the URL unchanged."""
-    if not isinstance(url, str) or not url:
+    if not isinstance(url, str):
+        raise UsageError(f"{what}: URL must be a string, got {url!r}"[:200])
+    if not url:
         raise UsageError(f"{what}: URL is empty")
     try:
         parts = urlsplit(url)

@@ -63,7 +63,7 @@ BAD_INPUTS: list[tuple[dict[str, Any], str]] = [
     ({"path": {"direct": "http://a b/"}}, "whitespace"),
     ({"path": {"direct": "http://a\x00b/"}}, "control characters"),
     ({"path": {"direct": ""}}, "URL is empty"),
-    ({"path": {"direct": 5}}, "URL is empty"),
+    ({"path": {"direct": 5}}, "URL must be a string, got 5"),
     ({"path": {"edge": URL}}, "unknown path name 'edge'"),
     ({"path": {"Direct": URL}}, "unknown path name 'Direct'"),
     ({"path": {}}, "path must be a table"),
