@@ -2,8 +2,9 @@
 
 It produces exactly the records of :class:`~pathprobe.load.engine.AiohttpEngine` (same fields, same
 meaning, same error kinds) at a small fraction of the CPU per request, so that the client is not
-the bottleneck (issue 7). What it gives up: TLS (``https://`` needs the aiohttp engine) and ``HEAD``
-requests (the response parser cannot know that such a response has no body).
+the bottleneck (issue 7). What it gives up: TLS (``https://`` needs the aiohttp engine), ``HEAD``
+requests (the response parser cannot know that such a response has no body) and credentials in
+the URL; :func:`check_supported` says so, and ``--engine auto`` then picks aiohttp.
 
 How it stays cheap: one Protocol object per connection carries the state of the request on it (no
 task, future or object per request); rows are appended as plain tuples and turned into numpy every
@@ -78,6 +79,8 @@ def check_supported(url: str, profile: LoadProfile) -> str | None:
         return f"the fast engine speaks plain http:// only, not {parts.scheme}:// (use aiohttp)"
     if profile.method == "HEAD":
         return "the fast engine does not send HEAD requests (use aiohttp)"
+    if parts.username is not None:
+        return "the fast engine does not send credentials from the URL (use aiohttp)"
     return None
 
 

@@ -199,5 +199,6 @@ def test_engine_choice() -> None:
         engine_name(fast_profile, ["https://127.0.0.1:9/"])
     head_profile, _ = config_for("http://127.0.0.1:9/", method="HEAD")
     assert engine_name(head_profile, ["http://127.0.0.1:9/"]) == "aiohttp"
+    assert engine_name(profile, ["http://u:p@127.0.0.1:9/"]) == "aiohttp"
     aio_profile, _ = config_for("http://127.0.0.1:9/", engine="aiohttp")
     assert engine_name(aio_profile, ["http://127.0.0.1:9/"]) == "aiohttp"
