@@ -7,6 +7,7 @@ No assertion depends on machine speed: the fixed-delay server's 20 ms dominates 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -202,3 +203,36 @@ def test_engine_choice() -> None:
     assert engine_name(profile, ["http://u:p@127.0.0.1:9/"]) == "aiohttp"
     aio_profile, _ = config_for("http://127.0.0.1:9/", engine="aiohttp")
     assert engine_name(aio_profile, ["http://127.0.0.1:9/"]) == "aiohttp"
+
+
+def test_request_bytes() -> None:
+    """What goes on the wire: aiohttp's default headers, user overrides, bodies, keep-alive off."""
+    from pathprobe.load.fast import build_requests
+    from pathprobe.load.payloads import Payload
+
+    profile, _ = config_for(
+        "http://127.0.0.1:8080/p?q=1", header=["Host: example.test", "X-A: b"], method="POST"
+    )
+    pool = PayloadPool((Payload(b"abc", "image/jpeg", 3, "a"),), cycle=True)
+    with_body, bare = build_requests(profile, "http://127.0.0.1:8080/p?q=1", pool)
+    wire = with_body[0][0]
+    head, body = wire.split(b"\r\n\r\n", 1)
+    lines = head.split(b"\r\n")
+    assert lines[0] == b"POST /p?q=1 HTTP/1.1"
+    assert b"Host: example.test" in lines
+    assert b"Host: 127.0.0.1:8080" not in lines
+    assert b"X-A: b" in lines
+    assert b"Content-Type: image/jpeg" in lines
+    assert b"Content-Length: 3" in lines
+    assert b"Accept-Encoding: gzip, deflate" in lines
+    assert body == b"abc"
+    assert b"Content-Length: 0" in bare
+    no_keepalive, _ = config_for("http://127.0.0.1/", no_keepalive=True)
+    _, bare = build_requests(no_keepalive, "http://127.0.0.1:80/", PayloadPool((), cycle=False))
+    assert bare.startswith(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+    assert b"Connection: close\r\n" in bare
+    assert b"Content-Length" not in bare
+    base, _ = config_for("http://127.0.0.1/")
+    bad = dataclasses.replace(base, headers=(("X", "a\r\nB: c"),))
+    with pytest.raises(UsageError, match="line break"):
+        build_requests(bad, "http://127.0.0.1/", PayloadPool((), cycle=False))
