@@ -22,7 +22,8 @@ Window summary keys (read by attribution and the report; keep them):
 ``timeline``, ``worker_deaths``, ``worker_births``, ``cgroup``, ``kernel_oom_lines``,
 ``busy_workers_mean``, ``cpu_cores_available`` — plus ``t0_ns`` (monotonic_ns of ``t_ms`` 0),
 ``window_ms``, ``cpu_seconds_total`` (workers), ``profiler_cpu_seconds`` (py-spy itself),
-``profile`` (``{"available", "reason", ...}``) and ``pids_profiled``.
+``profile`` (``{"available", "reason", ...}``), ``pids_profiled`` (py-spy got samples from them)
+and ``pids_recorded`` (py-spy was started on them).
 """
 
 from __future__ import annotations
@@ -375,7 +376,8 @@ class ServerProbe:
             "stage_share": {k: round(v, 4) for k, v in stages.stage_shares(stage_samples).items()},
             "folded": pyspy.folded_top(stacks),
             "profile": profile_state,
-            "pids_profiled": sorted(profiled),
+            "pids_profiled": sorted(profiled),  # processes py-spy got samples from
+            "pids_recorded": sorted(active.recorded_pids),  # processes py-spy was started on
             "profiler_cpu_seconds": round(sum(profiler_cpu), 3) if profiler_cpu else None,
             "workers": sampler_summary.get("workers", []),
             "timeline": sampler_summary.get("timeline", []),

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
@@ -27,6 +27,8 @@ APP = Path(__file__).parent / "serverprobe_app.py"
 class App:
     proc: subprocess.Popen[bytes]
     port: int
+    #: Every worker PID ever seen: killed at the end even if the master died first.
+    seen: set[int] = field(default_factory=set)
 
     @property
     def pid(self) -> int:
@@ -38,9 +40,11 @@ class App:
 
     def workers(self) -> list[int]:
         try:
-            return sorted(c.pid for c in psutil.Process(self.pid).children())
+            pids = sorted(c.pid for c in psutil.Process(self.pid).children())
         except psutil.Error:
             return []
+        self.seen.update(pids)
+        return pids
 
 
 @contextlib.contextmanager
@@ -51,6 +55,7 @@ def start_app(mode: str, workers: int, timeout_s: float = 60.0) -> Iterator[App]
         [sys.executable, str(APP), mode, str(workers)], stdout=subprocess.PIPE, env=env
     )
     tree: set[int] = {proc.pid}
+    app: App | None = None
     try:
         assert proc.stdout is not None
         deadline = time.monotonic() + timeout_s
@@ -67,8 +72,12 @@ def start_app(mode: str, workers: int, timeout_s: float = 60.0) -> Iterator[App]
                 line += chunk
         port = int(line.split()[1])
         app = App(proc, port)
+        app.workers()
         yield app
     finally:
+        if app is not None:
+            app.workers()
+            tree |= app.seen
         with contextlib.suppress(psutil.Error):
             tree |= {c.pid for c in psutil.Process(proc.pid).children(recursive=True)}
         if proc.poll() is None:
@@ -79,8 +88,11 @@ def start_app(mode: str, workers: int, timeout_s: float = 60.0) -> Iterator[App]
                 proc.kill()
                 proc.wait(timeout=10)
         for pid in tree - {proc.pid}:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(psutil.Error):
+                worker = psutil.Process(pid)
+                # Only our own workers: a recycled PID now belongs to someone else.
+                if worker.cmdline()[1:2] == [str(APP)]:
+                    worker.kill()
         if proc.stdout is not None:
             proc.stdout.close()
 
