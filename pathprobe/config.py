@@ -230,6 +230,7 @@ def build_config(raw: Mapping[str, Any]) -> DiagnoseConfig:
     if out is None or str(out).strip() == "":
         raise UsageError("--out DIR is required")
     abort = _fraction(raw, "abort_on_error_rate")
+    _check_credentials(paths, load.headers)
     if not allow_high:
         _check_run_size(load, len(paths))
     return DiagnoseConfig(
@@ -242,6 +243,17 @@ def build_config(raw: Mapping[str, Any]) -> DiagnoseConfig:
         dry_run=_bool(raw, "dry_run"),
         allow_high_load=allow_high,
     )
+
+
+def _check_credentials(paths: tuple[PathSpec, ...], headers: tuple[tuple[str, str], ...]) -> None:
+    """user:password@ in a URL and an Authorization header cannot both apply (aiohttp refuses
+    every such request): say so now rather than fail every request as an error of kind other."""
+    with_userinfo = [p.name for p in paths if urlsplit(p.url).username is not None]
+    if with_userinfo and any(name.lower() == "authorization" for name, _ in headers):
+        raise UsageError(
+            f"--path {with_userinfo[0]} has credentials in its URL (user:password@) and "
+            "--header Authorization is given too; give only one of them"
+        )
 
 
 def _check_run_size(load: LoadProfile, n_paths: int) -> None:

@@ -282,6 +282,9 @@ def diagnose(
         TimeRemainingColumn(),
         console=console,
         transient=True,
+        # A bar is for people: into a pipe or a log it only adds a blank line before the result
+        # or before the one-line error.
+        disable=not console.is_terminal,
     ) as progress:
         task = progress.add_task("starting", total=max(plan.total_s, 1e-3))
 

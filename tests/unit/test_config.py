@@ -110,6 +110,10 @@ BAD_INPUTS: list[tuple[dict[str, Any], str]] = [
         {"rates": "20000,20000,20000", "duration": 600, "path": {"direct": URL, "lb": URL}},
         "the run would send 7.21e+07 requests, above 5e+07",
     ),
+    (
+        {"path": {"direct": "http://u:pw@127.0.0.1/"}, "header": ["Authorization: Basic x"]},
+        "has credentials in its URL (user:password@) and --header Authorization is given too",
+    ),
     ({"target_error_rate": 2}, "between 0 and 1"),
     ({"abort_on_error_rate": 1.5}, "between 0 and 1"),
     ({"abort_on_error_rate": -0.1}, "between 0 and 1"),
