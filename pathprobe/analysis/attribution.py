@@ -712,12 +712,13 @@ def _findings(
         if d is not None:
             margin = max(BAR_FLOOR_MS, HOP_MARGIN_SHARE * float(d["inner_tail_ms"]))
             ci_clear = float(d["tail_ci_ms"][0]) > margin or float(d["p50_ci_ms"][0]) > margin
+            how = "paired requests" if d.get("paired", True) else "requests per path (unpaired)"
             h.evidence.append(
                 f"{d['from']}→{d['to']} adds {d['p50_ms']:.1f} ms at p50 "
                 f"(95% CI {d['p50_ci_ms'][0]:.1f}…{d['p50_ci_ms'][1]:.1f}) and "
                 f"{d['tail_ms']:.1f} ms at {d['tail_label']} "
                 f"(CI {d['tail_ci_ms'][0]:.1f}…{d['tail_ci_ms'][1]:.1f}), "
-                f"{d['pairs']} paired requests"
+                f"{d['pairs']} {how}"
             )
             standout_margin = max(margin, STANDOUT_HOP_SHARE * float(d["inner_tail_ms"]))
             h.stands_out = float(d["tail_ci_ms"][0]) > standout_margin

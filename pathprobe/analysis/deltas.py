@@ -27,6 +27,10 @@ BOOTSTRAP_RESAMPLES = 1000
 #: At least this many requests *above* a tail percentile before it is estimated: one or two
 #: samples above the cut make "p99" the maximum of a handful of requests, not a percentile.
 MIN_TAIL_REQUESTS = 5
+#: Pairing is used when at least this many requests pair up, and at least this share of the
+#: smaller sample (below, the pairs are a biased slice of the window: its start or its end).
+MIN_PAIRS = 20
+PAIRED_SHARE = 0.5
 #: The tail percentiles tried, most demanding first (the target is p99; fewer requests fall back).
 TAIL_PERCENTILES: tuple[tuple[str, float], ...] = (("p99", 99.0), ("p95", 95.0), ("p90", 90.0))
 
@@ -66,6 +70,28 @@ class QuantileDelta:
     def clears(self, margin_ms: float) -> bool:
         """True when the whole interval lies above ``margin_ms``."""
         return self.ci_low_ms > margin_ms
+
+
+def unpaired_quantile_delta(
+    inner_ms: FloatArray,
+    outer_ms: FloatArray,
+    q: float,
+    *,
+    seed: int = 0,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+) -> QuantileDelta:
+    """Like :func:`paired_quantile_delta` for samples that cannot be paired: each side is
+    resampled on its own. ``pairs`` is then the smaller sample's size."""
+    inner = np.asarray(inner_ms, np.float64)
+    outer = np.asarray(outer_ms, np.float64)
+    if inner.size < 2 or outer.size < 2:
+        raise ValueError("need at least two samples on each side")
+    point = float(np.percentile(outer, q) - np.percentile(inner, q))
+    rng = np.random.default_rng(seed)
+    qi = np.percentile(inner[rng.integers(0, inner.size, (resamples, inner.size))], q, axis=1)
+    qo = np.percentile(outer[rng.integers(0, outer.size, (resamples, outer.size))], q, axis=1)
+    low, high = np.percentile(qo - qi, [2.5, 97.5])
+    return QuantileDelta(q, point, float(low), float(high), int(min(inner.size, outer.size)))
 
 
 def paired_quantile_delta(
@@ -119,16 +145,27 @@ def hop_delta_entry(
     ``inner``/``outer`` are ``(seq, latency_ms)`` of completed requests on each path.
     """
     _, a, b = pair_by_seq(inner[0], inner[1], outer[0], outer[1])
-    if a.size < 2:
-        return None
-    label, q = tail_percentile(int(a.size))
-    mid = paired_quantile_delta(a, b, 50.0, seed=seed)
-    tail = paired_quantile_delta(a, b, q, seed=seed + 1)
+    smaller = min(inner[1].size, outer[1].size)
+    paired = a.size >= max(MIN_PAIRS, PAIRED_SHARE * smaller)
+    if paired:
+        label, q = tail_percentile(int(a.size))
+        mid = paired_quantile_delta(a, b, 50.0, seed=seed)
+        tail = paired_quantile_delta(a, b, q, seed=seed + 1)
+    else:
+        # Closed-loop steps number requests per path as they go: different paths cover different
+        # seq ranges, so few pairs exist. Compare the two samples as they are.
+        a, b = np.asarray(inner[1], np.float64), np.asarray(outer[1], np.float64)
+        if a.size < 2 or b.size < 2:
+            return None
+        label, q = tail_percentile(int(smaller))
+        mid = unpaired_quantile_delta(a, b, 50.0, seed=seed)
+        tail = unpaired_quantile_delta(a, b, q, seed=seed + 1)
     return {
         "hop": hop,
         "from": inner_name,
         "to": outer_name,
-        "pairs": int(a.size),
+        "paired": paired,
+        "pairs": int(mid.pairs),
         "p50_ms": round(mid.delta_ms, 3),
         "p50_ci_ms": [round(mid.ci_low_ms, 3), round(mid.ci_high_ms, 3)],
         "tail_ms": round(tail.delta_ms, 3),

@@ -23,11 +23,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import psutil
+
 from pathprobe.config import build_config
 from pathprobe.session import run_diagnosis
 from pathprobe.testbed import Testbed
 
 Report = dict[str, Any]
+#: (report, testbed magnitudes, CPU stretch of the server) → (measured ms, expected ms).
+Check = Callable[[Report, Mapping[str, float], float], tuple[float, float]]
 
 
 @dataclass(frozen=True)
@@ -40,8 +44,8 @@ class Scenario:
     targets: Mapping[str, Any] = field(default_factory=lambda: {"target_p99": 150})
     payload: str = "image:32-96"
     magnitudes: Mapping[str, Mapping[str, float]] = field(default_factory=dict)  # per stack
-    # (report, magnitudes) → (measured ms, expected ms) for the ±25 % check; None: no check.
-    magnitude: Callable[[Report, Mapping[str, float]], tuple[float, float]] | None = None
+    # (report, magnitudes, cpu stretch) → (measured ms, expected ms) for the ±25 % check.
+    magnitude: Check | None = None
     ranking_order: tuple[str, ...] = ()  # for two-fault scenarios: expected order in the ranking
     options: Mapping[str, Any] = field(default_factory=dict)  # more diagnose keys
     duration_s: float = 3.0
@@ -67,33 +71,36 @@ def hop_p50(report: Report, hop: str) -> float:
     raise AssertionError(f"no hop delta for {hop}")
 
 
-def _network(r: Report, m: Mapping[str, float]) -> tuple[float, float]:
+def _network(r: Report, m: Mapping[str, float], stretch: float) -> tuple[float, float]:
     # One request/response exchange crosses the delay twice (each direction).
     return explains(r, "network"), 2.0 * m["net_delay_ms"]
 
 
-def _hop(stage: str, hop: str) -> Callable[[Report, Mapping[str, float]], tuple[float, float]]:
+def _hop(stage: str, hop: str) -> Check:
     # The hop's own time from its timing header (HAProxy's Tw+Tc, nginx's time before upstream)
     # against the paired end-to-end delta of the two paths, both at p50. At the tail the inner
     # path has tails of its own (it runs closed loop at full speed), so p50 is the clean compare.
-    return lambda r, m: (p50_part(r, stage), hop_p50(r, hop))
+    return lambda r, m, stretch: (p50_part(r, stage), hop_p50(r, hop))
 
 
-def _queue(users: int) -> Callable[[Report, Mapping[str, float]], tuple[float, float]]:
+def _queue(users: int) -> Check:
     # Closed loop, one request at a time: each request waits for the users - 1 ahead of it.
-    def check(r: Report, m: Mapping[str, float]) -> tuple[float, float]:
+    def check(r: Report, m: Mapping[str, float], stretch: float) -> tuple[float, float]:
         work = p50_part(r, "preprocessing") + p50_part(r, "inference")
         return explains(r, "server_concurrency"), (users - 1) * work
 
     return check
 
 
-def _preprocessing(r: Report, m: Mapping[str, float]) -> tuple[float, float]:
-    return p50_part(r, "preprocessing"), m["heavy_preprocessing_ms"]
+# CPU faults are budgets of CPU time (testbed.cpu_work): their wall time is the budget stretched
+# by however long the workers waited for their core, which the kernel measures (schedstat).
+def _preprocessing(r: Report, m: Mapping[str, float], stretch: float) -> tuple[float, float]:
+    return p50_part(r, "preprocessing"), m["heavy_preprocessing_ms"] * stretch
 
 
-def _inference(r: Report, m: Mapping[str, float]) -> tuple[float, float]:
-    return p50_part(r, "inference"), m["slow_inference_ms"] + m["accelerator_ms"]
+def _inference(r: Report, m: Mapping[str, float], stretch: float) -> tuple[float, float]:
+    # The accelerator is a sleep: it does not stretch.
+    return p50_part(r, "inference"), m["slow_inference_ms"] * stretch + m["accelerator_ms"]
 
 
 QUEUE_USERS = 6
@@ -131,11 +138,52 @@ SCENARIOS: dict[str, Scenario] = {
                  targets={"target_p99": 1000, "target_error_rate": 0.01}),
         Scenario("two_faults", ("slow_inference", "net_delay"), "inference",
                  load={"rate": 5}, targets={"target_p99": 120},
-                 magnitudes={"fastapi": {"slow_inference_ms": 90.0, "net_delay_ms": 15.0},
-                             "aiohttp": {"slow_inference_ms": 80.0, "net_delay_ms": 20.0}},
+                 magnitudes={"fastapi": {"slow_inference_ms": 90.0, "net_delay_ms": 25.0},
+                             "aiohttp": {"slow_inference_ms": 80.0, "net_delay_ms": 30.0}},
                  ranking_order=("inference", "network")),
     )
 }  # fmt: skip
+
+
+class CpuStretch:
+    """How much the server's CPU work stretched in wall time: 1 + run-queue wait ÷ run time,
+    summed over every thread of the server processes (``/proc/PID/task/TID/schedstat``)."""
+
+    def __init__(self, roots: list[int]) -> None:
+        self.roots = roots
+        self.start = self._read()
+
+    def _read(self) -> dict[tuple[int, int], tuple[int, int]]:
+        out: dict[tuple[int, int], tuple[int, int]] = {}
+        pids: set[int] = set()
+        for root in self.roots:
+            try:
+                proc = psutil.Process(root)
+                pids |= {root, *(c.pid for c in proc.children(recursive=True))}
+            except psutil.Error:
+                continue
+        for pid in pids:
+            try:
+                tids = os.listdir(f"/proc/{pid}/task")
+            except OSError:
+                continue
+            for tid in tids:
+                try:
+                    with open(f"/proc/{pid}/task/{tid}/schedstat") as fh:
+                        run, wait, _ = (int(x) for x in fh.read().split())
+                except (OSError, ValueError):
+                    continue
+                out[(pid, int(tid))] = (run, wait)
+        return out
+
+    def stretch(self) -> float:
+        end = self._read()
+        run = wait = 0
+        for key, (r1, w1) in end.items():
+            r0, w0 = self.start.get(key, (0, 0))
+            run += r1 - r0
+            wait += w1 - w0
+        return 1.0 + wait / run if run > 0 else 1.0
 
 
 def diagnose(tb: Testbed, scenario: Scenario, seed: int = 1, **overrides: Any) -> Report:

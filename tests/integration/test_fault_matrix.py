@@ -15,7 +15,7 @@ import os
 from collections.abc import Iterator
 
 import pytest
-from fault_scenarios import SCENARIOS, describe, diagnose, make_testbed
+from fault_scenarios import SCENARIOS, CpuStretch, describe, diagnose, make_testbed
 
 from pathprobe.testbed import STACKS
 
@@ -39,7 +39,9 @@ def restore_affinity() -> Iterator[None]:
 def test_fault_is_diagnosed(stack: str, name: str) -> None:
     scenario = SCENARIOS[name]
     with make_testbed(scenario, stack) as tb:
+        cpu = CpuStretch(list(tb.server_pids))
         report = diagnose(tb, scenario)
+        stretch = cpu.stretch()
         magnitudes = dict(tb.magnitudes)
     verdict = report["verdict"]
     why = describe(report)
@@ -54,8 +56,10 @@ def test_fault_is_diagnosed(stack: str, name: str) -> None:
     if scenario.expect != "none":
         assert top["evidence"], why
     if scenario.magnitude is not None:
-        measured, expected = scenario.magnitude(report, magnitudes)
-        assert measured == pytest.approx(expected, rel=0.25), f"{measured} vs {expected}: {why}"
+        measured, expected = scenario.magnitude(report, magnitudes, stretch)
+        assert measured == pytest.approx(expected, rel=0.25), (
+            f"{measured} vs {expected} (server CPU stretch {stretch:.2f}): {why}"
+        )
     if scenario.ranking_order:
         order = [entry["stage"] for entry in verdict["ranking"]]
         positions = [order.index(stage) for stage in scenario.ranking_order]

@@ -79,3 +79,13 @@ def test_entry_has_the_report_keys() -> None:
         "tail_label",
     }
     assert hop_delta_entry("proxy", "a", "b", (seq[:1], base[:1]), (seq[:1], base[:1])) is None
+
+
+def test_closed_loop_seq_ranges_that_barely_overlap_fall_back_to_unpaired() -> None:
+    rng = np.random.default_rng(6)
+    inner = (np.arange(100, 400), rng.normal(45, 3, 300))
+    outer = (np.arange(8, 120), rng.normal(400, 20, 112))
+    e = hop_delta_entry("proxy", "direct", "proxy", inner, outer)
+    assert e is not None
+    assert e["paired"] is False
+    assert e["p50_ci_ms"][0] < 355 < e["p50_ci_ms"][1]
