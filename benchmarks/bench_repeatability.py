@@ -55,13 +55,13 @@ NEAR: dict[str, tuple[dict[str, dict[str, float]], dict[str, Any]]] = {
 def variant(scenario: Scenario, stack: str, near: bool) -> tuple[Scenario, dict[str, Any]]:
     if not near:
         return scenario, {}
-    mags, overrides = NEAR[scenario.name]
+    mags, near_overrides = NEAR[scenario.name]
+    overrides = dict(near_overrides)
     merged = {st: {**scenario.magnitudes.get(st, {}), **mags.get(st, {})} for st in
               ("fastapi", "aiohttp")}  # fmt: skip
-    payload = overrides.pop("payload", scenario.payload) if "payload" in overrides else None
-    changed = dataclasses.replace(scenario, magnitudes=merged,
-                                  payload=payload or scenario.payload)  # fmt: skip
-    return changed, {k: v for k, v in overrides.items()}
+    payload = str(overrides.pop("payload", scenario.payload))
+    changed = dataclasses.replace(scenario, magnitudes=merged, payload=payload)
+    return changed, overrides
 
 
 def run_scenario(name: str, stack: str, seeds: int, near: bool) -> dict[str, Any]:

@@ -379,6 +379,7 @@ def analyze(run: RunResult, judgement: Mapping[str, Any]) -> Analysis:
             hop_times[name],
             hops,
             rtt_ms=net_ev[name].rtt_ms,
+            wire_ttfb_ms=net_ev[name].wire_ttfb_ms,
             slope_ms_per_byte=slope,
             inner_totals=inner_totals,
         )

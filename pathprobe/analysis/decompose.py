@@ -27,6 +27,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -135,6 +136,7 @@ def decompose(
     rtt_ms: float,
     slope_ms_per_byte: float = 0.0,
     inner_totals: Mapping[str, FloatArray] | None = None,
+    wire_ttfb_ms: Mapping[str, Any] | None = None,
 ) -> Decomposition:
     """Cut the latency of each completed request of ``records`` into components (module doc).
 
@@ -157,11 +159,23 @@ def decompose(
     # Time from the request going on the wire to its first response byte.
     rest = np.maximum(ttfb - wait - connect - tls, 0.0)
     moved = (ok["bytes_out"] + ok["bytes_in"]).astype(np.float64)
-    exchange = np.minimum(rest, rtt_ms + slope_ms_per_byte * moved)
+    upload = slope_ms_per_byte * moved
+    # The client's own overhead: what the application saw beyond what the wire saw at the same
+    # rank (the capture's request-sent → response-started distribution). It would otherwise land
+    # in the outermost hop (or the server's queue on the direct path).
+    overhead = np.zeros_like(rest)
+    wire = wire_quantiles(wire_ttfb_ms)
+    if wire is not None and rest.size:
+        ranks = np.argsort(np.argsort(rest, kind="stable"), kind="stable")
+        q = (ranks + 0.5) / rest.size * 100.0
+        wire_at = np.interp(q, wire[0], wire[1])
+        overhead = np.clip(rest - upload - wire_at, 0.0, rest)
+    rest = rest - overhead
+    exchange = np.minimum(rest, rtt_ms + upload)
     rest = rest - exchange
 
     comps: dict[str, FloatArray] = {
-        "client": slip,
+        "client": slip + overhead,
         "pool_wait": wait,
         "network": connect + tls + exchange + body,
     }
@@ -221,6 +235,23 @@ def decompose(
         hop_source=hop_source,
         has_server_timing=has_st,
     )
+
+
+#: The capture's wire TTFB distribution is used for the client-overhead correction only with at
+#: least this many samples (its p99 then rests on more than a single request).
+MIN_WIRE_SAMPLES = 20
+
+
+def wire_quantiles(dist: Mapping[str, Any] | None) -> tuple[list[float], list[float]] | None:
+    """(percentiles, ms) knots of a ``{p50, p90, p99, count}`` distribution for interpolation."""
+    if not dist or int(dist.get("count") or 0) < MIN_WIRE_SAMPLES:
+        return None
+    knots = [(q, dist.get(k)) for q, k in ((50.0, "p50"), (90.0, "p90"), (99.0, "p99"))]
+    if any(v is None for _, v in knots):
+        return None
+    qs = [0.0] + [q for q, _ in knots] + [100.0]
+    vs = [float(knots[0][1])] + [float(v) for _, v in knots] + [float(knots[-1][1])]  # type: ignore[arg-type]
+    return qs, vs
 
 
 def _first_present(

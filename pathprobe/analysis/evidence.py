@@ -60,6 +60,7 @@ class NetworkEvidence:
     retransmissions: int = 0
     capture_drops: int | None = None
     capture_available: bool = False
+    wire_ttfb_ms: dict[str, Any] | None = None
     missing: str | None = None
 
     @property
@@ -100,6 +101,8 @@ def network_evidence(
         ev.retransmissions = int(w.get("retransmissions") or 0)
         drops = w.get("capture_drops")
         ev.capture_drops = None if drops is None else int(drops)
+        if not ev.capture_drops:  # a capture that dropped packets misses some requests' bytes
+            ev.wire_ttfb_ms = w.get("wire_ttfb_ms")
     else:
         ev.missing = (w or {}).get("reason") or section.get("reason") or "no packet capture"
     # Three handshakes make a median that one slow SYN/ACK cannot move.

@@ -159,3 +159,17 @@ def test_computing_span_keeps_its_size_dependent_time() -> None:
     before = d.components["preprocessing"].copy()
     reassign_waiting(d, server)
     assert np.array_equal(d.components["preprocessing"], before)
+
+
+def test_client_overhead_beyond_the_wire_goes_to_the_client() -> None:
+    # The app saw 8 ms more than the wire at every rank: the client's own delay reading replies.
+    res = make_step("proxy", 0, 400, 50.0, Parts(proxy=5.0, queue=8.0, inf=20.0), HOPS["proxy"])
+    times = per_request_hop_times({h: header_values(res, h) for h in res.headers}, ProbeOptions())
+    # The wire saw the exchange without the client's 8 ms (the fake's "queue" stands in for it).
+    wire = {"p50": 27.2, "p90": 27.2, "p99": 27.2, "count": 400}
+    d = decompose("proxy", measured(res), times, ["proxy"], rtt_ms=0.2, wire_ttfb_ms=wire)
+    assert np.mean(d.components["client"]) == pytest.approx(8.0, abs=0.3)
+    assert d.check() < 1e-6
+    few = {"p50": 1.0, "p90": 1.0, "p99": 1.0, "count": 3}  # too few samples: not used
+    d2 = decompose("proxy", measured(res), times, ["proxy"], rtt_ms=0.2, wire_ttfb_ms=few)
+    assert np.mean(d2.components["client"]) == pytest.approx(0.0, abs=1e-9)
