@@ -37,9 +37,13 @@ import psutil
 
 from pathprobe.probes.base import Unavailable
 
-#: Samples per second. Measured on this machine kind (2 cores) by
-#: benchmarks/bench_pyspy_overhead.py to keep py-spy under 3 % of the server's CPU.
-DEFAULT_RATE_HZ = 50
+#: Samples per second per process. benchmarks/bench_pyspy_overhead.py on this machine kind (2
+#: shared cores, a 2-worker numpy server pinned to one core, py-spy beside it): py-spy costs
+#: ≈ 0.001 cores per Hz for 3 processes — 10 Hz: 0.010 cores, 2.0 % of the server's CPU;
+#: 20 Hz: 4.4 %; 50 Hz: 7.1 % (medians of 5 interleaved repeats). 10 Hz keeps it under 3 %;
+#: a 10 s window still gives ~100 samples per busy worker. Raise it with ``rate_hz`` (agent:
+#: ``--rate``) for short windows.
+DEFAULT_RATE_HZ = 10
 #: Frames longer than this are cut (hostile or generated names must not bloat the report).
 MAX_FRAME_CHARS = 160
 STOP_GRACE_S = 5.0

@@ -83,7 +83,7 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 def running_agent(app: App, *extra: str) -> Iterator[Agent]:
     proc = _spawn_agent(
         ["--pid", str(app.pid), "--listen", "127.0.0.1:0", "--max-record", str(MAX_RECORD_S),
-         "--max-concurrent", "2", *extra]
+         "--max-concurrent", "2", "--rate", "50", *extra]
     )  # fmt: skip
     try:
         yield Agent(proc, _read_url(proc))
@@ -283,6 +283,7 @@ def test_agent_server_probe_records_a_window_remotely(agent: Agent, app: App) ->
     summary, section = asyncio.run(scenario())
     assert section["available"] is True
     assert section["profiler"]["tool"] == "py-spy"
+    assert section["profiler"]["rate_hz"] == 50  # the agent's --rate
     assert set(app.workers()) <= set(section["pids"])
     assert summary["available"] is True
     assert summary["path"] == "direct"
