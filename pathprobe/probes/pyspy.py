@@ -263,7 +263,9 @@ def _tail(path: Path) -> str:
     return (errors[-1] if errors else "")[:300]
 
 
-_PROCESS_FRAME = re.compile(r"^process (\d+):")
+# py-spy's pseudo-frames for --subprocesses, outermost first: ``process PID:"cmdline";``. The
+# command line may itself hold ";" (``sh -c 'a; b'``), so they are cut off before splitting.
+_PROCESS_FRAME = re.compile(r'process (\d+):".*?"(?:;|$)')
 
 
 def shorten_frame(frame: str) -> str:
@@ -283,12 +285,12 @@ def parse_raw(text: str) -> RawProfile:
         if not sep or not count_text.isdigit():
             continue
         count = int(count_text)
+        pos = 0
+        while match := _PROCESS_FRAME.match(stack_text, pos):
+            pids.add(int(match.group(1)))
+            pos = match.end()
         frames: list[str] = []
-        for frame in stack_text.split(";"):
-            match = _PROCESS_FRAME.match(frame)
-            if match:
-                pids.add(int(match.group(1)))
-                continue
+        for frame in stack_text[pos:].split(";"):
             if frame.startswith("thread (") or not frame:
                 continue
             frames.append(shorten_frame(frame))

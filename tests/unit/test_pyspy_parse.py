@@ -30,6 +30,18 @@ def test_parse_raw_merges_workers_and_drops_pseudo_frames() -> None:
     assert profile.stacks[("main (x.py:1)",)] == 3
 
 
+def test_command_lines_with_semicolons() -> None:
+    raw = (
+        'process 7:"sh -c run; other";process 8:"python app.py";main (app.py:3);work (app.py:9) 5\n'
+        'process 7:"sh -c run; other" 2\n'
+    )
+    profile = pyspy.parse_raw(raw)
+    assert profile.pids == frozenset({7, 8})
+    assert profile.stacks[("main (app.py:3)", "work (app.py:9)")] == 5
+    assert profile.stacks[()] == 2
+    assert profile.samples == 7
+
+
 def test_empty_and_long_frames() -> None:
     assert pyspy.parse_raw("").samples == 0
     long_name = "f" * 500 + " (a.py:1)"
