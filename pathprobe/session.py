@@ -34,7 +34,7 @@ from pathprobe.errors import (
 from pathprobe.load.engine import EngineOptions, StepResult
 from pathprobe.load.payloads import PayloadPool, build_pool
 from pathprobe.load.schedule import StepPlan, plan_step
-from pathprobe.load.select import Engine, loop_factory, make_engine
+from pathprobe.load.select import Engine, engine_name, loop_factory, make_engine
 from pathprobe.probes.base import Probe, Window
 from pathprobe.probes.hopheaders import summarize_hop_headers
 from pathprobe.probes.registry import build_probes
@@ -323,6 +323,9 @@ def write_outputs(config: DiagnoseConfig, report: dict[str, Any]) -> None:
 def prepare(config: DiagnoseConfig) -> tuple[PayloadPool, Plan]:
     """Everything that can fail on bad input, before any load: out dir, payloads, plan."""
     check_out_dir(config.out_dir)
+    # An engine that cannot serve these URLs (--engine fast with https) is a usage error now,
+    # before the preflight touches any target.
+    engine_name(config.load, [p.url for p in config.paths])
     pool = build_pool(config.load.payload, config.load.seed)
     return pool, make_plan(config, pool)
 

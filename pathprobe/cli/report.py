@@ -41,6 +41,9 @@ def load_report(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict) or data.get("schema") != SCHEMA:
         found = data.get("schema") if isinstance(data, dict) else type(data).__name__
         raise UsageError(f"{path}: not a pathprobe report (schema {found!r}, expected {SCHEMA!r})")
+    for section in ("verdict", "paths", "probes", "run"):
+        if section in data and not isinstance(data[section], dict):
+            raise UsageError(f"{path}: malformed report: {section!r} is not an object")
     return data
 
 

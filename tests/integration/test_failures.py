@@ -265,6 +265,18 @@ def test_tls_insecure_works(tmp_path: Path, tls_server: str) -> None:
     assert s["status_codes"] == {"200": 10}
 
 
+def test_tls_handshake_is_its_own_phase(tmp_path: Path, tls_server: str) -> None:
+    """Without keep-alive every request handshakes: TLS time is recorded apart from connect."""
+    report, _code, _ = diagnose(
+        tmp_path, {"direct": tls_server}, "aiohttp", rate=10, insecure=True, no_keepalive=True
+    )
+    s = step(report)
+    assert s["errors"] == 0
+    assert s["tls_ms"]["count"] == 10
+    assert s["connect_ms"]["count"] == 10
+    assert s["tls_ms"]["p50"] > 0
+
+
 def test_tls_cacert_works(tmp_path: Path, tls_server: str, tls_files: Any) -> None:
     report, _code, _ = diagnose(
         tmp_path, {"direct": tls_server}, "aiohttp", rate=10, cacert=str(tls_files.ca_cert)
