@@ -523,7 +523,7 @@ def memory(_repeats: int) -> Table:
 
 RUNNERS: dict[str, Callable[[argparse.Namespace], Table]] = {
     "maxrate": lambda a: maxrate(a.repeats, a.duration),
-    "workers": lambda a: workers(a.repeats, a.duration),
+    "workers": lambda a: workers(a.repeats, 2 * a.duration),
     "floor": lambda a: floor(a.repeats),
     "delay": lambda a: delay(a.repeats),
     "stall": lambda a: stall(a.repeats),

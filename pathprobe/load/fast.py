@@ -506,7 +506,7 @@ class _StepRun:
             for task in list(self.connecting):
                 task.cancel()
             for conn in list(self.conns):
-                self.drop(conn)
+                self.drop(conn, graceful=not conn.busy)
         return self._result()
 
     def _load_due(self, i: int) -> None:
