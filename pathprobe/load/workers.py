@@ -187,8 +187,10 @@ def _worker_main(
     import pathprobe.load.fast  # noqa: F401 - imported before "ready", not during a step
     from pathprobe.load.select import loop_factory
 
-    # Ctrl-C reaches the whole process group; the parent decides, and tells us via stop_flag.
+    # Ctrl-C (and a service manager's SIGTERM) reach the whole process group; the parent
+    # decides, and tells us via stop_flag. Should the parent die, our pipe closes and we exit.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if cpu is not None:
         os.sched_setaffinity(0, {cpu})
 
@@ -353,7 +355,7 @@ class WorkerPool:
         for proc in self._procs:
             proc.join(timeout=5)
             if proc.is_alive():
-                proc.terminate()
+                proc.kill()  # ours, by PID (workers ignore SIGTERM)
                 proc.join(timeout=5)
         for conn in self._conns:
             conn.close()
