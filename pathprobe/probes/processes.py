@@ -138,6 +138,10 @@ class ProcessSampler:
         self._thread = threading.Thread(target=self._run, name="pathprobe-psutil", daemon=True)
         self._thread.start()
 
+    def request_stop(self) -> None:
+        """Ask the thread to end after its current tick, without waiting (never blocks)."""
+        self._stop.set()
+
     def stop(self) -> None:
         """Stop the thread (joins it; returns within one tick plus one sample's cost)."""
         self._stop.set()

@@ -231,6 +231,12 @@ class Recording:
             profile = RawProfile(profile.stacks, profile.samples, frozenset({self.pid}))
         return profile
 
+    def kill_now(self) -> None:
+        """SIGKILL without waiting (for cancellation paths; asyncio's child watcher reaps it)."""
+        if self._proc is not None and self._proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self._proc.kill()
+
     async def kill(self) -> None:
         """Abandon the recording (close without stop): kill and reap."""
         if self._proc is not None:

@@ -227,6 +227,15 @@ class ServerProbe:
             return summary
         try:
             summary = await self._finish(active, window)
+        except BaseException:
+            # Cancelled (Ctrl-C) or failed half-way: nothing may outlive the window. Kill first
+            # (cannot be interrupted), then reap so no transport outlives the event loop.
+            self._kill_now(active)
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(
+                    asyncio.gather(*(rec.kill() for rec in active.recordings)), timeout=10
+                )
+            raise
         finally:
             shutil.rmtree(active.tmpdir, ignore_errors=True)
         self._keep(summary)
@@ -237,9 +246,15 @@ class ServerProbe:
             self._windows.append(summary)
 
     async def close(self) -> JSONDict:
-        for active in list(self._active.values()):
-            await self._abandon(active)
-        self._active.clear()
+        try:
+            for active in list(self._active.values()):
+                await self._abandon(active)
+        except BaseException:
+            for active in self._active.values():
+                self._kill_now(active)
+            raise
+        finally:
+            self._active.clear()
         section: JSONDict = {
             "available": self.unavailable is None,
             "reason": None if self.unavailable is None else self.unavailable.reason,
@@ -403,6 +418,20 @@ class ServerProbe:
         if isinstance(limit, int | float) and limit > 0:
             cores = min(cores, float(limit))
         return cores
+
+    @staticmethod
+    def _kill_now(active: _Active) -> None:
+        active.stopping = True
+        for rec in active.recordings:
+            rec.kill_now()
+        for task in active.pending:
+            task.cancel()
+        if active.sampler is not None:
+            active.sampler.request_stop()
+        if active.cgroup is not None:
+            active.cgroup.close()
+        if active.kernel is not None:
+            active.kernel.close()
 
     async def _abandon(self, active: _Active) -> None:
         """Stop everything of a window nobody will ask for (reaps py-spy)."""

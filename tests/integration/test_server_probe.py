@@ -8,6 +8,7 @@ These run as root (CI does): py-spy attaches with CAP_SYS_PTRACE, cgroups are cr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -326,3 +327,31 @@ def test_py_spy_is_reaped_when_a_window_is_abandoned() -> None:
     for pid in spies:
         assert not psutil.pid_exists(pid) or psutil.Process(pid).status() != "zombie"
         assert not psutil.pid_exists(pid)
+
+
+def test_a_cancelled_stop_leaves_no_py_spy_behind() -> None:
+    """Ctrl-C while a window is being stopped: the probe's py-spy processes still end."""
+
+    async def scenario(app: App) -> list[int]:
+        probe = ServerProbe(ProbeOptions(server_pids=(app.pid,)))
+        await probe.open()
+        window = _window()
+        await probe.start_window(window)
+        await asyncio.sleep(0.5)
+        spies = [c.pid for c in psutil.Process().children() if "py-spy" in c.name()]
+        stopping = asyncio.ensure_future(probe.stop_window(window))
+        await asyncio.sleep(0)  # it has begun stopping
+        stopping.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await stopping
+        await probe.close()
+        return spies
+
+    with start_app("light", workers=2) as app:
+        spies = asyncio.run(scenario(app))
+        # Checked while the server lives (py-spy also ends when its target exits).
+        assert spies
+        deadline = time.monotonic() + 10
+        while any(psutil.pid_exists(pid) for pid in spies) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(psutil.pid_exists(pid) for pid in spies)
