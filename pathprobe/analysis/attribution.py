@@ -82,6 +82,9 @@ HOP_MARGIN_SHARE = 0.05
 #: it works at the tail, congestion or loss in the network, OOM, a tripped client gate.
 STANDOUT_HOP_SHARE = 0.25
 STANDOUT_QUEUE_SHARE = 0.5
+#: Utilisation above which the CPU counts as saturated: every wait is a wait for it. 0.95 leaves
+#: room for the sampler's own jitter (5 Hz ticks) on a core that is in fact always busy.
+CPU_SATURATED = 0.95
 #: See _transfer_slope.
 TRANSFER_MIN_SPREAD_MS = 5.0
 #: Profile shares from fewer samples are not used to split time: a share's standard error is
@@ -216,13 +219,14 @@ def map_to_stages(
     cpu_share = _cpu_shares(server, means)
     queue = means.get("server_queue", 0.0)
     if queue:
-        u = server.utilisation
-        if u is None:
+        cpu_wait = cpu_caused_wait_ms(server)
+        if cpu_wait is None:
             add("server_concurrency", queue)
         else:
-            add("server_concurrency", queue * (1.0 - u))
+            on_cpu = min(queue, cpu_wait)
+            add("server_concurrency", queue - on_cpu)
             for stage, share in cpu_share.items():
-                add(stage, queue * u * share)
+                add(stage, on_cpu * share)
     unsplit = means.get("server", 0.0)
     if unsplit:
         busy = {k: v for k, v in server.stage_share.items() if k != "idle"}
@@ -245,6 +249,25 @@ def map_to_stages(
         else:
             add("pool_wait", pool)
     return out
+
+
+def cpu_caused_wait_ms(server: ServerEvidence) -> float | None:
+    """The waiting per request that CPU contention alone would cause; None when unknown.
+
+    Queueing for the CPU, with the server's cores busy a fraction u of the time and each request
+    needing S ms of CPU, waits S·u/(1−u) on average (M/M/1 on the pooled cores; M/M/c waits less,
+    so this errs towards the CPU). Waiting beyond that happened while CPU was to spare: a worker,
+    lock or process limit — server_concurrency. Without S (no request count), u·(waiting) is the
+    PASTA share: the fraction of waiting requests that found the CPU busy.
+    """
+    u = server.utilisation
+    if u is None:
+        return None
+    if u >= CPU_SATURATED:
+        return math.inf
+    if server.cpu_ms_per_request is None:
+        return None
+    return server.cpu_ms_per_request * u / (1.0 - u)
 
 
 def _cpu_shares(server: ServerEvidence, means: Mapping[str, float]) -> dict[str, float]:
@@ -330,7 +353,8 @@ def analyze(run: RunResult, judgement: Mapping[str, Any]) -> Analysis:
                 continue
             recs = measured(res)
             summ = _summary(run, name, res.step)
-            p99 = ((summ or {}).get("latency_ms") or {}).get("p99")
+            lat = (summ or {}).get("latency_ms") or {}
+            p99, p50 = lat.get("p99"), lat.get("p50")
             gate_rows.append(
                 (
                     name,
@@ -339,6 +363,7 @@ def analyze(run: RunResult, judgement: Mapping[str, Any]) -> Analysis:
                     p99,
                     res.loop_lag_ns,
                     window(run.probes, "client", name, res.step),
+                    p50,
                 )
             )
     gate = client_gate(gate_rows)
@@ -359,6 +384,7 @@ def analyze(run: RunResult, judgement: Mapping[str, Any]) -> Analysis:
         recs = measured(found)
         net_ev[name] = network_evidence(run.probes, name, focus, recs)
         srv_ev[name] = server_evidence(run.probes, name, focus)
+        srv_ev[name].set_requests(int(len(recs)))
         fail_ev[name] = failure_evidence(recs)
         hop_times[name] = _hop_times(found, run)
     slope = _transfer_slope(run, names, focus, hop_times, net_ev)

@@ -134,6 +134,13 @@ class ServerEvidence:
     kernel_oom_lines: int = 0
     memory_max_bytes: int | None = None
     memory_limit_bytes: int | None = None
+    window_s: float | None = None
+    cpu_ms_per_request: float | None = None
+
+    def set_requests(self, n: int) -> None:
+        """CPU per request from the window's CPU seconds and its ``n`` requests."""
+        if self.cores_used is not None and self.window_s and n > 0:
+            self.cpu_ms_per_request = self.cores_used * self.window_s * 1000.0 / n
 
     @property
     def utilisation(self) -> float | None:
@@ -164,6 +171,7 @@ def server_evidence(probes: Mapping[str, Any], path: str, step: int) -> ServerEv
     cpu_s = w.get("cpu_seconds_total")
     if cpu_s is not None and window_s > 0:
         ev.cores_used = float(cpu_s) / window_s
+        ev.window_s = window_s
     cores = w.get("cpu_cores_available")
     ev.cores_available = None if cores is None else float(cores)
     workers = w.get("workers") or []

@@ -137,9 +137,9 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario("oom", ("oom",), "oom", load={"rate": 6}, payload="image:64-480",
                  targets={"target_p99": 1000, "target_error_rate": 0.01}),
         Scenario("two_faults", ("slow_inference", "net_delay"), "inference",
-                 load={"rate": 5}, targets={"target_p99": 120},
-                 magnitudes={"fastapi": {"slow_inference_ms": 90.0, "net_delay_ms": 25.0},
-                             "aiohttp": {"slow_inference_ms": 80.0, "net_delay_ms": 30.0}},
+                 load={"rate": 3}, targets={"target_p99": 120}, duration_s=5.0,
+                 magnitudes={"fastapi": {"slow_inference_ms": 80.0, "net_delay_ms": 25.0},
+                             "aiohttp": {"slow_inference_ms": 70.0, "net_delay_ms": 30.0}},
                  ranking_order=("inference", "network")),
     )
 }  # fmt: skip

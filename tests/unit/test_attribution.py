@@ -93,24 +93,43 @@ def test_bandwidth_slope_is_found_and_loopback_is_not() -> None:
     assert transfer_slope_ms_per_byte(np.full(300, 5000.0), rng.exponential(5, 300)) == 0.0
 
 
-def test_server_queue_splits_by_cpu_utilisation() -> None:
+def test_server_queue_splits_into_cpu_contention_and_concurrency() -> None:
     means = {"server_queue": 100.0, "preprocessing": 20.0}
+    shares = {"preprocessing": 0.8, "framework": 0.2}
+    # CPU 10 % busy, 5 ms CPU per request: contention explains 5·0.1/0.9 ≈ 0.56 ms of waiting.
     idle = ServerEvidence(
-        available=True, cores_used=0.1, cores_available=1.0, stage_share={"preprocessing": 1.0}
-    )
-    busy = ServerEvidence(
         available=True,
-        cores_used=1.0,
+        cores_used=0.1,
         cores_available=1.0,
-        stage_share={"preprocessing": 0.8, "framework": 0.2},
+        stage_share=shares,
         samples=4000,
+        cpu_ms_per_request=5.0,
     )
     a = map_to_stages(means, idle, NetworkEvidence(), False)
-    assert a["server_concurrency"] == pytest.approx(90.0)
+    assert a["server_concurrency"] == pytest.approx(100.0 - 5.0 * 0.1 / 0.9)
+    # CPU 60 % busy, 60 ms CPU per request: contention alone waits 90 ms of the 100.
+    busy = ServerEvidence(
+        available=True,
+        cores_used=0.6,
+        cores_available=1.0,
+        stage_share=shares,
+        samples=4000,
+        cpu_ms_per_request=60.0,
+    )
     b = map_to_stages(means, busy, NetworkEvidence(), False)
-    assert b["preprocessing"] == pytest.approx(20.0 + 80.0)
-    assert b["framework"] == pytest.approx(20.0)
-    assert "server_concurrency" not in b
+    assert b["server_concurrency"] == pytest.approx(10.0)
+    assert b["preprocessing"] == pytest.approx(20.0 + 0.8 * 90.0)
+    assert b["framework"] == pytest.approx(0.2 * 90.0)
+    # Saturated: every wait is for the CPU.
+    full = ServerEvidence(
+        available=True, cores_used=1.0, cores_available=1.0, stage_share=shares, samples=4000
+    )
+    c = map_to_stages(means, full, NetworkEvidence(), False)
+    assert "server_concurrency" not in c
+    # No server probe: nothing says the CPU was busy; waiting is the concurrency limit's.
+    assert map_to_stages(means, ServerEvidence(), NetworkEvidence(), False)[
+        "server_concurrency"
+    ] == pytest.approx(100.0)
 
 
 def test_pool_wait_is_charged_to_whoever_held_the_connections() -> None:
