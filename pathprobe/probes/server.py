@@ -114,12 +114,10 @@ class ServerProbe:
         self._active: dict[tuple[str, int], _Active] = {}
         self._windows: list[JSONDict] = []
         self._pids_seen: set[int] = set()
-        self._opened = False
 
     # -- Probe protocol ---------------------------------------------------------------------
 
     async def open(self) -> None:
-        self._opened = True
         alive = [pid for pid in self.roots if psutil.pid_exists(pid)]
         if self.explicit_cgroup is not None:
             self.cgroup_paths = cgroups.cgroup_from_path(self.explicit_cgroup)
