@@ -202,7 +202,6 @@ def _median_mask(total: FloatArray) -> npt.NDArray[np.bool_]:
 def map_to_stages(
     means: Mapping[str, float],
     server: ServerEvidence,
-    network: NetworkEvidence,
     oom_bar: bool,
 ) -> dict[str, float]:
     """Component means of one request set → stage/category means (module docstring)."""
@@ -450,9 +449,8 @@ def analyze(run: RunResult, judgement: Mapping[str, Any]) -> Analysis:
         tail_means = _set_means(dec, tail_mask, failed_in, failed_cost)
         p50_means = _set_means(dec, _median_mask(ok_total), 0, 0.0)
         srv = srv_ev.get(name, ServerEvidence())
-        net = net_ev.get(name, NetworkEvidence())
-        tail_sets[name] = map_to_stages(tail_means, srv, net, oom_bar)
-        p50_sets[name] = map_to_stages(p50_means, srv, net, oom_bar)
+        tail_sets[name] = map_to_stages(tail_means, srv, oom_bar)
+        p50_sets[name] = map_to_stages(p50_means, srv, oom_bar)
         attribution[name] = {
             "step": focus,
             "offered_rps": _offered(run, name, focus),
@@ -616,7 +614,8 @@ def _oom(
         srv, fail = srv_ev.get(name), fail_ev.get(name)
         if srv is None or fail is None:
             continue
-        if fail.oom_like and srv.memory_evidence:
+        deaths_with_large_inputs = srv.deaths > 0 and fail.size_correlated
+        if fail.oom_like and (srv.memory_evidence or deaths_with_large_inputs):
             bar = True
             parts = [f"{fail.oom_like} of {fail.requests} requests on {name} failed (resets / 5xx)"]
             if srv.deaths:
@@ -786,7 +785,6 @@ def _findings(
         s.clears_bar = s.explains_ms >= floor
     sc = f["server_concurrency"]
     if sc.explains_ms > 0:
-        res = _result(run, outer, focus)
         summ = _summary(run, outer, focus) or {}
         achieved = float(summ.get("achieved_rps") or 0.0)
         dec = decs.get(outer)
@@ -833,7 +831,6 @@ def _findings(
         kn = knee.get(outer)
         if kn is not None:
             sc.evidence.append(f"{outer} stops keeping up at {kn:g} requests/s")
-        _ = res
         sc.clears_bar = sc.explains_ms >= floor
         sc.stands_out = sc.clears_bar and queue_tail >= STANDOUT_QUEUE_SHARE * max(
             queue_tail + work_tail, 1e-9

@@ -35,6 +35,9 @@ RTT_RISE_MIN_MS = 5.0
 OOM_ERROR_KINDS = frozenset(
     {ErrorKind.RESET, ErrorKind.PROTOCOL, ErrorKind.HTTP_5XX, ErrorKind.REFUSED}
 )
+#: Usage at or above this share of the cgroup limit is "at the limit": the kernel reclaims, then
+#: kills, within the last few percent (page cache is squeezed out first).
+MEMORY_NEAR_LIMIT = 0.95
 #: Without any memory evidence, failures that strongly prefer large inputs are still suspicious:
 #: failure rate among the largest quarter of payloads at least this many times the smallest's.
 SIZE_FAILURE_RATIO = 3.0
@@ -151,12 +154,17 @@ class ServerEvidence:
 
     @property
     def memory_evidence(self) -> bool:
-        return (
-            self.oom_killed > 0
-            or self.oom_events > 0
-            or self.kernel_oom_lines > 0
-            or (self.deaths > 0)
+        """The kernel or the cgroup says memory ran out, or usage reached its limit.
+
+        Worker deaths alone are not memory evidence (a crash, a deploy); they count with
+        failures that prefer large inputs (see attribution._oom).
+        """
+        near_limit = bool(
+            self.memory_max_bytes
+            and self.memory_limit_bytes
+            and self.memory_max_bytes >= MEMORY_NEAR_LIMIT * self.memory_limit_bytes
         )
+        return self.oom_killed > 0 or self.oom_events > 0 or self.kernel_oom_lines > 0 or near_limit
 
 
 def server_evidence(probes: Mapping[str, Any], path: str, step: int) -> ServerEvidence:

@@ -13,7 +13,7 @@ from pathprobe.analysis.decompose import (
     quantile_matched,
     transfer_slope_ms_per_byte,
 )
-from pathprobe.analysis.evidence import NetworkEvidence, ServerEvidence
+from pathprobe.analysis.evidence import ServerEvidence
 from pathprobe.config import ProbeOptions
 from pathprobe.load.engine import header_values, measured
 from pathprobe.probes.hopheaders import per_request_hop_times
@@ -105,7 +105,7 @@ def test_server_queue_splits_into_cpu_contention_and_concurrency() -> None:
         samples=4000,
         cpu_ms_per_request=5.0,
     )
-    a = map_to_stages(means, idle, NetworkEvidence(), False)
+    a = map_to_stages(means, idle, False)
     assert a["server_concurrency"] == pytest.approx(100.0 - 5.0 * 0.1 / 0.9)
     # CPU 60 % busy, 60 ms CPU per request: contention alone waits 90 ms of the 100.
     busy = ServerEvidence(
@@ -116,7 +116,7 @@ def test_server_queue_splits_into_cpu_contention_and_concurrency() -> None:
         samples=4000,
         cpu_ms_per_request=60.0,
     )
-    b = map_to_stages(means, busy, NetworkEvidence(), False)
+    b = map_to_stages(means, busy, False)
     assert b["server_concurrency"] == pytest.approx(10.0)
     assert b["preprocessing"] == pytest.approx(20.0 + 0.8 * 90.0)
     assert b["framework"] == pytest.approx(0.2 * 90.0)
@@ -124,19 +124,18 @@ def test_server_queue_splits_into_cpu_contention_and_concurrency() -> None:
     full = ServerEvidence(
         available=True, cores_used=1.0, cores_available=1.0, stage_share=shares, samples=4000
     )
-    c = map_to_stages(means, full, NetworkEvidence(), False)
+    c = map_to_stages(means, full, False)
     assert "server_concurrency" not in c
     # No server probe: nothing says the CPU was busy; waiting is the concurrency limit's.
-    assert map_to_stages(means, ServerEvidence(), NetworkEvidence(), False)[
-        "server_concurrency"
-    ] == pytest.approx(100.0)
+    assert map_to_stages(means, ServerEvidence(), False)["server_concurrency"] == pytest.approx(
+        100.0
+    )
 
 
 def test_pool_wait_is_charged_to_whoever_held_the_connections() -> None:
     out = map_to_stages(
         {"pool_wait": 30.0, "proxy": 60.0, "inference": 30.0, "client": 1.0},
         ServerEvidence(),
-        NetworkEvidence(),
         False,
     )
     assert out["proxy"] == pytest.approx(80.0)
