@@ -10,11 +10,12 @@ Mapping of components to stages:
 
 * ``pool_wait`` is time queued in the client for a connection that something slower held: it is
   charged to the other non-client components of the same request set, in proportion.
-* ``server_queue`` (server time outside every Server-Timing metric) is split by the server's CPU
-  utilisation u (see :data:`pathprobe.analysis.evidence` notes): u of it to the CPU stages by their
-  profile shares (or Server-Timing proportions without a profile), 1 − u to
-  ``server_concurrency``. Without a server probe u is unknown and it all goes to
-  ``server_concurrency`` (confidence lowered).
+* ``server_queue`` (server time outside every Server-Timing metric, plus the waiting found inside
+  awaiting spans by :func:`reassign_waiting`) is split by :func:`cpu_caused_wait_ms`: the waiting
+  CPU contention alone explains goes to the CPU stages by their profile shares (or Server-Timing
+  proportions without a usable profile), the rest — waiting while CPU was to spare — to
+  ``server_concurrency``. Without a server probe it all goes to ``server_concurrency`` (and the
+  evidence says so).
 * an unsplit ``server`` (no Server-Timing) is split by the profile's busy shares when there is a
   profile, else stays the category ``server``.
 * failed requests rank above every success; in the tail set each contributes

@@ -15,12 +15,6 @@ import numpy as np
 
 from pathprobe.load.records import ErrorKind, Records, completed, error_kinds
 
-#: design.md §4 step 5: the server's CPU use against the cores it may use. The share of server
-#: queueing charged to CPU stages is this utilisation; the rest waited with CPU to spare, i.e. for
-#: a worker (server_concurrency). Rationale: in a server whose CPU is busy a fraction u of the
-#: time, a request that waits finds the CPU busy with probability u (PASTA) — that share of waiting
-#: is CPU contention; the remainder is waiting while the CPU sat idle, which only a concurrency
-#: limit (too few workers, a lock, one process on one core) explains.
 #: Retransmission evidence: at least this share of data segments and this many segments. On
 #: loopback and healthy LANs the rate is 0; 1 % of segments lost means ~1 in 20 requests of ~5
 #: segments meets a loss, i.e. the p95 and beyond feel it.
