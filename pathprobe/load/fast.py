@@ -204,9 +204,14 @@ class _LoopTimer:
             self._handle.cancel()
 
 
-def _make_timer(
+def make_precise_timer(
     loop: asyncio.AbstractEventLoop, callback: Callable[[], None]
 ) -> _Timerfd | _LoopTimer:
+    """A re-armable one-shot timer: ``arm(at_ns)`` runs ``callback`` in ``loop`` at ``at_ns``.
+
+    ``at_ns`` is CLOCK_MONOTONIC (``time.monotonic_ns()``). Microsecond precision with
+    ``timerfd`` (Linux); elsewhere the loop's own millisecond timers. ``close()`` when done.
+    """
     try:
         return _Timerfd(loop, callback)
     except (OSError, AttributeError, NotImplementedError):
@@ -465,7 +470,7 @@ class _StepRun:
         stop = self.engine._stop
         stop_task = asyncio.ensure_future(stop.wait())
         stop_task.add_done_callback(lambda _t: self.cancel_all())
-        self.timer = _make_timer(loop, self.send_due)
+        self.timer = make_precise_timer(loop, self.send_due)
         self._lag_expected_ns = now + int(LOOP_LAG_TICK_S * 1e9)
         self._periodic: dict[str, asyncio.TimerHandle] = {
             "lag": loop.call_later(LOOP_LAG_TICK_S, self._lag_tick),
