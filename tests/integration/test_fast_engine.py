@@ -236,3 +236,16 @@ def test_request_bytes() -> None:
     bad = dataclasses.replace(base, headers=(("X", "a\r\nB: c"),))
     with pytest.raises(UsageError, match="line break"):
         build_requests(bad, "http://127.0.0.1/", PayloadPool((), cycle=False))
+
+
+def test_no_keepalive_opens_a_connection_per_request(spawn_server: Spawn) -> None:
+    ok = spawn_server("ok")
+    results = {
+        engine: run(engine, ok.url, rate=20, duration=1, warmup=0, no_keepalive=True)
+        for engine in ("fast", "aiohttp")
+    }
+    for result in results.values():
+        recs = result.records
+        assert completed(recs).all()
+        assert (recs["connect_ns"] > 0).all()
+    assert ok.stats()["connections"] >= 40
