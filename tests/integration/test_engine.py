@@ -46,10 +46,16 @@ def test_fixed_delay_server_rate_and_median() -> None:
     assert (recs["status"] == 200).all()
     assert achieved_rps(result) == pytest.approx(200, rel=0.02)
     p50 = float(np.median(latency_ms(recs)))
-    assert 20.0 <= p50 <= 21.0
+    # The test server's own time (its Python request handling on a shared machine) is not ours:
+    # it reports it in Server-Timing, and pathprobe's median must sit within 1 ms of it.
+    measured_values = result.headers["server-timing"][result.first_measured_seq :]
+    server_ms = [float(v.split("total;dur=")[1]) for v in measured_values if v]
+    server_p50 = float(np.median(server_ms))
+    assert 20.0 <= server_p50 < 22.0
+    assert 20.0 <= p50 <= server_p50 + 1.0
     # What the engine keeps beside the timings.
     assert result.replicas == ["r1"]
-    assert result.headers["server-timing"][0] == "inference;dur=20.0"
+    assert result.headers["server-timing"][0].startswith("inference;dur=20.0, total;dur=")
     assert (recs["ttfb_ns"] > 19_000_000).all()
 
 

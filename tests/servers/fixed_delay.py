@@ -21,15 +21,20 @@ def main() -> None:
         disable_nagle_algorithm = True
 
         def _answer(self) -> None:
+            started = time.perf_counter()
             length = int(self.headers.get("Content-Length") or 0)
             if length:
                 self.rfile.read(length)
             time.sleep(delay_s)
+            # What the server itself spent, for tests that separate its overhead from ours.
+            spent_ms = (time.perf_counter() - started) * 1000
             body = b"ok"
             self.send_response(200)
             self.send_header("Content-Length", str(len(body)))
             self.send_header("x-replica", "r1")
-            self.send_header("Server-Timing", f"inference;dur={delay_s * 1000:.1f}")
+            self.send_header(
+                "Server-Timing", f"inference;dur={delay_s * 1000:.1f}, total;dur={spent_ms:.3f}"
+            )
             self.end_headers()
             self.wfile.write(body)
 
