@@ -78,7 +78,9 @@ def test_two_workers_send_the_same_requests_as_one(engine: str) -> None:
         assert completed(recs).all()
         assert result.first_measured_seq == plan.first_measured_seq
         assert result.replicas == ["r1"]
-        assert result.headers["server-timing"] == ["inference;dur=5.0"] * n
+        values = result.headers["server-timing"]
+        assert len(values) == n
+        assert all(v is not None and v.startswith("inference;dur=5.0,") for v in values)
         # Every request carried the payload the plan gave it.
         np.testing.assert_array_equal(recs["payload_idx"], plan.payload_idx)
         assert (recs["bytes_out"] > 0).all()
