@@ -54,27 +54,56 @@ def merge_results(
     header_names = list(parts[0].headers)
     headers: dict[str, list[str | None]] = {name: [] for name in header_names}
     for part in parts:
-        recs = part.records.copy()
+        recs = part.records
         if part.replicas:
             table = np.array(
                 [replicas.setdefault(name, len(replicas)) for name in part.replicas],
                 dtype=np.int16,
             )
-            known = recs["replica"] >= 0
-            recs["replica"][known] = table[recs["replica"][known]]
+            if not np.array_equal(table, np.arange(len(table))):  # else nothing to remap
+                recs = recs.copy()
+                known = recs["replica"] >= 0
+                recs["replica"][known] = table[recs["replica"][known]]
         chunks.append(recs)
         for name in header_names:
             headers[name].extend(part.headers.get(name) or [None] * len(recs))
-    records = np.concatenate(chunks) if chunks else parts[0].records[:0]
-    if renumber:
-        order = np.lexsort((records["seq"], records["actual_ns"], records["intended_ns"]))
-        records = records[order]
-        records["seq"] = np.arange(len(records), dtype=np.int64)
-    else:
-        order = np.argsort(records["seq"], kind="stable")
-        records = records[order]
+    total = sum(len(c) for c in chunks)
+    seqs = [c["seq"] for c in chunks]
+    records: Records | None = None
+    order: npt.NDArray[np.intp] | None = None
+    if (
+        not renumber
+        and total
+        and all(len(q) == 0 or (q.min() >= 0 and q.max() < total) for q in seqs)
+    ):
+        # The usual open-loop case: seqs are exactly 0 .. total-1, so each record goes straight
+        # to its place (one scatter instead of concatenate + argsort + gather).
+        records = np.empty(total, dtype=chunks[0].dtype)
+        filled = np.zeros(total, dtype=bool)
+        for chunk, q in zip(chunks, seqs, strict=True):
+            records[q] = chunk
+            filled[q] = True
+        if not filled.all():  # duplicates or holes: fall back to sorting
+            records = None
+    if records is None:
+        joined = np.concatenate(chunks) if chunks else parts[0].records[:0]
+        if renumber:
+            order = np.lexsort((joined["seq"], joined["actual_ns"], joined["intended_ns"]))
+            records = joined[order]
+            records["seq"] = np.arange(len(records), dtype=np.int64)
+        else:
+            order = np.argsort(joined["seq"], kind="stable")
+            records = joined[order]
     if header_names:
-        index = order.tolist()
+        if order is not None:
+            index = order.tolist()
+        else:  # scattered by seq: the concatenated position of each seq
+            position = np.empty(total, dtype=np.int64)
+            offset = 0
+            for q in seqs:
+                position[q] = np.arange(offset, offset + len(q))
+                offset += len(q)
+            index = position.tolist()
         headers = {name: [values[i] for i in index] for name, values in headers.items()}
     start_ns = min(p.start_ns for p in parts)
     measured_start_ns = min(p.measured_start_ns for p in parts)
