@@ -88,7 +88,8 @@ def merge_results(
     if records is None:
         joined = np.concatenate(chunks) if chunks else parts[0].records[:0]
         if renumber:
-            order = np.lexsort((joined["seq"], joined["actual_ns"], joined["intended_ns"]))
+            # Stable radix sort on the send time (closed loop: intended = actual).
+            order = np.argsort(joined["intended_ns"], kind="stable")
             records = joined[order]
             records["seq"] = np.arange(len(records), dtype=np.int64)
         else:
