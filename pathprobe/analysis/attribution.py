@@ -139,12 +139,13 @@ class Analysis:
     missing: list[str]
     server_timing_share: float = 0.0
     tail_requests: int = 0
+    local_oom_kills: bool = False  # the kernel OOM-killed server workers on this host
 
     def ranking(self) -> list[StageFinding]:
         found = [f for f in self.findings.values() if f.evidence or f.explains_ms > 0]
         # A tripped client gate heads the ranking whatever it explains: the rest was measured
         # through a client that could not keep up, so its numbers carry the client's delay.
-        first = "client" if self.gate.tripped else None
+        first = "client" if self.gate.tripped and not self.local_oom_kills else None
         return sorted(
             found,
             key=lambda f: (f.stage != first, -f.explains_ms, RANKED_STAGES.index(f.stage)),
@@ -535,6 +536,8 @@ def analyze(run: RunResult, judgement: Mapping[str, Any]) -> Analysis:
         missing=missing,
         server_timing_share=st_share,
         tail_requests=tail_n,
+        local_oom_kills=oom_bar
+        and any(ev.oom_killed > 0 or ev.kernel_oom_lines > 0 for ev in srv_ev.values()),
     )
 
 

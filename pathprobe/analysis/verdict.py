@@ -55,7 +55,11 @@ def decide(run: RunResult, judgement: dict[str, Any]) -> dict[str, Any]:
     trustworthy = not a.gate.tripped
     first_reason = judgement["reasons"][0] if judgement.get("reasons") else "targets missed"
     next_steps: list[str] = []
-    if a.gate.tripped:
+    if a.gate.tripped and a.local_oom_kills:
+        # The kernel's OOM killer ran on this host during the window: reclaim and kills stall every
+        # process here, the client included. The client's stall is the OOM's, not its own.
+        bottleneck = "oom"
+    elif a.gate.tripped:
         bottleneck = "client"
     elif targets_met:
         standing = [f for f in ranking if f.stands_out]
@@ -126,6 +130,12 @@ def _summary(
             f"at {at} ({tail})."
         )
     assert top is not None
+    if bottleneck == "oom" and a.gate.tripped:
+        return (
+            f"Server workers were OOM-killed on this host at {at} "
+            f"({top.evidence[0] if top.evidence else 'OOM kills'}); the client stalled at the "
+            "same time, so its latencies are not trustworthy, but the failures are the OOM's."
+        )
     if bottleneck == "oom":
         lead = (
             f"Targets missed on {outer} ({first_reason})"

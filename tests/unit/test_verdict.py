@@ -189,3 +189,16 @@ def test_no_targets_and_nothing_odd_is_none() -> None:
     v = verdict(FakeRun(target_p99=None, parts=lambda p, s: Parts(inf=300)))
     assert v["targets_met"] is True
     assert v["bottleneck"] == "none"
+
+
+def test_client_stall_during_local_oom_kills_is_the_ooms() -> None:
+    sizes = RNG.integers(1_000, 2_000_000, N)
+    failed = sizes > 1_600_000
+    deaths = [{"pid": 7, "t_ms": 100.0, "oom_killed": True}]
+    probes = {"server": server_probe(0.3, {"preprocessing": 1.0}, worker_deaths=deaths,
+                                     kernel_oom_lines=["Killed process 7"])}  # fmt: skip
+    run = FakeRun(parts=lambda p, s: Parts(bytes_out=sizes, failed=failed, slip=80 + noise(20)),
+                  probes=probes)  # fmt: skip
+    v = verdict(run)
+    assert v["bottleneck"] == "oom"
+    assert v["trustworthy"] is False
