@@ -88,7 +88,7 @@ class StepResult:
 class _Timing:
     """Filled by the trace hooks during one request."""
 
-    queued_ns: int = -1
+    headers_sent_ns: int = -1
     conn_wait_ns: int = 0
     connect_start_ns: int = -1
     connect_ns: int = -1
@@ -125,12 +125,11 @@ class _TimingConnector(aiohttp.TCPConnector):
 def _trace_config() -> aiohttp.TraceConfig:
     trace = aiohttp.TraceConfig()
 
-    async def queued_start(_s: Any, ctx: SimpleNamespace, _p: Any) -> None:
-        ctx.trace_request_ctx.queued_ns = time.monotonic_ns()
-
-    async def queued_end(_s: Any, ctx: SimpleNamespace, _p: Any) -> None:
-        timing: _Timing = ctx.trace_request_ctx
-        timing.conn_wait_ns = time.monotonic_ns() - timing.queued_ns
+    async def headers_sent(_s: Any, ctx: SimpleNamespace, _p: Any) -> None:
+        # The request reached a connection. (aiohttp's connection-queued hooks fire once per
+        # request even when a woken waiter loses the free connection and waits again, so they
+        # under-count pool waits; the moment the headers went out does not.)
+        ctx.trace_request_ctx.headers_sent_ns = time.monotonic_ns()
 
     async def create_start(_s: Any, ctx: SimpleNamespace, _p: Any) -> None:
         ctx.trace_request_ctx.connect_start_ns = time.monotonic_ns()
@@ -139,8 +138,7 @@ def _trace_config() -> aiohttp.TraceConfig:
         timing: _Timing = ctx.trace_request_ctx
         timing.connect_ns = time.monotonic_ns() - timing.connect_start_ns
 
-    trace.on_connection_queued_start.append(queued_start)
-    trace.on_connection_queued_end.append(queued_end)
+    trace.on_request_headers_sent.append(headers_sent)
     trace.on_connection_create_start.append(create_start)
     trace.on_connection_create_end.append(create_end)
     return trace
@@ -356,6 +354,7 @@ class _StepRun:
         error = ErrorKind.NONE
         bytes_in = 0
         ttfb_ns = -1
+        first_byte_ns = -1
         replica = -1
         captured: list[str | None] | None = None
         actual_ns = time.monotonic_ns()
@@ -370,7 +369,7 @@ class _StepRun:
                 trace_request_ctx=timing,
                 allow_redirects=False,
             ) as resp:
-                ttfb_ns = time.monotonic_ns() - actual_ns - max(timing.conn_wait_ns, 0)
+                first_byte_ns = time.monotonic_ns()
                 status = resp.status
                 replica = self._replica(resp)
                 if self.options.capture_headers:
@@ -387,6 +386,14 @@ class _StepRun:
             error = classify_exception(exc)
             status = 0
         end_ns = time.monotonic_ns()
+        if timing.headers_sent_ns >= 0:
+            # Pool wait = dispatch → headers sent, less any connection set-up (which belongs to
+            # the service time).
+            timing.conn_wait_ns = max(
+                timing.headers_sent_ns - actual_ns - max(timing.connect_ns, 0), 0
+            )
+        if first_byte_ns >= 0:
+            ttfb_ns = first_byte_ns - actual_ns - timing.conn_wait_ns
         tls_ns = timing.tls_ns if timing.connect_ns >= 0 else -1
         self.in_flight -= 1
         failed = error != ErrorKind.NONE and error != ErrorKind.CANCELLED or status >= 500
