@@ -17,7 +17,7 @@ import datetime as dt
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -43,6 +43,7 @@ from pathprobe.reports.payload import build_report, write_json_atomic, write_tex
 from pathprobe.run import RunResult
 
 PREFLIGHT_TIMEOUT_S = 3.0
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 ProgressCallback = Callable[[str, float], None]
 
@@ -344,9 +345,27 @@ def run_diagnosis(
         run = session.run_result
         run.interrupted = True
         run.ended_at = run.ended_at or _now_iso()
-    report, code = finish(run)
-    write_outputs(config, report)
+    # Whatever happened, what was measured is written: a further Ctrl-C (or SIGTERM) during these
+    # few seconds would otherwise lose the report of a run that was just interrupted on purpose.
+    with _signals_ignored():
+        report, code = finish(run)
+        write_outputs(config, report)
     return report, code
+
+
+@contextlib.contextmanager
+def _signals_ignored() -> Iterator[None]:
+    """Ignore SIGINT/SIGTERM for the duration (main thread only; elsewhere a no-op)."""
+    saved: list[tuple[int, Any]] = []
+    try:
+        saved.extend((sig, signal.signal(sig, signal.SIG_IGN)) for sig in _STOP_SIGNALS)
+    except ValueError:  # not the main thread: signals are not ours to manage
+        pass
+    try:
+        yield
+    finally:
+        for sig, handler in saved:
+            signal.signal(sig, handler)
 
 
 def _client_pids(engine: Engine | None) -> list[int]:
