@@ -13,6 +13,7 @@ The servers, nginx and haproxy are pinned to ``server_cpu``; the client should r
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import subprocess
@@ -313,6 +314,9 @@ class Testbed:
                     "--period-ms", str(self.magnitudes["starved_client_period_ms"])]  # fmt: skip
             popen, record = spawn("hog", argv, log_path=self.workdir / "hog.log")
             self._record(popen, record)
+            # taskset applies the mask only once it runs; pin now so it holds from this moment.
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(popen.pid, {self.client_cpu})
 
     def _apply_network_faults(self, plan: netns.NetnsPlan) -> None:
         if "net_delay" in self.faults:
