@@ -48,6 +48,7 @@ from pathprobe.analysis.evidence import (
 )
 from pathprobe.analysis.knee import find_knee
 from pathprobe.load.engine import StepResult, header_values, measured
+from pathprobe.load.records import Records
 from pathprobe.probes.hopheaders import per_request_hop_times
 from pathprobe.run import RunResult
 
@@ -88,6 +89,9 @@ STANDOUT_QUEUE_SHARE = 0.5
 CPU_SATURATED = 0.95
 #: See _transfer_slope.
 TRANSFER_MIN_SPREAD_MS = 5.0
+#: A bandwidth estimate is kept only while the bytes really moved per ms stay within this factor
+#: of the bandwidth it implies (see _link_can_carry): 2 allows for the slope's estimation error.
+LINK_CAPACITY_SLACK = 2.0
 #: Profile shares from fewer samples are not used to split time: a share's standard error is
 #: sqrt(p(1-p)/n), ±7 percentage points at n = 50 — coarser than that, Server-Timing's proportions
 #: are the better split.
@@ -553,6 +557,21 @@ def _offered(run: RunResult, path: str, step: int) -> float | None:
     return None if res is None else res.offered_rps
 
 
+def _link_can_carry(slope_ms_per_byte: float, res: StepResult, recs: Records) -> bool:
+    """Whether a link of the bandwidth the slope implies could have carried what was moved.
+
+    A slope of ``s`` ms per byte means a link of ``1/s`` bytes/ms, shared by all requests: the
+    window's total bytes per ms cannot exceed it. When they do (by more than
+    LINK_CAPACITY_SLACK, for the slope's estimation error), the size-dependent time is not
+    transfer but work outside the server's timers (body parsing on a CPU-starved server).
+    """
+    window_ms = (res.measured_end_ns - res.measured_start_ns) / 1e6
+    if window_ms <= 0 or slope_ms_per_byte <= 0:
+        return False
+    carried = float((recs["bytes_out"] + recs["bytes_in"]).sum()) / window_ms
+    return carried <= LINK_CAPACITY_SLACK / slope_ms_per_byte
+
+
 def _transfer_slope(
     run: RunResult,
     names: Sequence[str],
@@ -597,7 +616,9 @@ def _transfer_slope(
         # costs more than that across the payloads it carries.
         if moved.size:
             p10, p90 = np.percentile(moved, [10, 90])
-            if slope * float(p90 - p10) >= TRANSFER_MIN_SPREAD_MS:
+            if slope * float(p90 - p10) >= TRANSFER_MIN_SPREAD_MS and _link_can_carry(
+                slope, res, recs
+            ):
                 return slope
         return 0.0
     return 0.0
