@@ -603,9 +603,9 @@ def _transfer_slope(
             return 0.0
         ok = (recs["ttfb_ns"] >= 0) & np.isfinite(server)
         ttfb = recs["ttfb_ns"][ok] / 1e6
-        pre = (
-            np.maximum(recs["conn_wait_ns"][ok], 0) + np.maximum(recs["connect_ns"][ok], 0)
-        ) / 1e6
+        # TTFB already starts once a pooled connection was free (load/records.py): only the
+        # connection set-up comes before the request's own exchange.
+        pre = np.maximum(recs["connect_ns"][ok], 0) / 1e6
         residual = ttfb - pre - server[ok]
         moved = (recs["bytes_out"][ok] + recs["bytes_in"][ok]).astype(np.float64)
         slope = transfer_slope_ms_per_byte(moved, residual)

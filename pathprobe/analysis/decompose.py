@@ -154,7 +154,16 @@ def decompose(
     wait = np.maximum(ok["conn_wait_ns"], 0) / NS_PER_MS
     connect = np.maximum(ok["connect_ns"], 0) / NS_PER_MS
     tls = np.maximum(ok["tls_ns"], 0) / NS_PER_MS
-    ttfb = np.where(ok["ttfb_ns"] >= 0, ok["ttfb_ns"], ok["end_ns"] - ok["actual_ns"]) / NS_PER_MS
+    # Records count TTFB from when a pooled connection was free (load/records.py); here it is
+    # needed from the dispatch, like end − actual, so the pool wait is added back.
+    ttfb = (
+        np.where(
+            ok["ttfb_ns"] >= 0,
+            ok["ttfb_ns"] + np.maximum(ok["conn_wait_ns"], 0),
+            ok["end_ns"] - ok["actual_ns"],
+        )
+        / NS_PER_MS
+    )
     body = np.maximum((ok["end_ns"] - ok["actual_ns"]) / NS_PER_MS - ttfb, 0.0)
     # Time from the request going on the wire to its first response byte.
     rest = np.maximum(ttfb - wait - connect - tls, 0.0)

@@ -73,7 +73,8 @@ def make_step(
     rec["actual_ns"] = rec["intended_ns"] + (slip * MS).astype(np.int64)
     rec["conn_wait_ns"] = (pool * MS).astype(np.int64)
     rec["connect_ns"] = -1
-    rec["ttfb_ns"] = (ttfb * MS).astype(np.int64)
+    # As the engines record it: TTFB from when a pooled connection was free (load/records.py).
+    rec["ttfb_ns"] = ((ttfb - pool) * MS).astype(np.int64)
     rec["end_ns"] = rec["actual_ns"] + ((ttfb + body) * MS).astype(np.int64)
     rec["status"] = 200
     rec["bytes_out"] = _arr(parts.bytes_out, n).astype(np.int64)
