@@ -31,7 +31,7 @@ from pathprobe.errors import (
     EXIT_TARGETS_MISSED,
     CannotRunError,
 )
-from pathprobe.load.engine import EngineOptions, StepResult
+from pathprobe.load.engine import EngineOptions, StepResult, header_values
 from pathprobe.load.payloads import PayloadPool, build_pool
 from pathprobe.load.schedule import StepPlan, plan_step
 from pathprobe.load.select import Engine, engine_name, loop_factory, make_engine
@@ -266,11 +266,7 @@ class Session:
         self.run_result.steps.setdefault(result.path, []).append(result)
         summary = step_summary(result, self.run_result.payload_sizes)
         if result.headers:
-            measured_values = {
-                name: [v for v, s in zip(values, result.records["seq"].tolist(), strict=True)
-                       if s >= result.first_measured_seq]
-                for name, values in result.headers.items()
-            }  # fmt: skip
+            measured_values = {name: header_values(result, name) for name in result.headers}
             summary["hop_headers"] = summarize_hop_headers(measured_values, self.config.probes)
         self.run_result.step_summaries.setdefault(result.path, []).append(summary)
 

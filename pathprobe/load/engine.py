@@ -8,6 +8,7 @@ Open loop: request ``i`` is due at ``start + offsets_ns[i]`` whatever happened t
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import contextvars
 import errno
@@ -43,6 +44,7 @@ LOOP_LAG_TICK_S = 0.010
 # failures do not stop a run.
 ABORT_MIN_REQUESTS = 50
 ABORT_CHECK_INTERVAL_S = 0.5
+ABORT_WINDOW = 500
 ROW_CHUNK = 8192
 SPIN_NS = 1_000_000
 
@@ -223,14 +225,14 @@ class _StepRun:
         self.chunks: list[Records] = []
         self.replica_index: dict[str, int] = {}
         self.header_rows: list[tuple[int, list[str | None]]] = []
+        # Only the last ABORT_WINDOW outcomes matter to the abort check: a bounded deque keeps
+        # the send path from growing a list by one entry per request.
+        self.recent: collections.deque[bool] = collections.deque(maxlen=ABORT_WINDOW)
         self.finished = 0
-        self.failed = 0
-        self.recent: list[bool] = []
         self.aborted: str | None = None
         self.in_flight = 0
         self.in_flight_cap_hits = 0
         self.lag_ns: list[int] = []
-        self.done_stepping = False
 
     async def run(self) -> StepResult:
         profile = self.profile
@@ -262,7 +264,6 @@ class _StepRun:
             else:
                 await self._closed_loop(session)
         finally:
-            self.done_stepping = True
             lag_task.cancel()
             abort_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -459,8 +460,8 @@ class _StepRun:
             return
         while True:
             await asyncio.sleep(ABORT_CHECK_INTERVAL_S)
-            recent = self.recent[-500:]
-            if len(self.recent) >= ABORT_MIN_REQUESTS and len(recent) > 0:
+            recent = self.recent
+            if self.finished >= ABORT_MIN_REQUESTS and len(recent) > 0:
                 rate = sum(recent) / len(recent)
                 if rate >= threshold:
                     self.aborted = (
