@@ -120,9 +120,12 @@ def test_client_probe_idle_starved_and_busy() -> None:
     assert idle["loop_lag_ms"]["p50"] < 5
     # Starved: a higher-priority neighbour holds the core 90 ms at a time; the client's light work
     # (5 % of a core) no longer fits, and its timer falls behind.
+    # (Not the p50: whether the median tick lands inside the hog's 90 ms or its 10 ms pause is up
+    # to the scheduler's wake-up preemption; the tail and the missed ticks are not.)
     lag, idle_lag = starved["loop_lag_ms"], idle["loop_lag_ms"]
-    assert lag["p50"] > max(5.0, 5 * idle_lag["p50"]), (lag, idle_lag)
     assert lag["p99"] > max(50.0, 3 * idle_lag["p99"]), (lag, idle_lag)
+    assert lag["max"] > 50.0, (lag, idle_lag)
+    assert lag["count"] < 0.8 * idle_lag["count"], (lag, idle_lag)  # ticks it never got to run
     assert starved["cores_busy_percent"]["mean"] > 70
     assert starved["cpu_percent"]["mean"] < 50  # it is not the client's own CPU that is busy
     # Busy: the client's own loop holds the CPU.
