@@ -120,7 +120,7 @@ SCENARIOS: dict[str, Scenario] = {
                  magnitude=_hop("proxy", "proxy")),
         # Two replicas at maxconn 1: each request waits for (users - 2) / 2 services ahead of it,
         # so the lb tail is ~3 services (~100 ms aiohttp, ~130 ms fastapi) against a healthy
-        # tail of ~1 service (37 / 46 ms on the proxy path): the target sits between, ≥ 1.4× off each.
+        # tail of ~1 service (37 / 46 ms on the proxy path): the target sits between, 1.4× off each.
         Scenario("load_balancer", ("lb_queue",), "load_balancer", paths=("proxy", "lb"),
                  load={"concurrency": QUEUE_USERS}, targets={"target_p99": 70},
                  magnitude=_hop("load_balancer", "load_balancer")),
