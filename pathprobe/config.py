@@ -20,6 +20,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pathprobe.errors import UsageError
+from pathprobe.load.store import DEFAULT_MAX_RECORDS
 
 #: The verdict's vocabulary (design.md §2). Order is the order of the request path, outside in.
 STAGES = (
@@ -46,6 +47,8 @@ Engine = Literal["auto", "aiohttp", "fast"]
 MAX_RATE_RPS = 20_000.0
 MAX_DURATION_S = 600.0
 MAX_CONCURRENCY = 2_000
+# --max-records below this would leave a thinned window's sample p99 on ~5 requests.
+MIN_MAX_RECORDS = 1024
 # Whole-run ceilings: 50 steps of 600 s on three paths is 25 hours, and 20 000/s over it would
 # plan (and hold in memory, 8 bytes per due time) billions of requests.
 MAX_RUN_S = 4 * 3600.0
@@ -158,6 +161,7 @@ class DiagnoseConfig:
     probes: ProbeOptions
     out_dir: Path
     abort_on_error_rate: float = 0.9
+    max_records: int = DEFAULT_MAX_RECORDS
     dry_run: bool = False
     allow_high_load: bool = False
 
@@ -175,7 +179,7 @@ KNOWN_KEYS = frozenset(
         "target_p99", "target_rps", "target_error_rate", "seed", "out", "connections",
         "no_keepalive", "cacert", "cert", "key", "insecure", "timeout", "connect_timeout",
         "workers", "engine", "capture_iface", "no_capture", "no_profile", "replica_header",
-        "abort_on_error_rate", "dry_run", "allow_high_load", "stage_rules",
+        "abort_on_error_rate", "dry_run", "allow_high_load", "stage_rules", "max_records",
         "server_timing_header", "upstream_time_header", "lb_timers_header", "envoy_time_header",
     }
 )  # fmt: skip
@@ -230,6 +234,7 @@ def build_config(raw: Mapping[str, Any]) -> DiagnoseConfig:
     if out is None or str(out).strip() == "":
         raise UsageError("--out DIR is required")
     abort = _fraction(raw, "abort_on_error_rate")
+    max_records = _int(raw, "max_records", minimum=MIN_MAX_RECORDS)
     _check_credentials(paths, load.headers)
     if not allow_high:
         _check_run_size(load, len(paths))
@@ -240,6 +245,7 @@ def build_config(raw: Mapping[str, Any]) -> DiagnoseConfig:
         probes=probes,
         out_dir=Path(str(out)),
         abort_on_error_rate=0.9 if abort is None else abort,
+        max_records=DEFAULT_MAX_RECORDS if max_records is None else max_records,
         dry_run=_bool(raw, "dry_run"),
         allow_high_load=allow_high,
     )

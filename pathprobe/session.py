@@ -157,6 +157,7 @@ class Session:
             capture_headers=capture_header_names(config),
             replica_header=config.probes.replica_header,
             abort_on_error_rate=config.abort_on_error_rate,
+            max_records=config.max_records,
         )
         return make_engine(
             config.load, self.pool, options, stop=self.stop, urls=[p.url for p in config.paths]

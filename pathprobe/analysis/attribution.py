@@ -47,7 +47,7 @@ from pathprobe.analysis.evidence import (
     window,
 )
 from pathprobe.analysis.knee import find_knee
-from pathprobe.load.engine import StepResult, header_values, measured
+from pathprobe.load.engine import StepResult, header_values, measured, tally_of
 from pathprobe.load.records import Records
 from pathprobe.probes.hopheaders import per_request_hop_times
 from pathprobe.run import RunResult
@@ -369,6 +369,7 @@ def analyze(run: RunResult, judgement: Mapping[str, Any]) -> Analysis:
                     res.loop_lag_ns,
                     window(run.probes, "client", name, res.step),
                     p50,
+                    res.sample_stride,
                 )
             )
     gate = client_gate(gate_rows)
@@ -389,8 +390,8 @@ def analyze(run: RunResult, judgement: Mapping[str, Any]) -> Analysis:
         recs = measured(found)
         net_ev[name] = network_evidence(run.probes, name, focus, recs)
         srv_ev[name] = server_evidence(run.probes, name, focus)
-        srv_ev[name].set_requests(int(len(recs)))
-        fail_ev[name] = failure_evidence(recs)
+        srv_ev[name].set_requests(tally_of(found).requests)
+        fail_ev[name] = failure_evidence(recs, tally_of(found))
         hop_times[name] = _hop_times(found, run)
     slope = _transfer_slope(run, names, focus, hop_times, net_ev)
     for i, name in enumerate(names):

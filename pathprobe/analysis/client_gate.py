@@ -71,12 +71,16 @@ def slip_ms(records: Records) -> npt.NDArray[np.float64]:
     return np.asarray(np.maximum(slip, 0.0), dtype=np.float64)
 
 
-def late_threshold_ms(records: Records) -> float:
-    """One mean inter-arrival gap of the schedule, clamped to [LATE_FLOOR_MS, LATE_CAP_MS]."""
+def late_threshold_ms(records: Records, stride: int = 1) -> float:
+    """One mean inter-arrival gap of the schedule, clamped to [LATE_FLOOR_MS, LATE_CAP_MS].
+
+    ``stride``: the records are about one in ``stride`` of the requests (a thinned window), so
+    the schedule's gap is ``stride`` times shorter than theirs.
+    """
     intended = np.sort(records["intended_ns"].astype(np.int64))
     gap_ms = LATE_FLOOR_MS
     if intended.size >= 2 and intended[-1] > intended[0]:
-        gap_ms = float(intended[-1] - intended[0]) / (intended.size - 1) / 1e6
+        gap_ms = float(intended[-1] - intended[0]) / (intended.size - 1) / 1e6 / stride
     return min(max(gap_ms, LATE_FLOOR_MS), LATE_CAP_MS)
 
 
@@ -86,13 +90,14 @@ def window_gate(
     loop_lag_ns: npt.NDArray[np.int64] | None,
     client_window: Mapping[str, Any] | None,
     latency_p50_ms: float | None = None,
+    stride: int = 1,
 ) -> tuple[list[str], dict[str, float | None]]:
     """The trip reasons of one window (empty when it passed) and its numbers."""
     reasons: list[str] = []
     numbers: dict[str, float | None] = {}
     if len(records):
         slip = slip_ms(records)
-        threshold = late_threshold_ms(records)
+        threshold = late_threshold_ms(records, stride)
         late = float(np.mean(slip > threshold))
         p99 = float(np.percentile(slip, 99))
         numbers.update(slip_p99_ms=p99, late_fraction=late, late_threshold_ms=threshold)
@@ -125,12 +130,13 @@ def window_gate(
 
 def client_gate(windows: Sequence[tuple[Any, ...]]) -> GateResult:
     """Run :func:`window_gate` over ``(path, step, records, latency_p99_ms, loop_lag_ns,
-    client_window[, latency_p50_ms])`` tuples; tripped when any window tripped."""
+    client_window[, latency_p50_ms[, sample_stride]])`` tuples; tripped when any window tripped."""
     result = GateResult()
     for row in windows:
         path, step, records, p99, lag, cw = row[:6]
         p50 = row[6] if len(row) > 6 else None
-        reasons, numbers = window_gate(records, p99, lag, cw, p50)
+        stride = row[7] if len(row) > 7 else 1
+        reasons, numbers = window_gate(records, p99, lag, cw, p50, stride)
         result.checked_windows += 1
         result.worst_slip_p99_ms = max(result.worst_slip_p99_ms, numbers.get("slip_p99_ms") or 0.0)
         result.worst_late_fraction = max(

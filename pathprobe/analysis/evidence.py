@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from pathprobe.load.records import ErrorKind, Records, completed, error_kinds
+from pathprobe.load.store import Tally
 
 #: Retransmission evidence: at least this share of data segments and this many segments. On
 #: loopback and healthy LANs the rate is 0; 1 % of segments lost means ~1 in 20 requests of ~5
@@ -213,8 +214,12 @@ class FailureEvidence:
         return self.large_rate >= SIZE_FAILURE_RATIO * max(self.small_rate, 1e-3)
 
 
-def failure_evidence(records: Records) -> FailureEvidence:
-    """Failures of one window and how they depend on payload size."""
+def failure_evidence(records: Records, tally: Tally | None = None) -> FailureEvidence:
+    """Failures of one window and how they depend on payload size.
+
+    With the window's ``tally`` the counts are exact even when the records are a thinned sample
+    (the size correlation then comes from the sample).
+    """
     ev = FailureEvidence()
     kinds = error_kinds(records)
     keep = kinds != ErrorKind.CANCELLED
@@ -226,6 +231,11 @@ def failure_evidence(records: Records) -> FailureEvidence:
     ev.failures = int(failed.sum())
     oom_like = np.isin(kinds, [int(k) for k in OOM_ERROR_KINDS])
     ev.oom_like = int(oom_like.sum())
+    if tally is not None:
+        by_kind = tally.errors_by_kind
+        ev.requests = tally.requests
+        ev.failures = sum(n for kind, n in by_kind.items() if kind != ErrorKind.HTTP_4XX)
+        ev.oom_like = sum(by_kind.get(int(kind), 0) for kind in OOM_ERROR_KINDS)
     size = recs["bytes_out"].astype(np.float64)
     if size.max() > size.min():
         lo, hi = np.quantile(size, [0.25, 0.75])

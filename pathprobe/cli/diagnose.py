@@ -53,45 +53,55 @@ def diagnose(
     duration: Annotated[
         float | None,
         typer.Option(
-            help="Measured seconds per step and path [default: 10].", rich_help_panel=LOAD
+            help="Measured seconds per step and path \\[default: 10].", rich_help_panel=LOAD
         ),
     ] = None,
     warmup: Annotated[
         float | None,
         typer.Option(
-            help="Warm-up seconds per step and path, excluded from the numbers [default: 1].",
+            help="Warm-up seconds per step and path, excluded from the numbers \\[default: 1].",
             rich_help_panel=LOAD,
         ),
     ] = None,
     arrival: Annotated[
         str | None,
-        typer.Option(help="uniform or poisson [default: uniform].", rich_help_panel=LOAD),
+        typer.Option(help="uniform or poisson \\[default: uniform].", rich_help_panel=LOAD),
     ] = None,
     seed: Annotated[
         int | None,
         typer.Option(
-            help="Seed of the request sequence (same on every path) [default: 1].",
+            help="Seed of the request sequence (same on every path) \\[default: 1].",
             rich_help_panel=LOAD,
         ),
     ] = None,
     connections: Annotated[
         int | None,
-        typer.Option(help="Connection pool size per path [default: 100].", rich_help_panel=LOAD),
+        typer.Option(help="Connection pool size per path \\[default: 100].", rich_help_panel=LOAD),
     ] = None,
     no_keepalive: Annotated[
         bool,
         typer.Option("--no-keepalive", help="A new connection per request.", rich_help_panel=LOAD),
     ] = False,
     workers: Annotated[
-        int | None, typer.Option(help="Client processes [default: 1].", rich_help_panel=LOAD)
+        int | None, typer.Option(help="Client processes \\[default: 1].", rich_help_panel=LOAD)
     ] = None,
     engine: Annotated[
         str | None,
-        typer.Option(help="auto, aiohttp or fast [default: auto].", rich_help_panel=LOAD),
+        typer.Option(help="auto, aiohttp or fast \\[default: auto].", rich_help_panel=LOAD),
+    ] = None,
+    max_records: Annotated[
+        int | None,
+        typer.Option(
+            help="Per-request records kept per step and path; beyond, a sample (counts and "
+            "latency percentiles stay exact) \\[default: 65536].",
+            rich_help_panel=LOAD,
+        ),
     ] = None,
     method: Annotated[
         str | None,
-        typer.Option(help="HTTP method [default: GET, or POST with a body].", rich_help_panel=REQ),
+        typer.Option(
+            help="HTTP method \\[default: GET, or POST with a body].", rich_help_panel=REQ
+        ),
     ] = None,
     header: Annotated[
         list[str] | None,
@@ -122,15 +132,15 @@ def diagnose(
     ] = None,
     encoding: Annotated[
         str | None,
-        typer.Option(help="raw, multipart or base64-json [default: raw].", rich_help_panel=REQ),
+        typer.Option(help="raw, multipart or base64-json \\[default: raw].", rich_help_panel=REQ),
     ] = None,
     timeout: Annotated[
         float | None,
-        typer.Option(help="Request timeout, seconds [default: 30].", rich_help_panel=REQ),
+        typer.Option(help="Request timeout, seconds \\[default: 30].", rich_help_panel=REQ),
     ] = None,
     connect_timeout: Annotated[
         float | None,
-        typer.Option(help="Connect timeout, seconds [default: 5].", rich_help_panel=REQ),
+        typer.Option(help="Connect timeout, seconds \\[default: 5].", rich_help_panel=REQ),
     ] = None,
     cacert: Annotated[
         Path | None, typer.Option(help="CA bundle for HTTPS.", rich_help_panel=REQ)
@@ -181,7 +191,7 @@ def diagnose(
     capture_iface: Annotated[
         str | None,
         typer.Option(
-            help="Capture on this interface [default: the route's].", rich_help_panel=PROBES
+            help="Capture on this interface \\[default: the route's].", rich_help_panel=PROBES
         ),
     ] = None,
     no_capture: Annotated[
@@ -193,14 +203,14 @@ def diagnose(
     replica_header: Annotated[
         str | None,
         typer.Option(
-            help="Response header naming the serving replica [default: x-replica].",
+            help="Response header naming the serving replica \\[default: x-replica].",
             rich_help_panel=PROBES,
         ),
     ] = None,
     abort_on_error_rate: Annotated[
         float | None,
         typer.Option(
-            help="Stop a step when this share of recent requests fails [default: 0.9].",
+            help="Stop a step when this share of recent requests fails \\[default: 0.9].",
             rich_help_panel=SAFETY,
         ),
     ] = None,
@@ -237,6 +247,7 @@ def diagnose(
         "connections": connections,
         "no_keepalive": no_keepalive or None,
         "workers": workers,
+        "max_records": max_records,
         "engine": engine,
         "method": method,
         "header": header or None,

@@ -72,7 +72,7 @@ def report(
     report_json: Annotated[Path, typer.Argument(help="DIR/report.json written by diagnose.")],
     out: Annotated[
         Path | None,
-        typer.Option("--out", help="HTML file to write [default: report.html beside the JSON]."),
+        typer.Option("--out", help="HTML file to write \\[default: report.html beside the JSON]."),
     ] = None,
 ) -> None:
     """Re-render report.html from a report.json (offline; the run is not needed)."""

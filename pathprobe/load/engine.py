@@ -27,6 +27,13 @@ from pathprobe.config import LoadProfile
 from pathprobe.load.payloads import PayloadPool
 from pathprobe.load.records import RECORD_DTYPE, ErrorKind, Records
 from pathprobe.load.schedule import StepPlan
+from pathprobe.load.store import (
+    DEFAULT_MAX_RECORDS,
+    BoundedSamples,
+    RecordStore,
+    Tally,
+    tally_records,
+)
 from pathprobe.load.tls import TimedSSLObject, client_context
 
 # Response bodies are read and counted, never kept; above this size the request fails TOO_LARGE
@@ -45,7 +52,6 @@ LOOP_LAG_TICK_S = 0.010
 ABORT_MIN_REQUESTS = 50
 ABORT_CHECK_INTERVAL_S = 0.5
 ABORT_WINDOW = 500
-ROW_CHUNK = 8192
 SPIN_NS = 1_000_000
 
 
@@ -57,6 +63,10 @@ class EngineOptions:
     replica_header: str | None = None
     abort_on_error_rate: float = 1.0
     max_response_bytes: int = MAX_RESPONSE_BYTES
+    max_records: int = DEFAULT_MAX_RECORDS  # rows kept per window before thinning (load.store)
+    # A load worker's own seq i is the plan's seq i × seq_scale + seq_offset (for thinning).
+    seq_scale: int = 1
+    seq_offset: int = 0
 
 
 @dataclass
@@ -64,7 +74,9 @@ class StepResult:
     """Everything one (path, step) window produced. ``records`` is sorted by ``seq``.
 
     Warm-up requests are kept (``seq < first_measured_seq``) so pairing by ``seq`` works; analysis
-    drops them.
+    drops them. ``records`` holds every request when ``sample_stride`` is 1, else only those whose
+    ``seq`` is a multiple of it (:mod:`pathprobe.load.store`); ``tally`` counts every request
+    either way (``None`` only for results built by hand: see :func:`tally_of`).
     """
 
     path: str
@@ -84,6 +96,61 @@ class StepResult:
     in_flight_cap_hits: int = 0
     aborted: str | None = None
     interrupted: bool = False
+    tally: Tally | None = None
+    sample_stride: int = 1
+
+
+def tally_of(result: StepResult) -> Tally:
+    """The exact counts of ``result``'s window (computed from the records when not stored)."""
+    if result.tally is not None:
+        return result.tally
+    return tally_records(result.records, result.measured_start_ns, result.measured_end_ns)
+
+
+def build_step_result(
+    *,
+    path: str,
+    url: str,
+    plan: StepPlan,
+    engine: str,
+    store: RecordStore,
+    start_ns: int,
+    options: EngineOptions,
+    replicas: list[str],
+    loop_lag: BoundedSamples,
+    in_flight_cap_hits: int,
+    aborted: str | None,
+    interrupted: bool,
+) -> StepResult:
+    """The :class:`StepResult` of a window an engine ran from ``start_ns`` (shared by engines)."""
+    records = store.records()
+    warmup_end = start_ns + plan.warmup_ns
+    if plan.offsets_ns is not None:
+        first_measured = plan.first_measured_seq
+    else:
+        later = records["seq"][records["intended_ns"] >= warmup_end]
+        first_measured = int(later.min()) if len(later) else int(records["seq"].max(initial=-1)) + 1
+    return StepResult(
+        path=path,
+        url=url,
+        step=plan.step,
+        offered_rps=plan.offered_rps,
+        concurrency=plan.concurrency,
+        engine=engine,
+        records=records,
+        first_measured_seq=first_measured,
+        start_ns=start_ns,
+        measured_start_ns=warmup_end,
+        measured_end_ns=start_ns + plan.total_ns,
+        replicas=replicas,
+        headers=store.header_columns(records, options.capture_headers),
+        loop_lag_ns=loop_lag.array(),
+        in_flight_cap_hits=in_flight_cap_hits,
+        aborted=aborted,
+        interrupted=interrupted,
+        tally=store.tally,
+        sample_stride=store.stride,
+    )
 
 
 @dataclass
@@ -219,12 +286,14 @@ class _StepRun:
         self.path = path
         self.url = url
         self.plan = plan
-        # Rows are tuples until ROW_CHUNK of them exist, then one numpy chunk: a long run holds
-        # ~80 bytes per request instead of ~550 (measured in the soak benchmark).
-        self.rows: list[tuple[Any, ...]] = []
-        self.chunks: list[Records] = []
+        # Rows go to a store that counts every request and keeps at most max_records rows.
+        self.store = RecordStore(
+            RECORD_DTYPE.names or (),
+            self.options.max_records,
+            self.options.seq_scale,
+            self.options.seq_offset,
+        )
         self.replica_index: dict[str, int] = {}
-        self.header_rows: list[tuple[int, list[str | None]]] = []
         # Only the last ABORT_WINDOW outcomes matter to the abort check: a bounded deque keeps
         # the send path from growing a list by one entry per request.
         self.recent: collections.deque[bool] = collections.deque(maxlen=ABORT_WINDOW)
@@ -232,7 +301,7 @@ class _StepRun:
         self.aborted: str | None = None
         self.in_flight = 0
         self.in_flight_cap_hits = 0
-        self.lag_ns: list[int] = []
+        self.loop_lag = BoundedSamples()
 
     async def run(self) -> StepResult:
         profile = self.profile
@@ -256,6 +325,7 @@ class _StepRun:
             trust_env=False,  # proxy env vars must not add a hop the user did not ask for
         )
         self.start_ns = time.monotonic_ns()
+        self.store.begin(self.start_ns + self.plan.warmup_ns, self.start_ns + self.plan.total_ns)
         lag_task = asyncio.create_task(self._measure_loop_lag())
         abort_task = asyncio.create_task(self._watch_errors())
         try:
@@ -403,18 +473,14 @@ class _StepRun:
         connect_ns = timing.connect_ns
         if connect_ns >= 0 and tls_ns >= 0:
             connect_ns = max(connect_ns - tls_ns, 0)
-        self.rows.append(
+        self.store.add(
             (
                 seq, intended_ns, actual_ns, timing.conn_wait_ns, connect_ns, tls_ns, ttfb_ns,
                 end_ns, status, int(error), len(body) if body is not None else 0, bytes_in,
                 payload_idx, replica,
-            )
+            ),
+            captured,
         )  # fmt: skip
-        if len(self.rows) >= ROW_CHUNK:
-            self.chunks.append(np.array(self.rows, dtype=RECORD_DTYPE))
-            self.rows = []
-        if captured is not None:
-            self.header_rows.append((seq, captured))
 
     async def _read_body(self, resp: aiohttp.ClientResponse) -> int:
         total = 0
@@ -451,7 +517,7 @@ class _StepRun:
         while True:
             expected = loop.time() + LOOP_LAG_TICK_S
             await asyncio.sleep(LOOP_LAG_TICK_S)
-            self.lag_ns.append(int(max(loop.time() - expected, 0.0) * 1e9))
+            self.loop_lag.append(int(max(loop.time() - expected, 0.0) * 1e9))
 
     async def _watch_errors(self) -> None:
         """Stop the step when nearly everything fails (service down, or we are hurting it)."""
@@ -471,38 +537,16 @@ class _StepRun:
                     return
 
     def _result(self) -> StepResult:
-        records = np.concatenate([*self.chunks, np.array(self.rows, dtype=RECORD_DTYPE)])
-        order = np.argsort(records["seq"], kind="stable")
-        records = records[order]
-        plan = self.plan
-        warmup_end = self.start_ns + plan.warmup_ns
-        if plan.offsets_ns is not None:
-            first_measured = plan.first_measured_seq
-        else:
-            later = records["seq"][records["intended_ns"] >= warmup_end]
-            first_measured = int(later.min()) if len(later) else len(records)
-        headers: dict[str, list[str | None]] = {}
-        if self.options.capture_headers:
-            by_seq = dict(self.header_rows)
-            for j, name in enumerate(self.options.capture_headers):
-                headers[name] = [
-                    (by_seq[s][j] if s in by_seq else None) for s in records["seq"].tolist()
-                ]
-        return StepResult(
+        return build_step_result(
             path=self.path,
             url=self.url,
-            step=plan.step,
-            offered_rps=plan.offered_rps,
-            concurrency=plan.concurrency,
+            plan=self.plan,
             engine=AiohttpEngine.name,
-            records=records,
-            first_measured_seq=first_measured,
+            store=self.store,
             start_ns=self.start_ns,
-            measured_start_ns=warmup_end,
-            measured_end_ns=self.start_ns + plan.total_ns,
+            options=self.options,
             replicas=list(self.replica_index),
-            headers=headers,
-            loop_lag_ns=np.array(self.lag_ns, dtype=np.int64),
+            loop_lag=self.loop_lag,
             in_flight_cap_hits=self.in_flight_cap_hits,
             aborted=self.aborted,
             interrupted=self.engine._stop.is_set(),

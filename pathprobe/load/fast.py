@@ -7,8 +7,9 @@ requests (the response parser cannot know that such a response has no body) and 
 the URL; :func:`check_supported` says so, and ``--engine auto`` then picks aiohttp.
 
 How it stays cheap: one Protocol object per connection carries the state of the request on it (no
-task, future or object per request); rows are appended as plain tuples and turned into numpy every
-``FLUSH_ROWS`` rows; timeouts are checked by a periodic sweep rather than one timer per request.
+task, future or object per request); rows are plain tuples, batched into numpy by
+:class:`~pathprobe.load.store.RecordStore`; timeouts are checked by a periodic sweep rather than one
+timer per request.
 
 Open-loop sends are timed with a ``timerfd`` (Linux, absolute CLOCK_MONOTONIC, no timer slack): the
 event loops' own timers round to the millisecond, which would add up to a millisecond of schedule
@@ -36,7 +37,6 @@ from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import httptools
-import numpy as np
 
 from pathprobe.config import LoadProfile
 from pathprobe.errors import UsageError
@@ -48,14 +48,13 @@ from pathprobe.load.engine import (
     MAX_IN_FLIGHT,
     EngineOptions,
     StepResult,
+    build_step_result,
 )
 from pathprobe.load.payloads import PayloadPool
-from pathprobe.load.records import RECORD_DTYPE, ErrorKind, Records
+from pathprobe.load.records import ErrorKind
 from pathprobe.load.schedule import StepPlan
+from pathprobe.load.store import BoundedSamples, RecordStore
 
-# Rows are kept as tuples (cheapest to append) and converted to numpy this many at a time, so a
-# million-request step never holds a million tuples.
-FLUSH_ROWS = 8192
 # A response whose header block grows beyond this is garbage (aiohttp's own limits are similar).
 MAX_HEADER_BYTES = 64 << 10
 # Bodies up to this size are sent in the same write as the request head.
@@ -431,13 +430,9 @@ class _StepRun:
         self.pending: collections.deque[tuple[int, int, int]] = collections.deque()
         self.connecting: set[asyncio.Task[None]] = set()
         # Rows.
-        self.rows: list[tuple[int, ...]] = []
-        self.chunks: list[np.ndarray] = []
-        self.placed: Records | None = None
-        if plan.offsets_ns is not None:
-            self.placed = np.empty(len(plan.offsets_ns), dtype=RECORD_DTYPE)
-        self.placed_count = 0
-        self.captured_rows: dict[int, list[str | None]] = {}
+        self.store = RecordStore(
+            _ROW_FIELDS, options.max_records, options.seq_scale, options.seq_offset
+        )
         self.replica_index: dict[str, int] = {}
         self.submitted = 0
         self.in_flight = 0
@@ -447,7 +442,7 @@ class _StepRun:
         self.finished = 0
         self.aborted: str | None = None
         self.cancelled = False
-        self.lag_ns: list[int] = []
+        self.loop_lag = BoundedSamples()
         # Schedule.
         self.open_loop = plan.offsets_ns is not None
         self.next_i = 0
@@ -467,6 +462,7 @@ class _StepRun:
         self.done: asyncio.Future[None] = loop.create_future()
         now = time.monotonic_ns()
         self.start_ns = start = now if start_ns is None else start_ns
+        self.store.begin(start + self.plan.warmup_ns, start + self.plan.total_ns)
         stop = self.engine._stop
         stop_task = asyncio.ensure_future(stop.wait())
         stop_task.add_done_callback(lambda _t: self.cancel_all())
@@ -654,9 +650,10 @@ class _StepRun:
         end_ns = time.monotonic_ns()
         conn.busy = False
         captured = conn.captured
+        header_row: list[str | None] | None = None
         if captured is not None:
             if self.capture_keys:
-                self.captured_rows[conn.seq] = [captured.get(k) for k in self.capture_keys]
+                header_row = [captured.get(k) for k in self.capture_keys]
             if self.replica_key is not None and self.replica_key in captured:
                 replica = self._replica_id(captured[self.replica_key][:64])
             else:
@@ -665,15 +662,14 @@ class _StepRun:
             replica = self._conn_replica(conn)
         actual = conn.actual_ns
         wait = conn.conn_wait_ns
-        self.rows.append(
+        self.store.add(
             (
                 conn.seq, conn.intended_ns, actual, wait, conn.connect_ns,
                 conn.first_ns - actual - wait, end_ns, conn.status, 0, conn.bytes_out,
                 conn.bytes_in, conn.payload_idx, replica,
-            )
+            ),
+            header_row,
         )  # fmt: skip
-        if len(self.rows) >= FLUSH_ROWS:
-            self._flush()
         if self.track_errors:
             self.recent.append(conn.status >= 500)
         if self.keepalive and conn.keep_alive and not conn.eof:
@@ -758,14 +754,12 @@ class _StepRun:
     ) -> None:  # fmt: skip
         """Record a request that ended without a (complete) response."""
         end_ns = time.monotonic_ns()
-        self.rows.append(
+        self.store.add(
             (
                 seq, intended_ns, actual_ns, conn_wait_ns, connect_ns, ttfb_ns, end_ns, 0,
                 int(kind), bytes_out, 0, pidx, replica,
             )
         )  # fmt: skip
-        if len(self.rows) >= FLUSH_ROWS:
-            self._flush()
         if self.track_errors and kind != ErrorKind.CANCELLED:
             self.recent.append(True)
 
@@ -814,7 +808,7 @@ class _StepRun:
     def _lag_tick(self) -> None:
         """A periodic timer's lateness: how long the event loop was too busy to run it."""
         now = time.monotonic_ns()
-        self.lag_ns.append(max(now - self._lag_expected_ns, 0))
+        self.loop_lag.append(max(now - self._lag_expected_ns, 0))
         self._lag_expected_ns = now + int(LOOP_LAG_TICK_S * 1e9)
         self._periodic["lag"] = self.loop.call_later(LOOP_LAG_TICK_S, self._lag_tick)
 
@@ -853,80 +847,22 @@ class _StepRun:
 
     # --- the result ----------------------------------------------------------------------------
 
-    def _flush(self) -> None:
-        """Move the buffered row tuples into numpy.
-
-        Open loop: straight into the preallocated result, at index ``seq`` (the step's size is
-        known), so a million-request step holds its records once (81 MB), never twice.
-        Closed loop: into chunks, placed by ``seq`` at the end.
-        """
-        if not self.rows:
-            return
-        table = np.array(self.rows, dtype=np.int64)
-        self.rows = []
-        if self.placed is not None:
-            seqs = table[:, 0]
-            for j, name in enumerate(_ROW_FIELDS):
-                self.placed[name][seqs] = table[:, j]
-            self.placed_count += len(table)
-            return
-        chunk = np.empty(len(table), dtype=RECORD_DTYPE)
-        for j, name in enumerate(_ROW_FIELDS):
-            chunk[name] = table[:, j]
-        self.chunks.append(chunk)
-
-    def _records(self) -> Records:
-        """Every row, placed by ``seq``: seqs are exactly ``0 .. submitted-1``, one row each."""
-        self._flush()
-        if self.placed is not None:
-            records = self.placed[: self.submitted]
-            if self.submitted < len(self.placed) // 2:  # stopped early: give the rest back
-                records = records.copy()
-            self.placed = None
-            filled = self.placed_count
-        else:
-            records = np.empty(self.submitted, dtype=RECORD_DTYPE)
-            filled = 0
-            while self.chunks:
-                chunk = self.chunks.pop()
-                records[chunk["seq"]] = chunk
-                filled += len(chunk)
-        if filled != self.submitted:  # a bug, not a measurement: never hide it
-            raise RuntimeError(f"fast engine: {filled} rows for {self.submitted} requests")
-        records["tls_ns"] = -1
-        return records
-
     def _result(self) -> StepResult:
-        records = self._records()
-        plan = self.plan
-        warmup_end = self.start_ns + plan.warmup_ns
-        if plan.offsets_ns is not None:
-            first_measured = plan.first_measured_seq
-        else:
-            later = records["seq"][records["intended_ns"] >= warmup_end]
-            first_measured = int(later.min()) if len(later) else len(records)
-        headers: dict[str, list[str | None]] = {}
-        if self.options.capture_headers:
-            rows = self.captured_rows
-            none_row: list[str | None] = [None] * len(self.capture_keys)
-            by_seq = [rows.get(s, none_row) for s in range(len(records))]
-            for j, name in enumerate(self.options.capture_headers):
-                headers[name] = [row[j] for row in by_seq]
-        return StepResult(
+        self.store.flush()
+        if self.store.tally.all_requests != self.submitted:  # a bug, not a measurement
+            raise RuntimeError(
+                f"fast engine: {self.store.tally.all_requests} rows for {self.submitted} requests"
+            )
+        return build_step_result(
             path=self.path,
             url=self.url,
-            step=plan.step,
-            offered_rps=plan.offered_rps,
-            concurrency=plan.concurrency,
+            plan=self.plan,
             engine=FastEngine.name,
-            records=records,
-            first_measured_seq=first_measured,
+            store=self.store,
             start_ns=self.start_ns,
-            measured_start_ns=warmup_end,
-            measured_end_ns=self.start_ns + plan.total_ns,
+            options=self.options,
             replicas=list(self.replica_index),
-            headers=headers,
-            loop_lag_ns=np.array(self.lag_ns, dtype=np.int64),
+            loop_lag=self.loop_lag,
             in_flight_cap_hits=self.in_flight_cap_hits,
             aborted=self.aborted,
             interrupted=self.engine._stop.is_set(),

@@ -2,14 +2,9 @@
 
 Raw merge (:func:`merge_results`): the workers' record arrays are concatenated and re-sorted by
 ``seq``; nothing is summarised, so every percentile of the merged result equals the percentile of
-all samples taken together (it *is* all samples taken together).
-
-Histogram merge (:func:`histogram_ns`, :func:`merge_histograms`): for runs too large to keep raw,
-HdrHistograms of nanosecond durations with ``HDR_SIGNIFICANT_DIGITS`` = 3. **Precision**: a
-percentile read back is the highest value of the bucket holding the sample of that rank (nearest
-rank: ``max(int(q/100 * n + 0.5), 1)``-th smallest), so it lies in ``[exact, exact * (1 + 2**-10)]``
-— within 0.1 % above the exact sample, never below; values below 2,048 ns are exact. Histograms
-add without loss (counts per bucket), so a merged histogram equals the histogram of all samples.
+all samples taken together (it *is* all samples taken together). When a worker thinned its records
+(:mod:`pathprobe.load.store`), every part is thinned to the largest stride first, so the merged
+sample is still one systematic sample by ``seq``; the exact tallies (counts and histograms) add.
 """
 
 from __future__ import annotations
@@ -18,18 +13,10 @@ from collections.abc import Sequence
 
 import numpy as np
 import numpy.typing as npt
-from hdrh.histogram import HdrHistogram
 
-from pathprobe.load.engine import StepResult
+from pathprobe.load.engine import StepResult, tally_of
 from pathprobe.load.records import Records
-
-HDR_SIGNIFICANT_DIGITS = 3
-HDR_LOWEST_NS = 1
-HDR_HIGHEST_NS = 3_600 * 1_000_000_000  # one hour: above any request timeout we allow
-# With 3 digits, hdrh keeps 2**11 sub-buckets per power of two: values below 2**11 are exact and
-# above it a bucket is 2**(floor(log2 v) - 10) wide, i.e. at most v / 1024.
-_EXACT_BELOW = 2**11
-HDR_RELATIVE_PRECISION = 2.0**-10
+from pathprobe.load.store import Tally, kept_mask
 
 
 def merge_results(
@@ -45,16 +32,28 @@ def merge_results(
     order of sending, as one process would have numbered them. Replica tables are united and the
     replica column remapped; captured header lists follow their records; loop-lag samples of all
     workers are pooled. ``first_measured_seq`` defaults to the first request sent at or after
-    the end of the warm-up.
+    the end of the warm-up. Thinned parts are first thinned to the largest stride among them.
     """
     if not parts:
         raise ValueError("nothing to merge")
+    stride = max(p.sample_stride for p in parts)
+    tally = Tally()
+    for part in parts:
+        tally.merge(tally_of(part))
     replicas: dict[str, int] = {}
     chunks: list[Records] = []
     header_names = list(parts[0].headers)
     headers: dict[str, list[str | None]] = {name: [] for name in header_names}
     for part in parts:
         recs = part.records
+        part_headers = part.headers
+        if part.sample_stride != stride:
+            keep = kept_mask(recs["seq"], stride)
+            recs = recs[keep]
+            part_headers = {
+                name: [v for v, k in zip(values, keep.tolist(), strict=True) if k]
+                for name, values in part.headers.items()
+            }
         if part.replicas:
             table = np.array(
                 [replicas.setdefault(name, len(replicas)) for name in part.replicas],
@@ -66,7 +65,7 @@ def merge_results(
                 recs["replica"][known] = table[recs["replica"][known]]
         chunks.append(recs)
         for name in header_names:
-            headers[name].extend(part.headers.get(name) or [None] * len(recs))
+            headers[name].extend(part_headers.get(name) or [None] * len(recs))
     total = sum(len(c) for c in chunks)
     seqs = [c["seq"] for c in chunks]
     records: Records | None = None
@@ -132,57 +131,6 @@ def merge_results(
         in_flight_cap_hits=sum(p.in_flight_cap_hits for p in parts),
         aborted=next((p.aborted for p in parts if p.aborted is not None), None),
         interrupted=any(p.interrupted for p in parts),
+        tally=tally,
+        sample_stride=stride,
     )
-
-
-def new_histogram() -> HdrHistogram:
-    """An empty histogram of nanosecond durations (1 ns .. 1 h, 3 significant digits)."""
-    return HdrHistogram(HDR_LOWEST_NS, HDR_HIGHEST_NS, HDR_SIGNIFICANT_DIGITS)
-
-
-def histogram_ns(values_ns: npt.NDArray[np.int64]) -> HdrHistogram:
-    """A histogram of ``values_ns`` (negative values, i.e. absent durations, are skipped).
-
-    Vectorised: values are first rounded down to their hdrh bucket's lowest value (which lands
-    them in the same bucket), so only one ``record_value`` call per distinct bucket is made.
-    """
-    hist = new_histogram()
-    values = np.asarray(values_ns, dtype=np.int64)
-    values = np.clip(values[values >= 0], 0, HDR_HIGHEST_NS)
-    if len(values) == 0:
-        return hist
-    keys = bucket_floor_ns(values)
-    uniq, counts = np.unique(keys, return_counts=True)
-    for value, count in zip(uniq.tolist(), counts.tolist(), strict=True):
-        hist.record_value(value, count)
-    return hist
-
-
-def bucket_floor_ns(values: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
-    """The lowest value of each value's hdrh bucket (3 significant digits)."""
-    values = np.asarray(values, dtype=np.int64)
-    shift = np.zeros(len(values), dtype=np.int64)
-    big = values >= _EXACT_BELOW
-    shift[big] = np.floor(np.log2(values[big].astype(np.float64))).astype(np.int64) - 10
-    floored: npt.NDArray[np.int64] = (values >> shift) << shift
-    return floored
-
-
-def merge_histograms(hists: Sequence[HdrHistogram]) -> HdrHistogram:
-    """The sum of ``hists`` (exact: bucket counts add)."""
-    total = new_histogram()
-    for hist in hists:
-        total.add(hist)
-    return total
-
-
-def percentile_ns(hist: HdrHistogram, q: float) -> int:
-    """The ``q``-th percentile (0..100) read from ``hist``; see the module's precision note."""
-    return int(hist.get_value_at_percentile(q))
-
-
-def nearest_rank_ns(values_ns: npt.NDArray[np.int64], q: float) -> int:
-    """The exact nearest-rank percentile hdrh approximates (for checking the stated precision)."""
-    ordered = np.sort(np.asarray(values_ns, dtype=np.int64))
-    rank = max(int(q * len(ordered) / 100 + 0.5), 1)
-    return int(ordered[min(rank, len(ordered)) - 1])

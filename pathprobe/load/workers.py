@@ -134,8 +134,11 @@ def slice_specs(
             concurrency=part.concurrency if plan.offsets_ns is None else profile.concurrency,
             workers=1,
         )
+        worker_options = options
+        if plan.offsets_ns is not None:  # the worker's seq j is the plan's j * count + k
+            worker_options = dataclasses.replace(options, seq_scale=count, seq_offset=k)
         specs.append(
-            SliceSpec(engine, worker_profile, options, path, url, part, k, count, start_ns)
+            SliceSpec(engine, worker_profile, worker_options, path, url, part, k, count, start_ns)
         )
     return specs
 

@@ -161,6 +161,11 @@ def test_usage_error_names_one_problem_and_help_exits_cleanly(
     assert code == 0
     assert "--abort-on-error-rate" in out
     assert "--dry-run" in out
+    assert "--max-records" in out
+    # Defaults are shown (rich would take an unescaped "[default: 10]" for markup and drop it).
+    flat = " ".join(out.replace("│", " ").split())
+    for shown in ("[default: 10]", "[default: uniform]", "[default: auto]", "[default: 65536]"):
+        assert shown in flat, shown
     assert err == ""
     code, out, err = run_main([], capsys)
     assert code == 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 from typing import Any
 
@@ -10,6 +11,7 @@ import numpy as np
 import psutil
 import pytest
 
+from pathprobe.analysis.steps import step_summary
 from pathprobe.config import build_config
 from pathprobe.errors import UsageError
 from pathprobe.load.engine import EngineOptions, StepResult
@@ -17,6 +19,7 @@ from pathprobe.load.payloads import build_pool
 from pathprobe.load.records import ErrorKind, completed
 from pathprobe.load.schedule import plan_step
 from pathprobe.load.select import build_engine, loop_factory, make_engine
+from pathprobe.load.store import kept_mask
 from pathprobe.load.workers import WorkerPool, run_slice_sync, slice_specs
 from tests.servers.process import serve
 
@@ -32,11 +35,11 @@ def setup(url: str, **raw: Any) -> tuple[Any, Any, Any]:
     return config.load, pool, plan
 
 
-def run_single(engine: str, url: str, **raw: Any) -> StepResult:
+def run_single(engine: str, url: str, options: EngineOptions = OPTIONS, **raw: Any) -> StepResult:
     profile, pool, plan = setup(url, **raw)
 
     async def go() -> StepResult:
-        return await build_engine(engine, profile, pool, OPTIONS).run_step("direct", url, plan)
+        return await build_engine(engine, profile, pool, options).run_step("direct", url, plan)
 
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
         return runner.run(go())
@@ -167,3 +170,45 @@ def test_a_failing_slice_raises_and_leaves_the_pool_usable() -> None:
             result = runner.run(go())
     assert result.records["seq"].tolist() == list(range(10))
     assert completed(result.records).all()
+
+
+@pytest.mark.parametrize("engine", ["fast", "aiohttp"])
+def test_a_long_window_is_thinned_exactly_counted_and_merged(engine: str) -> None:
+    """More requests than --max-records, through one engine and through two worker processes:
+    at most max_records rows are kept (the same requests both ways, chosen by seq), and every
+    request is still counted."""
+    options = dataclasses.replace(OPTIONS, max_records=1024)
+    with serve("tests.servers.fixed_delay", "0.001", cpu=1) as (port, _pid):
+        url = f"http://127.0.0.1:{port}/"
+        raw = {"rate": 1000, "duration": 3.5, "warmup": 0.5, "payload": "image:8-16"}
+        profile, pool, plan = setup(url, **{**raw, "workers": 2})
+        assert plan.offsets_ns is not None
+        n = len(plan.offsets_ns)
+
+        async def go() -> StepResult:
+            with WorkerPool(profile, pool, options, engine=engine, cpus=[0]) as workers:
+                return await workers.run_step("direct", url, plan)
+
+        with asyncio.Runner(loop_factory=loop_factory()) as runner:
+            merged = runner.run(go())
+        single = run_single(engine, url, options=options, **raw)
+    for result in (merged, single):
+        assert result.tally is not None
+        assert result.tally.all_requests == n
+        assert result.tally.requests == n - plan.first_measured_seq
+        assert result.tally.responses == result.tally.requests  # a healthy server
+        assert result.sample_stride >= 2  # 4000 requests into 1024 rows (2 × 1024 for 2 workers)
+    assert len(single.records) <= 1024
+    assert len(merged.records) <= 2 * 1024  # each worker keeps up to its own cap
+    for result in (merged, single):
+        np.testing.assert_array_equal(
+            result.records["seq"], np.flatnonzero(kept_mask(np.arange(n), result.sample_stride))
+        )
+        assert completed(result.records).all()
+        values = result.headers["server-timing"]
+        assert len(values) == len(result.records)
+        assert all(v is not None and v.startswith("inference;dur=1.0,") for v in values)
+        summary = step_summary(result, None)
+        assert summary["requests"] == n - plan.first_measured_seq
+        assert summary["sample_stride"] == result.sample_stride
+        assert 900 < summary["achieved_rps"] < 1100

@@ -7,15 +7,15 @@ import pytest
 
 from pathprobe.config import LoadProfile
 from pathprobe.load.engine import StepResult
-from pathprobe.load.merge import (
+from pathprobe.load.histograms import (
     HDR_RELATIVE_PRECISION,
     bucket_floor_ns,
     histogram_ns,
     merge_histograms,
-    merge_results,
     nearest_rank_ns,
     percentile_ns,
 )
+from pathprobe.load.merge import merge_results
 from pathprobe.load.records import empty_records
 from pathprobe.load.schedule import plan_step
 from pathprobe.load.workers import share, split_plan
