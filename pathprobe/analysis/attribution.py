@@ -134,6 +134,8 @@ class Analysis:
     tail_label: str
     tail_latency_ms: float | None
     p50_latency_ms: float | None
+    # Mean latency of the requests at or above the tail percentile (what explains_ms shares).
+    tail_mean_ms: float | None
     gate: GateResult
     findings: dict[str, StageFinding]
     attribution: dict[str, dict[str, Any]]
@@ -337,6 +339,14 @@ def _set_means(
     return out
 
 
+def _tail_mean(ok_tail_ms: FloatArray, failed_in_set: int, failed_ms: float) -> float | None:
+    """Mean latency of a tail set (failures counted at ``failed_ms``, as in :func:`_set_means`)."""
+    n = ok_tail_ms.size + failed_in_set
+    if n == 0:
+        return None
+    return (float(ok_tail_ms.sum()) + failed_ms * failed_in_set) / n
+
+
 def analyze(run: RunResult, judgement: Mapping[str, Any]) -> Analysis:
     """Decompose every path at the focus step, gate, deltas, knee and per-stage findings."""
     config = run.config
@@ -433,6 +443,7 @@ def analyze(run: RunResult, judgement: Mapping[str, Any]) -> Analysis:
     p50_sets: dict[str, dict[str, float]] = {}
     tail_label = "p99"
     tail_latency: float | None = None
+    tail_mean: float | None = None
     p50_latency: float | None = None
     tail_n = 0
     for name, dec in decs.items():
@@ -470,6 +481,7 @@ def analyze(run: RunResult, judgement: Mapping[str, Any]) -> Analysis:
         if name == outer:
             tail_label, tail_n = label, int(k)
             tail_latency = ok_tail_cut if ok_total.size else None
+            tail_mean = _tail_mean(ok_total[tail_mask], failed_in, failed_cost)
             p50_latency = float(np.percentile(ok_total, 50)) if ok_total.size else None
 
     # -- hop deltas (paired by seq, bootstrap CIs) --
@@ -532,6 +544,7 @@ def analyze(run: RunResult, judgement: Mapping[str, Any]) -> Analysis:
         tail_label=tail_label,
         tail_latency_ms=tail_latency,
         p50_latency_ms=p50_latency,
+        tail_mean_ms=tail_mean,
         gate=gate,
         findings=findings,
         attribution=attribution,

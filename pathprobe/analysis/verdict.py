@@ -95,6 +95,7 @@ def decide(run: RunResult, judgement: dict[str, Any]) -> dict[str, Any]:
             "offered_rps": a.offered_rps,
             "tail_label": a.tail_label,
             "tail_ms": None if a.tail_latency_ms is None else round(a.tail_latency_ms, 3),
+            "tail_mean_ms": None if a.tail_mean_ms is None else round(a.tail_mean_ms, 3),
             "p50_ms": None if a.p50_latency_ms is None else round(a.p50_latency_ms, 3),
         },
     }
@@ -147,9 +148,12 @@ def _summary(
             f"counting each failure as at least a {a.tail_label} answer, oom explains "
             f"{top.explains_ms:.1f} ms of the tail."
         )
+    # explains_ms is a mean over the requests at or above the percentile (design.md §4), so its
+    # share is of their mean latency, which lies above the percentile itself.
     share = (
-        f" ({top.explains_ms / a.tail_latency_ms:.0%} of it)"
-        if a.tail_latency_ms and a.tail_latency_ms > 0
+        f" ({top.explains_ms / a.tail_mean_ms:.0%} of the {a.tail_mean_ms:.1f} ms those requests "
+        "took on average)"
+        if a.tail_mean_ms and a.tail_mean_ms > 0
         else ""
     )
     lead = (
