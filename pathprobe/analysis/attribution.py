@@ -422,6 +422,7 @@ def analyze(run: RunResult, judgement: Mapping[str, Any]) -> Analysis:
             hops,
             rtt_ms=net_ev[name].rtt_ms,
             wire_ttfb_ms=net_ev[name].wire_ttfb_ms,
+            retrans_stalls=net_ev[name].retrans_stalls,
             slope_ms_per_byte=slope,
             inner_totals=inner_totals,
         )
@@ -755,6 +756,12 @@ def _findings(
             n.evidence.append(
                 f"{nev.retransmissions} retransmitted segments ({nev.retrans_rate:.2%} of data "
                 "segments)"
+            )
+        stalls = nev.retrans_stalls or {}
+        if stalls.get("stalled") and stalls.get("stalls_ms"):
+            n.evidence.append(
+                f"lost segments held up {stalls['stalled']} of {stalls['exchanges']} exchanges "
+                f"by {float(np.median(stalls['stalls_ms'])):.0f} ms (median) until retransmitted"
             )
         if slope > 0:
             n.evidence.append(

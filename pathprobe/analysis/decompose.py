@@ -7,8 +7,9 @@ because percentiles do not add):
 * ``client`` — schedule slip: actual − intended send;
 * ``pool_wait`` — waiting for a pooled connection (charged later to whoever held the connections);
 * ``network`` — the TCP connect of a new connection, one round trip for the exchange, the upload
-  time of the request body where bandwidth shows (see :func:`transfer_slope_ms_per_byte`), and the
-  response body's transfer after its first byte;
+  time of the request body where bandwidth shows (see :func:`transfer_slope_ms_per_byte`), the
+  response body's transfer after its first byte, and the time lost segments held the exchange up
+  (see :func:`loss_stalls_ms`);
 * one component per **hop** on the path (``proxy``, ``lb``…): the hop's own time. From the hop's
   timing header when present (nginx ``$upstream_header_time``, HAProxy ``Tr``: the time *behind*
   the hop, so the hop's own share is what it saw minus what was behind it), else from the
@@ -137,6 +138,7 @@ def decompose(
     slope_ms_per_byte: float = 0.0,
     inner_totals: Mapping[str, FloatArray] | None = None,
     wire_ttfb_ms: Mapping[str, Any] | None = None,
+    retrans_stalls: Mapping[str, Any] | None = None,
 ) -> Decomposition:
     """Cut the latency of each completed request of ``records`` into components (module doc).
 
@@ -173,20 +175,19 @@ def decompose(
     # rank (the capture's request-sent → response-started distribution). It would otherwise land
     # in the outermost hop (or the server's queue on the direct path).
     overhead = np.zeros_like(rest)
-    wire = wire_quantiles(wire_ttfb_ms)
-    if wire is not None and rest.size:
-        ranks = np.argsort(np.argsort(rest, kind="stable"), kind="stable")
-        q = (ranks + 0.5) / rest.size * 100.0
-        wire_at = np.interp(q, wire[0], wire[1])
+    wire_at = wire_at_ranks(rest, wire_ttfb_ms)
+    if wire_at is not None:
         overhead = np.clip(rest - upload - wire_at, 0.0, rest)
     rest = rest - overhead
     exchange = np.minimum(rest, rtt_ms + upload)
     rest = rest - exchange
+    stalled = loss_stalls_ms(rest, retrans_stalls)
+    rest = rest - stalled
 
     comps: dict[str, FloatArray] = {
         "client": slip + overhead,
         "pool_wait": wait,
-        "network": connect + tls + exchange + body,
+        "network": connect + tls + exchange + body + stalled,
     }
     hop_source: dict[str, str] = {}
     current = rest.copy()
@@ -249,6 +250,50 @@ def decompose(
 #: The capture's wire TTFB distribution is used for the client-overhead correction only with at
 #: least this many samples (its p99 then rests on more than a single request).
 MIN_WIRE_SAMPLES = 20
+
+
+def loss_stalls_ms(rest: FloatArray, stalls: Mapping[str, Any] | None) -> FloatArray:
+    """Per request, the time lost segments held it up, taken out of ``rest`` (ms).
+
+    The capture measures stalls per exchange but cannot name the request of each (it sees
+    connections, not sequence numbers). The share of exchanges that stalled is applied to these
+    requests, and the stalls go to the requests with the most unexplained time, longest to
+    longest: a retransmission timeout (≥ 200 ms on Linux) dwarfs the rest of a request's
+    variation, so the stalled requests are the slowest ones. Never more than a request's ``rest``.
+    """
+    out = np.zeros_like(rest)
+    if not stalls or rest.size == 0:
+        return out
+    exchanges, stalled = int(stalls.get("exchanges") or 0), int(stalls.get("stalled") or 0)
+    values = np.asarray(stalls.get("stalls_ms") or [], np.float64)
+    if exchanges < MIN_WIRE_SAMPLES or stalled <= 0 or values.size == 0:
+        return out
+    m = min(int(round(stalled / exchanges * rest.size)), rest.size)
+    if m == 0:
+        return out
+    values = np.sort(values)[::-1]
+    picked = values[(np.arange(m) * values.size) // m]  # the stalls spread over m requests
+    slowest = np.argsort(-rest, kind="stable")[:m]
+    out[slowest] = np.minimum(picked, rest[slowest])
+    return out
+
+
+def wire_at_ranks(rest: FloatArray, dist: Mapping[str, Any] | None) -> FloatArray | None:
+    """Per request, the wire TTFB of the same rank in the capture's distribution (None without a
+    usable one). With the capture's sorted values (``ranked_ms``) the k-th slowest request meets
+    the k-th slowest exchange; from ``{p50, p90, p99}`` knots only an interpolation, too low where
+    the tail jumps between knots (as retransmission timeouts make it)."""
+    if rest.size == 0:
+        return None
+    ranks = np.argsort(np.argsort(rest, kind="stable"), kind="stable")
+    ranked = np.asarray((dist or {}).get("ranked_ms") or [], np.float64)
+    if int((dist or {}).get("count") or 0) >= MIN_WIRE_SAMPLES and ranked.size:
+        index = ((ranks + 0.5) / rest.size * ranked.size).astype(np.int64)
+        return np.asarray(ranked[np.minimum(index, ranked.size - 1)], np.float64)
+    knots = wire_quantiles(dist)
+    if knots is None:
+        return None
+    return np.asarray(np.interp((ranks + 0.5) / rest.size * 100.0, knots[0], knots[1]))
 
 
 def wire_quantiles(dist: Mapping[str, Any] | None) -> tuple[list[float], list[float]] | None:

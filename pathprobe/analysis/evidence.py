@@ -59,6 +59,7 @@ class NetworkEvidence:
     capture_drops: int | None = None
     capture_available: bool = False
     wire_ttfb_ms: dict[str, Any] | None = None
+    retrans_stalls: dict[str, Any] | None = None  # tcpflows' per-exchange loss stalls
     missing: str | None = None
 
     @property
@@ -101,6 +102,8 @@ def network_evidence(
         ev.capture_drops = None if drops is None else int(drops)
         if not ev.capture_drops:  # a capture that dropped packets misses some requests' bytes
             ev.wire_ttfb_ms = w.get("wire_ttfb_ms")
+            # (... and would show holes that are only its own drops.)
+            ev.retrans_stalls = w.get("retrans_stalls")
     else:
         ev.missing = (w or {}).get("reason") or section.get("reason") or "no packet capture"
     # Three handshakes make a median that one slow SYN/ACK cannot move.

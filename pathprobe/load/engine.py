@@ -117,7 +117,7 @@ def build_step_result(
     start_ns: int,
     options: EngineOptions,
     replicas: list[str],
-    loop_lag: BoundedSamples,
+    loop_lag: BoundedSamples[int],
     in_flight_cap_hits: int,
     aborted: str | None,
     interrupted: bool,
@@ -301,7 +301,7 @@ class _StepRun:
         self.aborted: str | None = None
         self.in_flight = 0
         self.in_flight_cap_hits = 0
-        self.loop_lag = BoundedSamples()
+        self.loop_lag: BoundedSamples[int] = BoundedSamples()
 
     async def run(self) -> StepResult:
         profile = self.profile

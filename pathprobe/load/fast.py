@@ -442,7 +442,7 @@ class _StepRun:
         self.finished = 0
         self.aborted: str | None = None
         self.cancelled = False
-        self.loop_lag = BoundedSamples()
+        self.loop_lag: BoundedSamples[int] = BoundedSamples()
         # Schedule.
         self.open_loop = plan.offsets_ns is not None
         self.next_i = 0

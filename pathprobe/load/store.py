@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -45,6 +46,8 @@ DEFAULT_MAX_RECORDS = 1 << 16
 FLUSH_ROWS = 8192
 #: Loop-lag samples kept per window (one per 10 ms tick: 5.5 minutes whole, then thinned).
 MAX_LAG_SAMPLES = 1 << 15
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -279,22 +282,28 @@ class RecordStore:
         return {name: [row[j] for row in rows] for j, name in enumerate(names)}
 
 
-class BoundedSamples:
-    """At most ``cap`` of a stream of samples: all of them, then every 2nd, 4th, … (evenly)."""
+class BoundedSamples(Generic[T]):
+    """At most ``cap`` of a stream of samples: all of them, then every 2nd, 4th, … (evenly).
+
+    ``append`` is safe from one producer thread while another thread reads :meth:`values`.
+    """
 
     def __init__(self, cap: int = MAX_LAG_SAMPLES) -> None:
         self.cap = max(int(cap), 2)
         self.stride = 1
         self._seen = 0
-        self._values: list[int] = []
+        self._values: list[T] = []
 
-    def append(self, value: int) -> None:
+    def append(self, value: T) -> None:
         if self._seen % self.stride == 0:
             self._values.append(value)
             if len(self._values) >= self.cap:
                 self._values = self._values[::2]
                 self.stride *= 2
         self._seen += 1
+
+    def values(self) -> list[T]:
+        return list(self._values)
 
     def array(self) -> npt.NDArray[np.int64]:
         return np.array(self._values, dtype=np.int64)

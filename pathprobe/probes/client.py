@@ -15,7 +15,6 @@ Three kinds of evidence (design.md §4, step 1 — the client gate):
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import os
 import threading
@@ -27,14 +26,16 @@ import numpy as np
 import numpy.typing as npt
 
 from pathprobe.load.records import Records
+from pathprobe.load.store import BoundedSamples
 from pathprobe.probes.base import JSONDict, Unavailable, Window
 
 CPU_SAMPLE_INTERVAL_S = 0.1
 LOOP_LAG_TICK_S = 0.010
 TIMELINE_MAX_POINTS = 200
-# Bounded memory: ~2 h of samples at 10 Hz (CPU) and 100 Hz (loop lag).
-_MAX_CPU_SAMPLES = 72_000
-_MAX_LAG_SAMPLES = 720_000
+# Bounded memory: samples are kept per window, whole for ~27 min (CPU, 10 Hz) and ~5.5 min (loop
+# lag, 100 Hz), then evenly thinned: a long soak holds at most ~2 MB of them.
+_MAX_CPU_SAMPLES = 1 << 14
+_MAX_LAG_SAMPLES = 1 << 15
 # Lateness threshold bounds, see client_schedule_summary.
 LATE_FLOOR_MS = 1.0
 LATE_CAP_MS = 10.0
@@ -129,9 +130,10 @@ class _CpuSampler(threading.Thread):
         self.pids_provider = pids_provider
         self.interval_s = interval_s
         self.stop_event = threading.Event()
-        # (t_ns, summed cpu %, busiest single process cpu %, busy % of the processes' cores)
-        self.samples: collections.deque[tuple[int, float, float, float]] = collections.deque(
-            maxlen=_MAX_CPU_SAMPLES
+        # (t_ns, summed cpu %, busiest single process cpu %, busy % of the processes' cores);
+        # replaced by a fresh one at each window's start.
+        self.samples: BoundedSamples[tuple[int, float, float, float]] = BoundedSamples(
+            _MAX_CPU_SAMPLES
         )
         self.error: str | None = None
 
@@ -214,7 +216,7 @@ class ClientProbe:
         self.unavailable: Unavailable | None = None
         self.windows: list[JSONDict] = []
         self._sampler: _CpuSampler | None = None
-        self._lag: collections.deque[tuple[int, int]] = collections.deque(maxlen=_MAX_LAG_SAMPLES)
+        self._lag: BoundedSamples[tuple[int, int]] = BoundedSamples(_MAX_LAG_SAMPLES)
         self._lag_task: asyncio.Task[None] | None = None
         self._starts: dict[tuple[str, int], int] = {}
 
@@ -240,6 +242,10 @@ class ClientProbe:
 
     async def start_window(self, window: Window) -> None:
         self._starts[(window.path, window.step)] = window.start_ns or time.monotonic_ns()
+        # Windows run one at a time: what came before this one is no longer needed.
+        self._lag = BoundedSamples(_MAX_LAG_SAMPLES)
+        if self._sampler is not None:
+            self._sampler.samples = BoundedSamples(_MAX_CPU_SAMPLES)
 
     async def stop_window(self, window: Window) -> JSONDict:
         # The stopped window knows when its measured part really began; the stored start is the
@@ -254,7 +260,7 @@ class ClientProbe:
         summary["pids"] = pids
         summary["cpu_cores_available"] = _cores_available(pids)
         if self._sampler is not None:
-            rows = [s for s in list(self._sampler.samples) if start <= s[0] <= end]
+            rows = [s for s in self._sampler.samples.values() if start <= s[0] <= end]
             total = np.array([r[1] for r in rows], dtype=np.float64)
             busiest = np.array([r[2] for r in rows], dtype=np.float64)
             cores_busy = np.array([r[3] for r in rows], dtype=np.float64)
@@ -267,7 +273,7 @@ class ClientProbe:
         else:
             summary["cpu_percent"] = None
             summary["timeline"] = []
-        lag = np.array([v for t, v in list(self._lag) if start <= t <= end], dtype=np.int64)
+        lag = np.array([v for t, v in self._lag.values() if start <= t <= end], dtype=np.int64)
         summary["loop_lag_ms"] = _pcts_ms(lag, ("p50", "p99", "max"))
         self.windows.append(summary)
         return summary

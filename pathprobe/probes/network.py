@@ -207,8 +207,12 @@ class NetworkProbe:
         rx0, rx1 = self._rx_dropped_start.pop(key, None), iface_rx_dropped(tgt.iface)
         rx_delta = rx1 - rx0 if rx0 is not None and rx1 is not None else None
         t0 = time.perf_counter()
+        # The capture runs over the warm-up too; per-exchange numbers (wire TTFB, loss stalls)
+        # must describe the same requests as the load's measured records. pcap stamps are
+        # CLOCK_REALTIME, windows CLOCK_MONOTONIC.
+        measured_from = window.start_ns + (time.time_ns() - time.monotonic_ns())
         try:
-            result = await asyncio.to_thread(_parse_and_analyze, pcap, tgt)
+            result = await asyncio.to_thread(_parse_and_analyze, pcap, tgt, measured_from)
         except (OSError, ValueError) as exc:
             summary = {
                 **base,
@@ -274,7 +278,7 @@ class NetworkProbe:
             dump.kill_now()
 
 
-def _parse_and_analyze(pcap: Path, tgt: Target) -> dict[str, Any]:
+def _parse_and_analyze(pcap: Path, tgt: Target, measured_from_ns: int | None) -> dict[str, Any]:
     info = PcapInfo(-1, 0, False)
     packets: Iterable[TcpPacket] = iter_pcap(pcap, info)  # streamed: memory stays per-flow
     if tgt.iface == "any":
@@ -282,7 +286,7 @@ def _parse_and_analyze(pcap: Path, tgt: Target) -> dict[str, Any]:
     server = [
         socket.inet_pton(socket.AF_INET6 if ":" in a else socket.AF_INET, a) for a in tgt.addrs
     ]
-    stats = analyze(packets, server, tgt.port).summary()
+    stats = analyze(packets, server, tgt.port, measured_from_ns).summary()
     stats["pcap_records"] = info.records
     stats["pcap_truncated"] = info.truncated
     stats["linktype"] = info.linktype

@@ -17,8 +17,23 @@ Definitions (all from the client side, where the capture runs):
   sequence number), so retransmitted bytes are not counted twice and the totals reconcile with what
   the application sent and received (HTTP headers included).
 * **wire_ttfb** — per connection, from the last payload byte of a request (client → server) to the
-  first payload byte of the response: HTTP/1.1 with one request at a time per connection.
+  first payload byte of the response: HTTP/1.1 with one request at a time per connection. Like
+  the stalls below, only for exchanges that began at or after ``measured_from_ns`` (the end of
+  the warm-up), so that they describe the same requests as the load's measured records.
 * **zero_windows** — non-SYN, non-RST segments advertising a receive window of 0.
+* **retransmission stalls** — how long a loss held up each exchange (one request and its response
+  on a connection), the time the network took from the request rather than the server:
+
+  - client → server: a retransmitted segment the server had not acknowledged yet (its ACK stayed
+    below the segment's end, so the first copy was lost, not merely its ACK) stalled the exchange
+    from the first copy's capture time to the retransmission's;
+  - server → client: a segment that fills a hole in what arrived (a later segment came first)
+    stalled it from when the hole appeared to when it was filled. A lost *first copy seen here*
+    (the client's capture) cannot happen in this direction; a retransmission of data already seen
+    is spurious for the client (its ACK was lost) and stalls nothing.
+
+  ``retrans_stalls`` summarises them per exchange: how many exchanges there were, how many
+  stalled, and the stalls themselves (ms, longest first, at most :data:`MAX_STALLS_KEPT`).
 """
 
 from __future__ import annotations
@@ -48,6 +63,16 @@ _SEQ_HALF = 1 << 31
 # microseconds apart (transmit, then receive of the same skb). A genuine retransmission cannot come
 # this soon: Linux's smallest retransmission timer (the tail-loss probe) is 10 ms.
 LOOPBACK_TWIN_MAX_GAP_NS = 2_000_000
+# Segments remembered per direction for matching retransmissions to their first copy (and holes
+# to their filling): losses are recovered within a few RTOs, i.e. a few hundred segments at most.
+SENT_MEMORY = 256
+# Stalls listed in a window summary (longest first): enough for every stalled exchange of a
+# window at a few percent loss, bounded for a pathological one.
+MAX_STALLS_KEPT = 2000
+# A hole filled, or a retransmission sent, within this of the first copy is reordering or a fast
+# retransmit on a short path: not a stall any latency target could notice (Linux's retransmission
+# timers start at 10 ms for a tail-loss probe and 200 ms for a timeout).
+STALL_MIN_NS = 1_000_000
 
 
 class TcpPacket(NamedTuple):
@@ -135,12 +160,46 @@ def distribution_ms(values_ns: Iterable[int] | np.ndarray[Any, Any]) -> dict[str
     }
 
 
+#: Sorted values kept of a distribution that is rank-matched later (decompose): all of them up to
+#: this many, else this many evenly spaced ranks.
+MAX_RANKED = 2000
+
+
+def ranked_ms(values_ns: list[int]) -> list[float]:
+    """The values sorted, in ms (at most :data:`MAX_RANKED` evenly spaced ranks of them): the
+    whole shape of a distribution, its largest value included, for rank matching against the
+    application's view of the same requests (decompose.wire_at_ranks)."""
+    if not values_ns:
+        return []
+    ordered = np.sort(np.asarray(values_ns, np.float64)) / 1e6
+    if ordered.size > MAX_RANKED:
+        ordered = ordered[np.round(np.linspace(0, ordered.size - 1, MAX_RANKED)).astype(np.int64)]
+    return [round(float(v), 4) for v in ordered]
+
+
 @dataclass
 class _Direction:
     """Sequence-space state of one direction of one flow."""
 
     high: int | None = None  # highest sequence number (end of data) seen
     syn_seen: bool = False
+    # Recent segments as (start, end, capture ts): first copies (client → server) or holes
+    # (server → client: the missing range and when it appeared).
+    recent: list[tuple[int, int, int]] = field(default_factory=list)
+    acked: int | None = None  # highest ACK the other side sent for this direction's data
+
+    def remember(self, start: int, end: int, ts: int) -> None:
+        self.recent.append((start, end, ts))
+        if len(self.recent) > SENT_MEMORY:
+            del self.recent[: len(self.recent) - SENT_MEMORY]
+
+    def find(self, seq: int) -> int | None:
+        """Index of the remembered range holding ``seq`` (newest first), or None."""
+        for i in range(len(self.recent) - 1, -1, -1):
+            start, end, _ = self.recent[i]
+            if not _seq_after(start, seq) and _seq_after(end, seq):
+                return i
+        return None
 
 
 @dataclass
@@ -152,6 +211,9 @@ class _Flow:
     handshake_done: bool = False
     req_last_ts: int | None = None  # last new request byte not yet answered
     awaiting_response: bool = False
+    in_exchange: bool = False  # a request has started on this connection
+    exchange_measured: bool = True  # ... at or after the end of the warm-up
+    stall_ns: int = 0  # the current exchange's retransmission stalls so far
 
 
 @dataclass
@@ -174,6 +236,16 @@ class FlowStats:
     connections_opened: int = 0  # flows whose SYN was seen in the window
     # Connections per server address: a name that resolves to several replicas shows its spread.
     connections_by_server: dict[str, int] = field(default_factory=dict)
+    exchanges: int = 0
+    stalls_ns: list[int] = field(default_factory=list)  # one per exchange that stalled
+
+    def end_exchange(self, flow: _Flow) -> None:
+        if flow.in_exchange and flow.exchange_measured:
+            self.exchanges += 1
+            if flow.stall_ns >= STALL_MIN_NS:
+                self.stalls_ns.append(flow.stall_ns)
+        flow.in_exchange = False
+        flow.stall_ns = 0
 
     def summary(self) -> dict[str, Any]:
         rate = self.retransmissions / self.data_segments if self.data_segments else 0.0
@@ -190,10 +262,21 @@ class FlowStats:
             "zero_windows": self.zero_windows,
             "bytes_to_server": self.bytes_to_server,
             "bytes_from_server": self.bytes_from_server,
-            "wire_ttfb_ms": distribution_ms(self.wire_ttfb_ns),
+            "wire_ttfb_ms": {
+                **distribution_ms(self.wire_ttfb_ns),
+                "ranked_ms": ranked_ms(self.wire_ttfb_ns),
+            },
             "connections": self.connections,
             "connections_opened": self.connections_opened,
             "connections_by_server": dict(self.connections_by_server),
+            "retrans_stalls": {
+                "exchanges": self.exchanges,
+                "stalled": len(self.stalls_ns),
+                "stalls_ms": [
+                    round(v / 1e6, 3)
+                    for v in sorted(self.stalls_ns, reverse=True)[:MAX_STALLS_KEPT]
+                ],
+            },
         }
 
 
@@ -207,12 +290,36 @@ def _new_bytes(d: _Direction, seq: int, length: int) -> tuple[int, bool]:
     if _seq_after(end, d.high):
         fresh = (end - d.high) % _SEQ_MOD
         d.high = end
-        return min(fresh, length), False
+        return fresh, False  # a hole before it is counted now: its filling will not be
     return 0, True
 
 
+def _stall_to_server(d: _Direction, seq: int, ts: int) -> int:
+    """The stall a client retransmission at ``ts`` ends (0 when its first copy had arrived)."""
+    i = d.find(seq)
+    if i is None:
+        return 0
+    start, end, first_ts = d.recent[i]
+    if d.acked is not None and not _seq_after(end, d.acked):
+        return 0  # the server had acknowledged it: only the ACK was lost
+    d.recent[i] = (start, end, ts)  # a second retransmission counts from this one
+    return max(ts - first_ts, 0)
+
+
+def _stall_from_server(d: _Direction, seq: int, ts: int) -> int:
+    """The stall a segment filling a hole at ``ts`` ends (0 when it fills none)."""
+    i = d.find(seq)
+    if i is None:
+        return 0
+    _, _, hole_ts = d.recent.pop(i)
+    return max(ts - hole_ts, 0)
+
+
 def analyze(
-    packets: Iterable[TcpPacket], server_addrs: Iterable[bytes], server_port: int
+    packets: Iterable[TcpPacket],
+    server_addrs: Iterable[bytes],
+    server_port: int,
+    measured_from_ns: int | None = None,
 ) -> FlowStats:
     """Fold packets of flows to ``server_addrs:server_port`` into :class:`FlowStats`.
 
@@ -262,23 +369,43 @@ def analyze(
             continue
         if p.win == 0:
             st.zero_windows += 1
+        if flags & ACK:  # what the sender of this packet has received of the other direction
+            other = flow.from_server if to_server else flow.to_server
+            if other.acked is None or _seq_after(p.ack, other.acked):
+                other.acked = p.ack
         if p.payload_len <= 0:
             continue
         st.data_segments += 1
         d = flow.to_server if to_server else flow.from_server
+        before = d.high
         fresh, retrans = _new_bytes(d, p.seq, p.payload_len)
+        end = (p.seq + p.payload_len) % _SEQ_MOD
         if retrans:
             st.retransmissions += 1
+            stall = _stall_to_server(d, p.seq, p.ts_ns) if to_server else 0
+            if not to_server:
+                stall = _stall_from_server(d, p.seq, p.ts_ns)
+            flow.stall_ns += stall
             continue
         if to_server:
+            d.remember(p.seq, end, p.ts_ns)
+            if not flow.awaiting_response:  # a new request on this connection
+                st.end_exchange(flow)
+                flow.in_exchange = True
+                flow.exchange_measured = measured_from_ns is None or p.ts_ns >= measured_from_ns
             st.bytes_to_server += fresh
             flow.req_last_ts = p.ts_ns
             flow.awaiting_response = True
         else:
+            if before is not None and _seq_after(p.seq, before):  # a hole: [before, seq) missing
+                d.remember(before, p.seq, p.ts_ns)
             st.bytes_from_server += fresh
             if flow.awaiting_response and flow.req_last_ts is not None:
-                st.wire_ttfb_ns.append(p.ts_ns - flow.req_last_ts)
+                if flow.exchange_measured:
+                    st.wire_ttfb_ns.append(p.ts_ns - flow.req_last_ts)
                 flow.awaiting_response = False
+    for flow in flows.values():
+        st.end_exchange(flow)
     st.connections = len(flows)
     for _, _, server_addr in flows:
         name = _addr_text(server_addr)

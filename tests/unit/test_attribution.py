@@ -9,9 +9,11 @@ from attribution_fakes import HOPS, Parts, make_step
 from pathprobe.analysis.attribution import map_to_stages, reassign_waiting
 from pathprobe.analysis.decompose import (
     decompose,
+    loss_stalls_ms,
     metric_stage,
     quantile_matched,
     transfer_slope_ms_per_byte,
+    wire_at_ranks,
 )
 from pathprobe.analysis.evidence import ServerEvidence
 from pathprobe.config import ProbeOptions
@@ -191,3 +193,35 @@ def test_client_overhead_beyond_the_wire_goes_to_the_client() -> None:
     few = {"p50": 1.0, "p90": 1.0, "p99": 1.0, "count": 3}  # too few samples: not used
     d2 = decompose("proxy", measured(res), times, ["proxy"], rtt_ms=0.2, wire_ttfb_ms=few)
     assert np.mean(d2.components["client"]) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_loss_stalls_go_to_the_slowest_requests_and_never_past_their_time() -> None:
+    rng = np.random.default_rng(5)
+    rest = rng.uniform(30.0, 50.0, 200)
+    slow = rng.choice(200, 10, replace=False)
+    rest[slow] += 200.0  # ten requests met an RTO
+    stalls = {"exchanges": 400, "stalled": 20, "stalls_ms": [210.0] * 18 + [205.0, 5000.0]}
+    out = loss_stalls_ms(rest, stalls)
+    # 5 % of exchanges stalled -> 5 % of these 200 requests: the ten slowest, none other.
+    assert set(np.flatnonzero(out)) == set(slow.tolist())
+    assert (out <= rest).all()
+    assert out.max() == pytest.approx(rest[slow].max())  # the 5 s stall is clipped to its request
+    # Without a capture verdict (too few exchanges, none stalled, or nothing) nothing moves.
+    for none in (None, {"exchanges": 5, "stalled": 1, "stalls_ms": [200.0]},
+                 {"exchanges": 400, "stalled": 0, "stalls_ms": []}):  # fmt: skip
+        assert not loss_stalls_ms(rest, none).any()
+
+
+def test_wire_ttfb_is_matched_rank_for_rank_up_to_the_slowest() -> None:
+    rng = np.random.default_rng(6)
+    wire = np.sort(rng.uniform(30.0, 35.0, 100))
+    wire[-1] = 250.0  # one exchange met a retransmission timeout
+    app = rng.permutation(wire + 0.3)  # the application sees each a little later
+    dist = {"count": 100, "p50": 32.0, "p90": 34.5, "p99": 35.0, "ranked_ms": wire.tolist()}
+    matched = wire_at_ranks(app, dist)
+    assert matched is not None
+    np.testing.assert_allclose(app - matched, 0.3, atol=1e-9)  # the slowest meets the slowest
+    # Knots only: interpolation, which under-states a tail that jumps between p99 and p100.
+    coarse = wire_at_ranks(app, {k: v for k, v in dist.items() if k != "ranked_ms"})
+    assert coarse is not None
+    assert coarse[np.argmax(app)] < 200.0

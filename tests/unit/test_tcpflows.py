@@ -250,3 +250,63 @@ def test_bytes_and_retransmissions_property(sizes: list[int], dup_every: int, is
     assert st_["bytes_to_server"] == sum(sizes)
     assert st_["retransmissions"] == dups
     assert st_["data_segments"] == len(sizes) + dups
+
+
+def test_a_lost_request_segment_stalls_its_exchange_until_retransmitted() -> None:
+    a = Conn(40000)
+    t = a.handshake(0.0, 1.0)
+    t = a.exchange(t, 300, 1500, 10.0)  # a clean exchange first
+    start = a.cseq
+    a.c(t, ACK, 1000)  # lost on the way: the server's ACK never covers it
+    a.c(t + 1, PSH | ACK, 1000)
+    a.c(t + 201, ACK, 1000, seq=start)  # RTO retransmission, 201 ms after the first copy
+    a.s(t + 210, PSH | ACK, 50)
+    a.c(t + 211, ACK)
+    stalls = analyze(a.packets, [SERVER], PORT).summary()["retrans_stalls"]
+    assert stalls == {"exchanges": 2, "stalled": 1, "stalls_ms": [201.0]}
+
+
+def test_a_retransmission_the_server_had_acknowledged_stalls_nothing() -> None:
+    a = Conn(40000)
+    t = a.handshake(0.0, 1.0)
+    start = a.cseq
+    a.c(t, PSH | ACK, 1000)
+    a.s(t + 1, ACK)  # the server got it (its ACK covers it); the client's view of the ACK was lost
+    a.c(t + 200, PSH | ACK, 1000, seq=start)
+    a.s(t + 202, PSH | ACK, 50)
+    summary = analyze(a.packets, [SERVER], PORT).summary()
+    assert summary["retransmissions"] == 1
+    assert summary["retrans_stalls"] == {"exchanges": 1, "stalled": 0, "stalls_ms": []}
+
+
+def test_a_hole_in_the_response_stalls_until_it_is_filled() -> None:
+    a = Conn(40000)
+    t = a.handshake(0.0, 1.0)
+    a.c(t, PSH | ACK, 100)
+    first = a.sseq
+    a.s(t + 5, ACK, 1000, seq=first + 1000)  # the second segment arrives; the first is missing
+    a.s(t + 55, ACK, 1000, seq=first)  # ... and fills the hole 50 ms later
+    a.sseq = first + 2000
+    a.c(t + 56, ACK)
+    a.s(t + 57, ACK, 1000, seq=first)  # a spurious duplicate: nothing was missing any more
+    summary = analyze(a.packets, [SERVER], PORT).summary()
+    assert summary["bytes_from_server"] == 2000
+    assert summary["retransmissions"] == 2
+    assert summary["retrans_stalls"] == {"exchanges": 1, "stalled": 1, "stalls_ms": [50.0]}
+
+
+def test_exchanges_before_the_measured_window_are_left_out_of_ttfb_and_stalls() -> None:
+    a = Conn(40000)
+    t = a.handshake(0.0, 1.0)
+    start = a.cseq
+    a.c(t, PSH | ACK, 500)  # a warm-up request, lost once
+    a.c(t + 200, PSH | ACK, 500, seq=start)
+    a.s(t + 210, PSH | ACK, 50)
+    t = a.exchange(t + 300, 500, 50, 10.0)  # measured
+    summary = analyze(a.packets, [SERVER], PORT, measured_from_ns=int((t - 50) * MS)).summary()
+    assert summary["wire_ttfb_ms"]["count"] == 1
+    assert summary["wire_ttfb_ms"]["p50"] == 10.0
+    assert summary["retrans_stalls"] == {"exchanges": 1, "stalled": 0, "stalls_ms": []}
+    everything = analyze(a.packets, [SERVER], PORT).summary()
+    assert everything["retrans_stalls"]["stalled"] == 1
+    assert everything["bytes_to_server"] == summary["bytes_to_server"] == 1000
