@@ -136,6 +136,8 @@ class Analysis:
     p50_latency_ms: float | None
     # Mean latency of the requests at or above the tail percentile (what explains_ms shares).
     tail_mean_ms: float | None
+    # Transfer time per byte of body that bandwidth adds (0 when none shows), ms/byte.
+    transfer_slope_ms_per_byte: float
     gate: GateResult
     findings: dict[str, StageFinding]
     attribution: dict[str, dict[str, Any]]
@@ -546,6 +548,7 @@ def analyze(run: RunResult, judgement: Mapping[str, Any]) -> Analysis:
         tail_latency_ms=tail_latency,
         p50_latency_ms=p50_latency,
         tail_mean_ms=tail_mean,
+        transfer_slope_ms_per_byte=slope,
         gate=gate,
         findings=findings,
         attribution=attribution,

@@ -171,6 +171,10 @@ def decompose(
     rest = np.maximum(ttfb - wait - connect - tls, 0.0)
     moved = (ok["bytes_out"] + ok["bytes_in"]).astype(np.float64)
     upload = slope_ms_per_byte * moved
+    # Lost segments first: the wire TTFB below never contains their stalls, the application's
+    # time does.
+    stalled = loss_stalls_ms(rest, retrans_stalls)
+    rest = rest - stalled
     # The client's own overhead: what the application saw beyond what the wire saw at the same
     # rank (the capture's request-sent → response-started distribution). It would otherwise land
     # in the outermost hop (or the server's queue on the direct path).
@@ -181,8 +185,6 @@ def decompose(
     rest = rest - overhead
     exchange = np.minimum(rest, rtt_ms + upload)
     rest = rest - exchange
-    stalled = loss_stalls_ms(rest, retrans_stalls)
-    rest = rest - stalled
 
     comps: dict[str, FloatArray] = {
         "client": slip + overhead,

@@ -98,6 +98,12 @@ def decide(run: RunResult, judgement: dict[str, Any]) -> dict[str, Any]:
             "tail_mean_ms": None if a.tail_mean_ms is None else round(a.tail_mean_ms, 3),
             "p50_ms": None if a.p50_latency_ms is None else round(a.p50_latency_ms, 3),
         },
+        # Bandwidth the body transfer times imply (null when body size does not show in them).
+        "effective_bandwidth_mbit_s": (
+            round(8.0 / (a.transfer_slope_ms_per_byte * 1000.0), 3)
+            if a.transfer_slope_ms_per_byte > 0
+            else None
+        ),
     }
 
 

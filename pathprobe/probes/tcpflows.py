@@ -16,8 +16,10 @@ Definitions (all from the client side, where the capture runs):
 * **bytes_to_server / bytes_from_server** — new TCP payload bytes (the advance of the highest
   sequence number), so retransmitted bytes are not counted twice and the totals reconcile with what
   the application sent and received (HTTP headers included).
-* **wire_ttfb** — per connection, from the last payload byte of a request (client → server) to the
-  first payload byte of the response: HTTP/1.1 with one request at a time per connection. Like
+* **wire_ttfb** — per connection, from the last payload byte of a request (client → server), as
+  finally sent (a retransmission of request data moves it), to the first payload byte of the
+  response: HTTP/1.1 with one request at a time per connection. It is the server's time plus a
+  round trip, never a loss stall (those are measured apart, below). Like
   the stalls below, only for exchanges that began at or after ``measured_from_ns`` (the end of
   the warm-up), so that they describe the same requests as the load's measured records.
 * **zero_windows** — non-SYN, non-RST segments advertising a receive window of 0.
@@ -382,10 +384,12 @@ def analyze(
         end = (p.seq + p.payload_len) % _SEQ_MOD
         if retrans:
             st.retransmissions += 1
-            stall = _stall_to_server(d, p.seq, p.ts_ns) if to_server else 0
-            if not to_server:
-                stall = _stall_from_server(d, p.seq, p.ts_ns)
-            flow.stall_ns += stall
+            if to_server:
+                flow.stall_ns += _stall_to_server(d, p.seq, p.ts_ns)
+                if flow.awaiting_response:  # the server has the whole request only now
+                    flow.req_last_ts = p.ts_ns
+            else:
+                flow.stall_ns += _stall_from_server(d, p.seq, p.ts_ns)
             continue
         if to_server:
             d.remember(p.seq, end, p.ts_ns)
