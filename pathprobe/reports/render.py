@@ -731,6 +731,8 @@ def _network_view(report: Mapping[str, Any]) -> dict[str, Any]:
                 "rtt_p99": fmt_ms(get(w, "rtt_ms", "p99")),
                 "retrans": fmt_num(w.get("retransmissions")),
                 "retrans_rate": fmt_pct(w.get("retransmission_rate")),
+                "stalls": _stalls_text(as_map(w.get("retrans_stalls"))),
+                "bad_stalls": (num(as_map(w.get("retrans_stalls")).get("stalled")) or 0) > 0,
                 "resets": fmt_num(w.get("resets")),
                 "zero_windows": fmt_num(w.get("zero_windows")),
                 "to_server": fmt_bytes(w.get("bytes_to_server")),
@@ -758,6 +760,19 @@ def _network_view(report: Mapping[str, Any]) -> dict[str, Any]:
         if parts:
             idle.append({"path": clip(name, 60), "text": " · ".join(parts)})
     return {"missing": not_observed(net, "network"), "rows": rows, "idle": idle}
+
+
+def _stalls_text(stalls: Mapping[str, Any]) -> str:
+    """ "3 of 500, up to 412 ms": exchanges a lost segment held up (tcpflows), or "—"."""
+    stalled, total = num(stalls.get("stalled")), num(stalls.get("exchanges"))
+    if stalled is None or total is None:
+        return "—"
+    if not stalled:
+        return f"0 of {fmt_num(total)}"
+    longest = [num(v) for v in stalls.get("stalls_ms") or []]
+    peak = max((v for v in longest if v is not None), default=None)
+    tail = f", up to {fmt_ms(peak)}" if peak is not None else ""
+    return f"{fmt_num(stalled)} of {fmt_num(total)}{tail}"
 
 
 def folded_to_tree(
