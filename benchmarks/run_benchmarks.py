@@ -515,8 +515,8 @@ def memory(_repeats: int) -> Table:
         "max_rss_process_mb: the whole client process incl. its percentile analysis"
     )
     table.notes.append(
-        "raw records kept (81 bytes each = 81 MB per million): under the 200 MB "
-        "budget, so no histogram-only mode is needed"
+        "per-request records kept whole up to --max-records (65,536, ~5 MB), then a sample "
+        "by request number; every request still counted exactly (load.store)"
     )
     return table
 

@@ -15,9 +15,8 @@ import contextlib
 import dataclasses
 import datetime as dt
 import os
-import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -41,9 +40,9 @@ from pathprobe.probes.registry import build_probes
 from pathprobe.redact import redact_url
 from pathprobe.reports.payload import build_report, write_json_atomic, write_text_atomic
 from pathprobe.run import RunResult
+from pathprobe.signals import STOP_SIGNALS, signals_ignored
 
 PREFLIGHT_TIMEOUT_S = 3.0
-_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 ProgressCallback = Callable[[str, float], None]
 
@@ -171,13 +170,13 @@ class Session:
             self.run_result.interrupted = True
             self.stop.set()
 
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in STOP_SIGNALS:
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.add_signal_handler(sig, interrupted)
 
     @staticmethod
     def _remove_signal_handlers(loop: asyncio.AbstractEventLoop) -> None:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in STOP_SIGNALS:
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.remove_signal_handler(sig)
 
@@ -351,25 +350,10 @@ def run_diagnosis(
         run.ended_at = run.ended_at or _now_iso()
     # Whatever happened, what was measured is written: a further Ctrl-C (or SIGTERM) during these
     # few seconds would otherwise lose the report of a run that was just interrupted on purpose.
-    with _signals_ignored():
+    with signals_ignored():
         report, code = finish(run)
         write_outputs(config, report)
     return report, code
-
-
-@contextlib.contextmanager
-def _signals_ignored() -> Iterator[None]:
-    """Ignore SIGINT/SIGTERM for the duration (main thread only; elsewhere a no-op)."""
-    saved: list[tuple[int, Any]] = []
-    try:
-        saved.extend((sig, signal.signal(sig, signal.SIG_IGN)) for sig in _STOP_SIGNALS)
-    except ValueError:  # not the main thread: signals are not ours to manage
-        pass
-    try:
-        yield
-    finally:
-        for sig, handler in saved:
-            signal.signal(sig, handler)
 
 
 def _client_pids(engine: Engine | None) -> list[int]:

@@ -29,6 +29,7 @@ from types import TracebackType
 from typing import Any
 
 from pathprobe.errors import CannotRunError
+from pathprobe.signals import signals_ignored
 from pathprobe.testbed import cgroup, netns, state
 from pathprobe.testbed.faults import (
     FAULTS,
@@ -146,16 +147,19 @@ class Testbed:
         """Tear down what this testbed started (idempotent). Returns problems, empty when clean."""
         if self._state is None:
             return []
-        problems = state.teardown(self._state, keep_workdir=False)
-        for popen in self._popens.values():
-            try:
-                popen.wait(timeout=1)
-            except subprocess.TimeoutExpired:
-                pass
-        self._popens.clear()
-        self._state = None
-        if self.state_file is not None:
-            self.state_file.unlink(missing_ok=True)
+        # A second Ctrl-C here would leave servers, namespaces or iptables rules behind; the
+        # teardown is bounded (processes are killed by PID after a short grace).
+        with signals_ignored():
+            problems = state.teardown(self._state, keep_workdir=False)
+            for popen in self._popens.values():
+                try:
+                    popen.wait(timeout=1)
+                except subprocess.TimeoutExpired:
+                    pass
+            self._popens.clear()
+            self._state = None
+            if self.state_file is not None:
+                self.state_file.unlink(missing_ok=True)
         return problems
 
     def owned(self) -> dict[str, Any]:

@@ -146,3 +146,29 @@ def _is_zombie(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
     except OSError:
         return False
+
+
+def test_a_second_ctrl_c_during_teardown_leaves_nothing_behind(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Ctrl-C arrives again just as the teardown begins (an impatient user): the teardown still
+    runs to its end, and nothing of the testbed remains."""
+    real_teardown = bed.state.teardown
+    hits: list[int] = []
+
+    def impatient(*args: Any, **kwargs: Any) -> Any:
+        hits.append(1)
+        signal.raise_signal(signal.SIGINT)  # would raise KeyboardInterrupt right here
+        return real_teardown(*args, **kwargs)
+
+    monkeypatch.setattr(bed.state, "teardown", impatient)
+    tb = Testbed(faults=["net_delay"], stack="aiohttp")
+    tb.start()
+    recorded = tb.owned()
+    assert recorded["processes"]
+    assert tb.stop() == []
+    assert hits == [1]
+    assert leftovers(recorded) == []
+    assert ours_by_tag(tb.tag) == []
+    # The default handler is back: Ctrl-C works again after the teardown.
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
