@@ -43,6 +43,11 @@ from pathprobe.run import RunResult
 from pathprobe.signals import STOP_SIGNALS, signals_ignored
 
 PREFLIGHT_TIMEOUT_S = 3.0
+# The watchdog on each window: a step is due to end after its warm-up and duration, plus at most
+# one request timeout for the requests still in flight. Past that and this margin the engine is
+# stuck (a bug, never a measurement): it is told to stop like on Ctrl-C, then cancelled.
+WATCHDOG_MARGIN_S = 30.0
+WATCHDOG_STOP_GRACE_S = 10.0
 
 ProgressCallback = Callable[[str, float], None]
 
@@ -226,12 +231,21 @@ class Session:
             for probe in probes:
                 await self._guard(probe.name, probe.start_window(window))
             ticker = asyncio.create_task(self._tick(label, done_s, plan.total_ns / 1e9))
+            budget_s = plan.total_ns / 1e9 + config.load.timeout_s + WATCHDOG_MARGIN_S
             try:
-                result = await engine.run_step(path, urls[path], plan)
+                result = await self._watched(engine.run_step(path, urls[path], plan), budget_s)
             finally:
                 ticker.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await ticker
+            if result is None:  # stuck even after being told to stop: nothing to keep
+                self.run_result.notes.append(
+                    f"{path}, step {step_index + 1}: the load engine did not stop when told and "
+                    "was cancelled; this window has no results"
+                )
+                for probe in probes:
+                    await self._guard(probe.name, probe.stop_window(window))
+                break
             done_s += plan.total_ns / 1e9
             window = dataclasses.replace(
                 window, start_ns=result.measured_start_ns, end_ns=result.measured_end_ns
@@ -251,6 +265,26 @@ class Session:
                     f"{self.config.max_records:,}); counts and latency percentiles cover every "
                     "request (histograms, 0.1 % precision), the breakdowns the sample"
                 )
+
+    async def _watched(self, run_step: Any, budget_s: float) -> StepResult | None:
+        """``run_step`` awaited for at most ``budget_s``; past it the engine is told to stop (its
+        result, partial, is still used), then cancelled: None when even that did not end it."""
+        task = asyncio.ensure_future(run_step)
+        done, _ = await asyncio.wait({task}, timeout=budget_s)
+        if not done:
+            self.run_result.interrupted = True
+            self.run_result.notes.append(
+                f"a step overran its time budget ({budget_s:.0f} s) and was stopped; the run "
+                "ended there (a pathprobe bug: please report it)"
+            )
+            self.stop.set()
+            done, _ = await asyncio.wait({task}, timeout=WATCHDOG_STOP_GRACE_S)
+        if not done:
+            task.cancel()
+            await asyncio.wait({task}, timeout=WATCHDOG_STOP_GRACE_S)
+            return None
+        result: StepResult = task.result()
+        return result
 
     async def _guard(self, name: str, call: Any) -> Any:
         """Await a probe call; a probe bug is noted, never fatal to the run."""
