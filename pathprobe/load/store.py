@@ -163,13 +163,13 @@ _MASK64 = (1 << 64) - 1
 
 def sample_key(seq: int) -> int:
     """The key the sampling rule tests: ``seq`` mixed, so that any slice of seqs samples evenly."""
-    return ((seq * _MIX) & _MASK64) >> 24
+    return ((seq * _MIX) & _MASK64) >> 32  # the top half: the well-mixed bits
 
 
 def sample_keys(seqs: npt.NDArray[np.int64]) -> npt.NDArray[np.uint64]:
     """:func:`sample_key` of every element (wrapping uint64 arithmetic, as intended)."""
     mixed = np.asarray(seqs, dtype=np.int64).astype(np.uint64) * np.uint64(_MIX)
-    keys: npt.NDArray[np.uint64] = mixed >> np.uint64(24)
+    keys: npt.NDArray[np.uint64] = mixed >> np.uint64(32)
     return keys
 
 
