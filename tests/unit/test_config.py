@@ -122,6 +122,8 @@ BAD_INPUTS: list[tuple[dict[str, Any], str]] = [
     ({"engine": "turbo"}, "--engine must be auto, aiohttp or fast"),
     ({"workers": 0}, "--workers must be at least 1"),
     ({"workers": 65}, "above 64"),
+    ({"max_records": 5}, "--max-records must be at least 1024"),
+    ({"max_records": "many"}, "--max-records"),
     ({"seed": -1}, "--seed must be at least 0"),
     ({"seed": "x"}, "--seed must be an integer"),
     ({"method": "GE T"}, "is not an HTTP method"),
