@@ -381,33 +381,55 @@ def floor(repeats: int) -> Table:
     table = Table("floor")
     with nginx() as port:
         url = f"http://127.0.0.1:{port}/204"
-        for _ in range(repeats):
+        for i in range(repeats):
             for engine in ("fast", "aiohttp"):
-                run = run_client(
-                    pp(
-                        url,
-                        "--engine",
-                        engine,
-                        "--rate",
-                        "1000",
-                        "--connections",
-                        "10",
-                        "--duration",
-                        "10",
-                        "--warmup",
-                        "1",
-                    )
-                )
-                table.add(f"pathprobe-{engine}", pp_latency_row(run))
-            run = run_client(
-                ["hey", "-c", "10", "-q", "100", "-z", "10s", "-cpus", "1", "-o", "csv", url]
-            )
-            table.add("hey", hey_latency_row(run))
+                argv = pp(url, "--engine", engine, "--rate", "1000", "--connections", "10",
+                          "--duration", "10", "--warmup", "1")  # fmt: skip
+                with wire_ttfb(port, enabled=i == 0) as wire:
+                    run = run_client(argv)
+                table.add(f"pathprobe-{engine}", {**pp_latency_row(run), **wire})
+            argv = ["hey", "-c", "10", "-q", "100", "-z", "10s", "-cpus", "1", "-o", "csv", url]
+            with wire_ttfb(port, enabled=i == 0) as wire:
+                run = run_client(argv)
+            table.add("hey", {**hey_latency_row(run), **wire})
     table.notes.append(
         "pathprobe p50 is from the intended send time (includes schedule slip); "
         "hey's from its actual send, 0.1 ms resolution interpolated"
     )
+    table.notes.append(
+        "wire_p50_ms (first repeat): tcpdump on lo, last request byte → first response byte, "
+        "the floor no client can go below; each client's p50 minus it is its own overhead"
+    )
     return table
+
+
+@contextlib.contextmanager
+def wire_ttfb(port: int, enabled: bool) -> Iterator[dict[str, Any]]:
+    """While the block runs, capture the loopback traffic to ``port``; afterwards the dict holds
+    ``wire_p50_ms``, the median wire TTFB pathprobe's own capture analysis finds in it."""
+    found: dict[str, Any] = {}
+    if not enabled or shutil.which("tcpdump") is None:
+        yield found
+        return
+    from pathprobe.probes.capture import PcapInfo, iter_pcap
+    from pathprobe.probes.tcpflows import analyze
+
+    with tempfile.TemporaryDirectory() as tmp:
+        pcap = Path(tmp) / "floor.pcap"
+        dump = subprocess.Popen(
+            ["tcpdump", "-i", "lo", "-w", str(pcap), "-s", "128", "-B", "32768", "-n", "-p",
+             "-Z", "root", "--time-stamp-precision", "nano", f"tcp port {port}"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        time.sleep(1.0)  # tcpdump has no ready signal; it listens well within this
+        try:
+            yield found
+        finally:
+            time.sleep(0.5)
+            dump.terminate()
+            dump.wait(timeout=10)
+        stats = analyze(iter_pcap(pcap, PcapInfo(-1, 0, False)), [], port).summary()
+        found["wire_p50_ms"] = stats["wire_ttfb_ms"]["p50"]
 
 
 def delay(repeats: int) -> Table:
