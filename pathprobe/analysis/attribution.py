@@ -34,7 +34,12 @@ import numpy as np
 import numpy.typing as npt
 
 from pathprobe.analysis.client_gate import GateResult, client_gate
-from pathprobe.analysis.decompose import Decomposition, decompose, transfer_slope_ms_per_byte
+from pathprobe.analysis.decompose import (
+    MIN_WIRE_SAMPLES,
+    Decomposition,
+    decompose,
+    transfer_slope_ms_per_byte,
+)
 from pathprobe.analysis.deltas import hop_delta_entry, tail_percentile
 from pathprobe.analysis.evidence import (
     FailureEvidence,
@@ -425,6 +430,7 @@ def analyze(run: RunResult, judgement: Mapping[str, Any]) -> Analysis:
             rtt_ms=net_ev[name].rtt_ms,
             wire_ttfb_ms=net_ev[name].wire_ttfb_ms,
             retrans_stalls=net_ev[name].retrans_stalls,
+            uploads=net_ev[name].uploads,
             slope_ms_per_byte=slope,
             inner_totals=inner_totals,
         )
@@ -597,13 +603,23 @@ def _transfer_slope(
     hop_times: Mapping[str, Mapping[str, FloatArray]],
     net_ev: Mapping[str, NetworkEvidence],
 ) -> float:
-    """Bandwidth as ms per byte moved, measured on the innermost path with server timers.
+    """Bandwidth as ms per byte moved, measured on the innermost path.
 
-    Residual = time to first byte − connect/pool − the server's own time (Server-Timing on the
-    direct path, nginx's upstream time on a proxy path): what still grows with the body size is
-    transfer time. Zero when no server timer is present (then size-dependent server work would
-    pass for bandwidth).
+    From the capture when it saw the uploads: the wire's own upload time against request size.
+    Else from the load's records where a server timer exists: residual = time to first byte −
+    connect/pool − the server's own time (Server-Timing on the direct path, nginx's upstream time
+    on a proxy path); what still grows with the body size is transfer time. Zero without either
+    (then size-dependent server work would pass for bandwidth).
     """
+    for name in names:
+        uploads = net_ev[name].uploads if name in net_ev else None
+        if uploads and int(uploads.get("count") or 0) >= MIN_WIRE_SAMPLES:
+            sizes = np.asarray(uploads.get("bytes") or [], np.float64)
+            upload_ms = np.asarray(uploads.get("ms") or [], np.float64)
+            slope = transfer_slope_ms_per_byte(sizes, upload_ms)
+            p10, p90 = np.percentile(sizes, [10, 90]) if sizes.size else (0.0, 0.0)
+            return slope if slope * float(p90 - p10) >= TRANSFER_MIN_SPREAD_MS else 0.0
+        break
     for name in names:
         res = _result(run, name, step)
         if res is None:

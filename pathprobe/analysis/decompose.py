@@ -139,6 +139,7 @@ def decompose(
     inner_totals: Mapping[str, FloatArray] | None = None,
     wire_ttfb_ms: Mapping[str, Any] | None = None,
     retrans_stalls: Mapping[str, Any] | None = None,
+    uploads: Mapping[str, Any] | None = None,
 ) -> Decomposition:
     """Cut the latency of each completed request of ``records`` into components (module doc).
 
@@ -171,6 +172,9 @@ def decompose(
     rest = np.maximum(ttfb - wait - connect - tls, 0.0)
     moved = (ok["bytes_out"] + ok["bytes_in"]).astype(np.float64)
     upload = slope_ms_per_byte * moved
+    on_wire = wire_upload_ms(ok["bytes_out"].astype(np.float64), uploads)
+    if on_wire is not None:  # measured, not modelled: the capture's uploads of the same size
+        upload = on_wire
     # Lost segments first: the wire TTFB below never contains their stalls, the application's
     # time does.
     stalled = loss_stalls_ms(rest, retrans_stalls)
@@ -252,6 +256,19 @@ def decompose(
 #: The capture's wire TTFB distribution is used for the client-overhead correction only with at
 #: least this many samples (its p99 then rests on more than a single request).
 MIN_WIRE_SAMPLES = 20
+
+
+def wire_upload_ms(bytes_out: FloatArray, uploads: Mapping[str, Any] | None) -> FloatArray | None:
+    """Per request, the upload time the capture saw for requests of its size (None without
+    enough uploads). Under a bandwidth limit upload time grows with size, so requests are matched
+    to exchanges by size (interpolated between the sizes seen)."""
+    if not uploads or int(uploads.get("count") or 0) < MIN_WIRE_SAMPLES:
+        return None
+    sizes = np.asarray(uploads.get("bytes") or [], np.float64)
+    times = np.asarray(uploads.get("ms") or [], np.float64)
+    if sizes.size == 0 or sizes.size != times.size:
+        return None
+    return np.asarray(np.interp(bytes_out, sizes, times), np.float64)
 
 
 def loss_stalls_ms(rest: FloatArray, stalls: Mapping[str, Any] | None) -> FloatArray:

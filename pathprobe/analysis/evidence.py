@@ -60,6 +60,7 @@ class NetworkEvidence:
     capture_available: bool = False
     wire_ttfb_ms: dict[str, Any] | None = None
     retrans_stalls: dict[str, Any] | None = None  # tcpflows' per-exchange loss stalls
+    uploads: dict[str, Any] | None = None  # tcpflows' request sizes and wire upload times
     missing: str | None = None
 
     @property
@@ -104,6 +105,7 @@ def network_evidence(
             ev.wire_ttfb_ms = w.get("wire_ttfb_ms")
             # (... and would show holes that are only its own drops.)
             ev.retrans_stalls = w.get("retrans_stalls")
+            ev.uploads = w.get("uploads")
     else:
         ev.missing = (w or {}).get("reason") or section.get("reason") or "no packet capture"
     # Three handshakes make a median that one slow SYN/ACK cannot move.

@@ -36,6 +36,10 @@ Definitions (all from the client side, where the capture runs):
 
   ``retrans_stalls`` summarises them per exchange: how many exchanges there were, how many
   stalled, and the stalls themselves (ms, longest first, at most :data:`MAX_STALLS_KEPT`).
+* **uploads** — per measured exchange, the request's bytes and how long the wire took to carry
+  them (first to last request byte, loss stalls taken out): bandwidth shows here directly, with no
+  server timer needed. An upload during which the server advertised a zero window was held back
+  by the server not reading, not by the network: it is counted in ``server_limited`` instead.
 """
 
 from __future__ import annotations
@@ -179,6 +183,21 @@ def ranked_ms(values_ns: list[int]) -> list[float]:
     return [round(float(v), 4) for v in ordered]
 
 
+def uploads_summary(uploads: list[tuple[int, int]], server_limited: int) -> dict[str, Any]:
+    """``{count, server_limited, bytes, ms}``: the uploads sorted by size (at most
+    :data:`MAX_RANKED` of them, evenly spaced), for matching requests of the same size."""
+    ordered = sorted(uploads)
+    if len(ordered) > MAX_RANKED:
+        picks = np.round(np.linspace(0, len(ordered) - 1, MAX_RANKED)).astype(np.int64)
+        ordered = [ordered[i] for i in picks.tolist()]
+    return {
+        "count": len(uploads),
+        "server_limited": server_limited,
+        "bytes": [b for b, _ in ordered],
+        "ms": [round(ns / 1e6, 4) for _, ns in ordered],
+    }
+
+
 @dataclass
 class _Direction:
     """Sequence-space state of one direction of one flow."""
@@ -213,6 +232,9 @@ class _Flow:
     handshake_done: bool = False
     req_last_ts: int | None = None  # last new request byte not yet answered
     awaiting_response: bool = False
+    req_first_ts: int = 0  # the current request's first byte
+    req_bytes: int = 0
+    req_zero_window: bool = False  # the server's window closed during the upload
     in_exchange: bool = False  # a request has started on this connection
     exchange_measured: bool = True  # ... at or after the end of the warm-up
     stall_ns: int = 0  # the current exchange's retransmission stalls so far
@@ -240,6 +262,8 @@ class FlowStats:
     connections_by_server: dict[str, int] = field(default_factory=dict)
     exchanges: int = 0
     stalls_ns: list[int] = field(default_factory=list)  # one per exchange that stalled
+    uploads: list[tuple[int, int]] = field(default_factory=list)  # (request bytes, wire ns)
+    uploads_server_limited: int = 0
 
     def end_exchange(self, flow: _Flow) -> None:
         if flow.in_exchange and flow.exchange_measured:
@@ -271,6 +295,7 @@ class FlowStats:
             "connections": self.connections,
             "connections_opened": self.connections_opened,
             "connections_by_server": dict(self.connections_by_server),
+            "uploads": uploads_summary(self.uploads, self.uploads_server_limited),
             "retrans_stalls": {
                 "exchanges": self.exchanges,
                 "stalled": len(self.stalls_ns),
@@ -371,6 +396,8 @@ def analyze(
             continue
         if p.win == 0:
             st.zero_windows += 1
+            if not to_server and flow.awaiting_response:
+                flow.req_zero_window = True
         if flags & ACK:  # what the sender of this packet has received of the other direction
             other = flow.from_server if to_server else flow.to_server
             if other.acked is None or _seq_after(p.ack, other.acked):
@@ -397,6 +424,8 @@ def analyze(
                 st.end_exchange(flow)
                 flow.in_exchange = True
                 flow.exchange_measured = measured_from_ns is None or p.ts_ns >= measured_from_ns
+                flow.req_first_ts, flow.req_bytes, flow.req_zero_window = p.ts_ns, 0, False
+            flow.req_bytes += fresh
             st.bytes_to_server += fresh
             flow.req_last_ts = p.ts_ns
             flow.awaiting_response = True
@@ -407,6 +436,11 @@ def analyze(
             if flow.awaiting_response and flow.req_last_ts is not None:
                 if flow.exchange_measured:
                     st.wire_ttfb_ns.append(p.ts_ns - flow.req_last_ts)
+                    if flow.req_zero_window:
+                        st.uploads_server_limited += 1
+                    elif flow.req_bytes > 0:
+                        carried = flow.req_last_ts - flow.req_first_ts - flow.stall_ns
+                        st.uploads.append((flow.req_bytes, max(carried, 0)))
                 flow.awaiting_response = False
     for flow in flows.values():
         st.end_exchange(flow)

@@ -14,6 +14,7 @@ from pathprobe.analysis.decompose import (
     quantile_matched,
     transfer_slope_ms_per_byte,
     wire_at_ranks,
+    wire_upload_ms,
 )
 from pathprobe.analysis.evidence import ServerEvidence
 from pathprobe.config import ProbeOptions
@@ -225,3 +226,12 @@ def test_wire_ttfb_is_matched_rank_for_rank_up_to_the_slowest() -> None:
     coarse = wire_at_ranks(app, {k: v for k, v in dist.items() if k != "ranked_ms"})
     assert coarse is not None
     assert coarse[np.argmax(app)] < 200.0
+
+
+def test_uploads_are_matched_to_requests_of_the_same_size() -> None:
+    uploads = {"count": 30, "bytes": [10_000 * (i + 1) for i in range(30)],
+               "ms": [8.0 * (i + 1) for i in range(30)]}  # fmt: skip
+    got = wire_upload_ms(np.array([10_000.0, 55_000.0, 1e9]), uploads)
+    assert got is not None
+    np.testing.assert_allclose(got, [8.0, 44.0, 240.0])  # beyond the sizes seen: the largest's
+    assert wire_upload_ms(np.array([1.0]), {**uploads, "count": 3}) is None  # too few to trust

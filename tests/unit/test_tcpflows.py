@@ -313,3 +313,19 @@ def test_exchanges_before_the_measured_window_are_left_out_of_ttfb_and_stalls() 
     everything = analyze(a.packets, [SERVER], PORT).summary()
     assert everything["retrans_stalls"]["stalled"] == 1
     assert everything["bytes_to_server"] == summary["bytes_to_server"] == 1000
+
+
+def test_uploads_time_the_request_on_the_wire_and_set_aside_a_server_that_stopped_reading() -> None:
+    a = Conn(40000)
+    t = a.handshake(0.0, 1.0)
+    a.c(t, ACK, 1000)  # a 3000-byte request carried over 30 ms (a slow link)
+    a.c(t + 15, ACK, 1000)
+    a.c(t + 30, PSH | ACK, 1000)
+    a.s(t + 40, PSH | ACK, 50)
+    t += 50
+    a.c(t, ACK, 1000)  # the next request: the server's window closes half-way (it is not reading)
+    a.s(t + 1, ACK, win=0)
+    a.c(t + 80, PSH | ACK, 1000)
+    a.s(t + 90, PSH | ACK, 50)
+    uploads = analyze(a.packets, [SERVER], PORT).summary()["uploads"]
+    assert uploads == {"count": 1, "server_limited": 1, "bytes": [3000], "ms": [30.0]}
