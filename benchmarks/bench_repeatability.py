@@ -55,14 +55,19 @@ NEAR: dict[str, tuple[dict[str, dict[str, float]], dict[str, Any]]] = {
     "server_concurrency": ({}, {"concurrency": 3, "target_p99": 60}),
     "preprocessing": ({"fastapi": {"heavy_preprocessing_ms": 55.0},
                        "aiohttp": {"heavy_preprocessing_ms": 45.0}}, {}),
+    # +15 ms of model CPU: faulted tails ≈ 60 / 50 ms against healthy ≈ 46 / 37 ms (fastapi /
+    # aiohttp); each target sits between (a target at the faulted tail itself is met half the time,
+    # and then "none" is the right verdict).
     "inference": ({"fastapi": {"slow_inference_ms": 15.0}, "aiohttp": {"slow_inference_ms": 15.0}},
-                  {"target_p99": 50}),
+                  {"target_p99": {"fastapi": 52, "aiohttp": 43}}),
     # Only the largest inputs exceed the memory headroom: sides up to 440 px make 3 % (fastapi) or
     # 7 % (aiohttp) of inputs big enough, against 8 % / 13 % at 480; a longer step so that most
     # runs meet one. A run that met none had no fault: it is counted apart (see fault_occurred).
     "oom": ({}, {"payload": "image:64-440", "duration": 8.0}),
+    # Faulted tails ≈ 125 / 110 ms (fastapi / aiohttp): the CI target (120 ms) would pass aiohttp's.
     "two_faults": ({"fastapi": {"slow_inference_ms": 50.0, "net_delay_ms": 15.0},
-                    "aiohttp": {"slow_inference_ms": 45.0, "net_delay_ms": 15.0}}, {}),
+                    "aiohttp": {"slow_inference_ms": 45.0, "net_delay_ms": 15.0}},
+                   {"target_p99": {"fastapi": 100, "aiohttp": 90}}),
 }  # fmt: skip
 
 
@@ -70,7 +75,8 @@ def variant(scenario: Scenario, stack: str, near: bool) -> tuple[Scenario, dict[
     if not near:
         return scenario, {}
     mags, near_overrides = NEAR[scenario.name]
-    overrides = dict(near_overrides)
+    # A value may differ per stack: {"fastapi": …, "aiohttp": …}.
+    overrides = {k: v[stack] if isinstance(v, dict) else v for k, v in near_overrides.items()}
     merged = {st: {**scenario.magnitudes.get(st, {}), **mags.get(st, {})} for st in
               ("fastapi", "aiohttp")}  # fmt: skip
     payload = str(overrides.pop("payload", scenario.payload))
