@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from pathprobe.config import LoadProfile, ProbeOptions
-from pathprobe.load.engine import EngineOptions, measured
+from pathprobe.load.engine import EngineOptions, measured, tally_of
 from pathprobe.load.payloads import PayloadPool
 from pathprobe.load.records import completed
 from pathprobe.load.schedule import plan_step
@@ -142,20 +142,21 @@ async def one_window(url: str, rate: float, duration_s: float, step: int, captur
             summary = await probe.stop_window(window)
         await probe.close()
     kids1 = _cpu_s(resource.RUSAGE_CHILDREN)
-    recs = measured(result)
+    recs = measured(result)  # a sample past --max-records: counts come from the tally
     ok = recs[completed(recs)]
+    tally = tally_of(result)
     lat_ms = (ok["end_ns"] - ok["intended_ns"]) / 1e6
     wall = t1 - t0
     return {
         "capture": capture,
         "client_cpu_percent": round((self1 - self0) / wall * 100, 1),
         # Per request sent: steadier than % of wall time when neighbours steal the core.
-        "client_cpu_us_per_request": round((self1 - self0) / max(len(result.records), 1) * 1e6, 1),
+        "client_cpu_us_per_request": round((self1 - self0) / max(tally.all_requests, 1) * 1e6, 1),
         "tcpdump_cpu_percent": round((kids1 - kids0) / wall * 100, 2) if capture else 0.0,
-        "achieved_rps": round(len(ok) / duration_s, 1),
+        "achieved_rps": round(tally.responses / duration_s, 1),
         "p50_ms": round(float(np.percentile(lat_ms, 50)), 3) if len(ok) else None,
         "p99_ms": round(float(np.percentile(lat_ms, 99)), 3) if len(ok) else None,
-        "errors": int(len(recs) - len(ok)),
+        "errors": tally.errors,
         **{
             k: summary.get(k)
             for k in (

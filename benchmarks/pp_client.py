@@ -24,7 +24,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pathprobe.config import LoadProfile  # noqa: E402
-from pathprobe.load.engine import EngineOptions, StepResult  # noqa: E402
+from pathprobe.load.engine import EngineOptions, StepResult, tally_of  # noqa: E402
 from pathprobe.load.payloads import PayloadPool  # noqa: E402
 from pathprobe.load.records import completed  # noqa: E402
 from pathprobe.load.schedule import plan_step  # noqa: E402
@@ -74,16 +74,17 @@ def main() -> None:
         result, parent_cpu, worker_cpu, _pids = runner.run(go())
     # Peak RSS of the run itself, before this script's own analysis copies columns around.
     max_rss_run_bytes = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    recs = result.records
+    recs = result.records  # all of them, or a sample past --max-records (load.store)
+    tally = tally_of(result)  # every request, counted
     ok = completed(recs)
-    done_count = int(ok.sum())
+    done_count = tally.responses  # measured responses (with the default --warmup 0: all)
     keep = ok & (recs["seq"] >= result.first_measured_seq)
     end = recs["end_ns"][keep]
     intended = recs["intended_ns"][keep]
     actual = recs["actual_ns"][keep]
     # Service time starts when a pooled connection was free (records.py).
     on_wire = actual + np.maximum(recs["conn_wait_ns"][keep], 0)
-    wall_s = (int(recs["end_ns"].max()) - result.start_ns) / 1e9 if len(recs) else 0.0
+    wall_s = (tally.last_end_ns - result.start_ns) / 1e9 if tally.all_requests else 0.0
 
     def pct_ms(values_ns: np.ndarray) -> dict[str, float | None]:
         if len(values_ns) == 0:
@@ -94,9 +95,11 @@ def main() -> None:
     out = {
         "engine": result.engine,
         "workers": args.workers,
-        "requests": int(len(recs)),
+        "requests": tally.all_requests,
         "completed": done_count,
-        "errors": int(len(recs) - done_count),
+        "errors": tally.errors,
+        "records_kept": int(len(recs)),
+        "sample_stride": result.sample_stride,
         "wall_s": wall_s,
         "cpu_window_s": parent_cpu + sum(worker_cpu),
         "worker_cpu_s": worker_cpu,
