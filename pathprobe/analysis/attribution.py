@@ -611,15 +611,14 @@ def _transfer_slope(
     on a proxy path); what still grows with the body size is transfer time. Zero without either
     (then size-dependent server work would pass for bandwidth).
     """
-    for name in names:
-        uploads = net_ev[name].uploads if name in net_ev else None
-        if uploads and int(uploads.get("count") or 0) >= MIN_WIRE_SAMPLES:
-            sizes = np.asarray(uploads.get("bytes") or [], np.float64)
-            upload_ms = np.asarray(uploads.get("ms") or [], np.float64)
-            slope = transfer_slope_ms_per_byte(sizes, upload_ms)
-            p10, p90 = np.percentile(sizes, [10, 90]) if sizes.size else (0.0, 0.0)
-            return slope if slope * float(p90 - p10) >= TRANSFER_MIN_SPREAD_MS else 0.0
-        break
+    innermost = net_ev.get(names[0]) if names else None
+    uploads = innermost.uploads if innermost is not None else None
+    if uploads and int(uploads.get("count") or 0) >= MIN_WIRE_SAMPLES:
+        sizes = np.asarray(uploads.get("bytes") or [], np.float64)
+        upload_ms = np.asarray(uploads.get("ms") or [], np.float64)
+        slope = transfer_slope_ms_per_byte(sizes, upload_ms)
+        p10, p90 = np.percentile(sizes, [10, 90]) if sizes.size else (0.0, 0.0)
+        return slope if slope * float(p90 - p10) >= TRANSFER_MIN_SPREAD_MS else 0.0
     for name in names:
         res = _result(run, name, step)
         if res is None:
