@@ -72,6 +72,9 @@ RANKED_STAGES = (
     "inference",
     "oom",
 )
+#: The one stage whose evidence is failed requests (resets, 5xx beside worker deaths); the others
+#: explain time of answered requests.
+FAILURE_STAGE = "oom"
 #: The median set: requests between these percentiles of latency ("around the median").
 MEDIAN_BAND = (45.0, 55.0)
 #: A stage must explain at least this share of the tail latency to clear its bar. A stage whose
@@ -153,12 +156,21 @@ class Analysis:
     server_timing_share: float = 0.0
     tail_requests: int = 0
     local_oom_kills: bool = False  # the kernel OOM-killed server workers on this host
+    # The targets the focus step missed ("p99", "error_rate"); empty when it passed.
+    missed: tuple[str, ...] = ()
 
     def ranking(self) -> list[StageFinding]:
         found = [f for f in self.findings.values() if f.evidence or f.explains_ms > 0]
         # A tripped client gate heads the ranking whatever it explains: the rest was measured
         # through a client that could not keep up, so its numbers carry the client's delay.
         first = "client" if self.gate.tripped and not self.local_oom_kills else None
+        # When only the error rate was missed, the miss is the failures, not the latency: the
+        # stage that explains the failures heads the ranking, however few milliseconds of the
+        # tail its handful of failed requests carry beside slow but successful ones.
+        if first is None and self.missed == ("error_rate",):
+            failing = self.findings.get(FAILURE_STAGE)
+            if failing is not None and failing.clears_bar:
+                first = FAILURE_STAGE
         return sorted(
             found,
             key=lambda f: (f.stage != first, -f.explains_ms, RANKED_STAGES.index(f.stage)),
@@ -181,6 +193,16 @@ def choose_focus_step(run: RunResult, judgement: Mapping[str, Any]) -> int:
     if rated:
         return max(rated, key=lambda r: (r.offered_rps or 0.0, r.step)).step
     return results[-1].step
+
+
+def missed_at(run: RunResult, judgement: Mapping[str, Any], step: int) -> tuple[str, ...]:
+    """The targets the outermost path missed at ``step`` (judged steps align with its results)."""
+    outer = run.config.outermost.name
+    results = run.steps.get(outer) or next(iter(run.steps.values()), [])
+    for judged, res in zip(judgement.get("steps") or [], results, strict=False):
+        if res.step == step:
+            return tuple(judged.get("missed") or ())
+    return ()
 
 
 def _result(run: RunResult, path: str, step: int) -> StepResult | None:
@@ -566,6 +588,7 @@ def analyze(run: RunResult, judgement: Mapping[str, Any]) -> Analysis:
         tail_requests=tail_n,
         local_oom_kills=oom_bar
         and any(ev.oom_killed > 0 or ev.kernel_oom_lines > 0 for ev in srv_ev.values()),
+        missed=missed_at(run, judgement, focus),
     )
 
 

@@ -14,31 +14,44 @@ from typing import Any
 from pathprobe.config import Targets
 
 
-def judge_step(step: Mapping[str, Any], targets: Targets) -> tuple[bool, list[str]]:
-    """Whether one step summary passes, with the reasons it does not."""
+def judge_step(step: Mapping[str, Any], targets: Targets) -> tuple[list[str], list[str]]:
+    """The targets one step summary misses (``"p99"``, ``"error_rate"``), and why; none → passes."""
+    missed: list[str] = []
     reasons: list[str] = []
     p99 = step.get("latency_ms", {}).get("p99")
     if targets.p99_ms is not None:
         if p99 is None:
+            missed.append("p99")
             reasons.append("no successful response to measure p99 on")
         elif p99 > targets.p99_ms:
+            missed.append("p99")
             reasons.append(f"p99 {p99:.1f} ms > target {targets.p99_ms:g} ms")
     if targets.error_rate is not None:
         rate = float(step.get("error_rate", 0.0))
         if rate > targets.error_rate:
+            missed.append("error_rate")
             reasons.append(f"error rate {rate:.2%} > target {targets.error_rate:.2%}")
-    return (not reasons, reasons)
+    return missed, reasons
 
 
 def judge(steps: Sequence[Mapping[str, Any]], targets: Targets) -> dict[str, Any]:
     """``{"targets_met": bool | None, "steps": [...], "reasons": [...]}`` for the outermost path.
 
+    Each step: ``{"offered_rps", "passed", "missed": ["p99" | "error_rate", ...], "reasons"}``.
+
     ``targets_met`` is ``True`` when no targets were given (nothing to miss).
     """
     judged: list[dict[str, Any]] = []
     for step in steps:
-        passed, why = judge_step(step, targets)
-        judged.append({"offered_rps": step.get("offered_rps"), "passed": passed, "reasons": why})
+        missed, why = judge_step(step, targets)
+        judged.append(
+            {
+                "offered_rps": step.get("offered_rps"),
+                "passed": not missed,
+                "missed": missed,
+                "reasons": why,
+            }
+        )
     if not targets.any:
         return {"targets_met": True, "given": False, "steps": judged, "reasons": []}
     reasons: list[str] = []

@@ -7,7 +7,8 @@ and the rules that never change:
   ``trustworthy`` is false;
 * ``none`` only when targets are met and nothing stands out (no anomaly: a tripped gate, OOM, a
   hop adding a quarter of the latency, congestion or loss, a server that waits more than it works);
-* targets missed → the stage that explains the most of the tail among those that clear their bar;
+* targets missed → the stage that explains the most of the tail among those that clear their bar
+  (only the error rate missed → the stage that explains the failures, when it clears its bar);
   ``inconclusive`` when none clears it, with what to measure next.
 
 Output keys (report.json ``verdict``, read by the renderer): ``bottleneck``, ``targets_met``,

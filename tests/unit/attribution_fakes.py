@@ -125,6 +125,7 @@ class FakeRun:
     rates: Sequence[float] = (50.0,)
     n: int = 600
     target_p99: float | None = 100.0
+    target_error_rate: float | None = None
     parts: Callable[[str, int], Parts] = lambda path, step: Parts()
     probes: dict[str, Any] = field(default_factory=dict)
     seed: int = 1
@@ -139,6 +140,8 @@ class FakeRun:
         }
         if self.target_p99 is not None:
             raw["target_p99"] = self.target_p99
+        if self.target_error_rate is not None:
+            raw["target_error_rate"] = self.target_error_rate
         config = build_config(raw)
         run = RunResult(config=config, argv=["pathprobe"], started_at="now")
         for path in self.paths:

@@ -202,3 +202,37 @@ def test_client_stall_during_local_oom_kills_is_the_ooms() -> None:
     v = verdict(run)
     assert v["bottleneck"] == "oom"
     assert v["trustworthy"] is False
+
+
+def _few_failures_beside_slow_decoding(target_p99: float) -> FakeRun:
+    """A worker OOM-killed on the largest inputs fails 2 requests of 600 (0.33 %, target 0.25 %);
+    decoding large inputs makes successful requests slow (up to 300 ms). The p99 tail holds 6
+    requests, so the failures carry less of its milliseconds than preprocessing does."""
+    sizes = RNG.integers(1_000, 2_000_000, N)
+    failed = sizes >= np.sort(sizes)[-2]
+    deaths = [{"pid": 7, "t_ms": 100.0, "oom_killed": True}]
+    probes = {
+        "server": server_probe(0.4, {"preprocessing": 0.8, "inference": 0.2}, worker_deaths=deaths)
+    }
+    parts = lambda p, s: Parts(bytes_out=sizes, failed=failed, pre=sizes / 2e6 * 300, inf=10)  # noqa: E731
+    return FakeRun(parts=parts, probes=probes, target_p99=target_p99, target_error_rate=0.0025)
+
+
+def test_an_error_rate_miss_is_the_failures_stage() -> None:
+    v = verdict(_few_failures_beside_slow_decoding(target_p99=1000))
+    assert v["targets_met"] is False
+    by_stage = ranking(v)
+    # The setting of the test: preprocessing explains more of the tail than the failures do...
+    assert by_stage["preprocessing"] > by_stage["oom"]
+    # ...but the latency target was met; the missed one is the error rate, which only OOM explains.
+    assert v["bottleneck"] == "oom"
+    assert v["ranking"][0]["stage"] == "oom"
+
+
+def test_a_latency_miss_beside_failures_ranks_by_milliseconds() -> None:
+    # The same run with a p99 target that slow decoding misses: two misses, and the one that
+    # explains more of the tail comes first.
+    v = verdict(_few_failures_beside_slow_decoding(target_p99=100))
+    assert v["targets_met"] is False
+    assert v["bottleneck"] == "preprocessing"
+    assert [r["stage"] for r in v["ranking"]].index("oom") > 0
