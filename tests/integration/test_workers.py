@@ -212,3 +212,50 @@ def test_a_long_window_is_thinned_exactly_counted_and_merged(engine: str) -> Non
         assert summary["requests"] == n - plan.first_measured_seq
         assert summary["sample_stride"] == result.sample_stride
         assert 900 < summary["achieved_rps"] < 1100
+
+
+WORKER_START_SCRIPT = """
+import asyncio, os, sys
+with open(sys.argv[1], "a") as marks:  # once per run of this script as a module
+    marks.write(f"{os.getpid()}\\n")
+if __name__ == "__main__":
+    from pathprobe.config import build_config
+    from pathprobe.load.engine import EngineOptions
+    from pathprobe.load.payloads import build_pool
+    from pathprobe.load.workers import WorkerPool
+
+    url = sys.argv[2]
+    config = build_config({"out": "/tmp/unused", "path": {"direct": url}, "rate": 20,
+                           "duration": 0.5, "warmup": 0, "workers": 2})
+    pool = build_pool(config.load.payload, config.load.seed)
+    seen = []
+    # The first pool starts the fork server; the second starts after the parent's affinity
+    # changed, and its workers must follow the parent, not the fork server.
+    for cpus in ({0, 1}, {1}):
+        os.sched_setaffinity(0, cpus)
+        with WorkerPool(config.load, pool, EngineOptions(), engine="fast") as workers:
+            seen.append(sorted(sorted(os.sched_getaffinity(p)) for p in workers.worker_pids()))
+    print(seen)
+"""
+
+
+def test_workers_neither_rerun_the_main_script_nor_keep_a_stale_affinity(tmp_path: Any) -> None:
+    import subprocess
+    import sys
+
+    script = tmp_path / "heavy_main.py"
+    script.write_text(WORKER_START_SCRIPT)
+    marks = tmp_path / "marks"
+    with serve("tests.servers.fixed_delay", "0.001", cpu=1) as (port, _pid):
+        done = subprocess.run(
+            [sys.executable, str(script), str(marks), f"http://127.0.0.1:{port}/"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=os.getcwd(),
+            env={**os.environ, "PYTHONPATH": os.getcwd()},
+        )
+    assert done.returncode == 0, done.stderr
+    # Only the parent ran the script; four workers started without re-running it.
+    assert len(marks.read_text().split()) == 1
+    assert done.stdout.strip() == "[[[0, 1], [0, 1]], [[1], [1]]]"
