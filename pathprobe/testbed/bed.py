@@ -250,7 +250,7 @@ class Testbed:
         if self.cgroups:
             headroom = int(self.magnitudes["oom_headroom_mb"] * 1024 * 1024)
             for cg in self.cgroups:
-                cg.set_limit_bytes(cg.usage_bytes() + headroom)
+                cg.set_limit_bytes(cg.anonymous_bytes() + headroom)
 
         limit_rps = self.magnitudes["proxy_rate_rps"] if "proxy_queue" in self.faults else None
         for replica in REPLICAS:

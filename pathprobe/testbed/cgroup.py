@@ -30,6 +30,24 @@ class MemoryCgroup:
         name = "memory.usage_in_bytes" if self.version == 1 else "memory.current"
         return int((self.path / name).read_text().split()[0])
 
+    def anonymous_bytes(self) -> int:
+        """Usage less the page cache of files, which the kernel reclaims before it OOM-kills.
+
+        A cold page cache (the servers' first reads of their libraries) is charged here too and
+        can be hundreds of MB: a limit of ``usage + headroom`` would then leave far more headroom
+        than meant, and the OOM fault would not happen.
+        """
+        stat: dict[str, int] = {}
+        for line in (self.path / "memory.stat").read_text().splitlines():
+            key, _, value = line.partition(" ")
+            stat[key] = int(value) if value.strip().isdigit() else 0
+        keys = (
+            ("total_active_file", "total_inactive_file")
+            if self.version == 1
+            else ("active_file", "inactive_file")
+        )
+        return max(0, self.usage_bytes() - sum(stat.get(k, 0) for k in keys))
+
     def set_limit_bytes(self, limit: int) -> None:
         if self.version == 1:
             # No swap: the limit is a hard wall and the kernel's OOM killer acts at it.

@@ -408,3 +408,27 @@ def test_starved_client_loses_its_core(make_bed: Any) -> None:
     # The hog's autogroup outweighs ours ~87:1 while it runs: CPU work on this core takes several
     # times its CPU time in wall time (about 1 / (1 - duty) when starved; about 1 when not).
     assert stretch >= 5.0
+
+
+def test_the_oom_headroom_does_not_count_page_cache(tmp_path: Path) -> None:
+    """Files a process of the cgroup wrote stay charged to it as page cache, which the kernel
+    reclaims before it OOM-kills: the testbed's limit (anonymous usage + headroom) leaves it out.
+    (With a cold cache the servers' library reads made the OOM fault not happen at all.)"""
+    import subprocess
+    import uuid
+
+    from pathprobe.testbed import cgroup
+
+    cg = cgroup.create(f"cachetest-{uuid.uuid4().hex[:8]}")
+    try:
+        data = tmp_path / "cached.bin"
+        # The shell joins the cgroup, then dd writes 64 MiB through the page cache.
+        subprocess.run(
+            ["sh", "-c", f'echo $$ > {cg.procs_file} && exec dd if=/dev/zero of={data} '
+                         'bs=1M count=64 status=none'],
+            check=True, timeout=60,
+        )  # fmt: skip
+        assert cg.usage_bytes() >= 60 * 2**20
+        assert cg.anonymous_bytes() <= cg.usage_bytes() - 60 * 2**20
+    finally:
+        cgroup.remove(cg.path)
