@@ -8,8 +8,8 @@ Installs the Debian packages it needs if missing (wrk, hey, nginx-light), starts
 pins every client to CPU 0 with ``taskset``, and measures:
 
 * ``maxrate``  — 50 connections flat out: requests/s and requests per client CPU-second
-                 (CPU from ``wait4`` rusage of each client process) for pathprobe's fast and
-                 aiohttp engines, hey and wrk.
+                 (CPU of each client's whole process tree, from a cpuacct cgroup) for
+                 pathprobe's fast and aiohttp engines, hey and wrk.
 * ``workers``  — the fast engine with ``--workers 2`` vs 1: requests per client CPU-second.
 * ``floor``    — nginx ``return 204`` at 1,000 requests/s: pathprobe p50 vs ``hey -c 10 -q 100``.
 * ``delay``    — a server with a fixed 20 ms delay at 100 requests/s: p50 vs hey's.
@@ -158,7 +158,7 @@ def py_server(module: str, *args: str) -> Iterator[int]:
 
 @dataclass
 class Run:
-    """One client process: its output and what it cost (rusage from wait4, children included)."""
+    """One client process: its output and what it cost (CPU of its whole process tree)."""
 
     stdout: str
     cpu_s: float
@@ -167,23 +167,65 @@ class Run:
     returncode: int
 
 
+CPUACCT_ROOT = Path("/sys/fs/cgroup/cpuacct")
+
+
 def run_client(argv: list[str]) -> Run:
-    """Run ``argv`` pinned to the client core; CPU from the kernel's rusage of that process."""
+    """Run ``argv`` pinned to the client core; CPU of every process it started.
+
+    The client runs in a cpuacct cgroup of its own: load workers forked by multiprocessing's fork
+    server are not the client's children, so the kernel's rusage of the client (``wait4``, which
+    counts only waited-for children) would leave them out. Without cpuacct, rusage it is.
+    """
     env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+    group = _cpuacct_group()
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         t0 = time.monotonic()
         proc = subprocess.Popen(
-            ["taskset", "-c", CLIENT_CPU, *argv], stdout=out, stderr=err, env=env, cwd=ROOT
-        )
+            ["taskset", "-c", CLIENT_CPU, *argv], stdout=out, stderr=err, env=env, cwd=ROOT,
+            preexec_fn=None if group is None else _joiner(group),
+        )  # fmt: skip
         _pid, status, usage = os.wait4(proc.pid, 0)
         wall = time.monotonic() - t0
         proc.returncode = os.waitstatus_to_exitcode(status)
+        cpu_s = usage.ru_utime + usage.ru_stime
+        if group is not None:
+            cpu_s = _drain_cpuacct(group)
         out.seek(0)
         err.seek(0)
         text = out.read().decode(errors="replace")
         if proc.returncode != 0:
             raise RuntimeError(f"{argv[0]} exited {proc.returncode}: {err.read()[-2000:]!r}")
-    return Run(text, usage.ru_utime + usage.ru_stime, wall, usage.ru_maxrss * 1024, proc.returncode)
+    return Run(text, cpu_s, wall, usage.ru_maxrss * 1024, proc.returncode)
+
+
+def _cpuacct_group() -> Path | None:
+    if not (CPUACCT_ROOT / "cgroup.procs").exists():
+        return None
+    group = CPUACCT_ROOT / f"pathprobe-bench-{os.getpid()}-{time.monotonic_ns()}"
+    try:
+        group.mkdir()
+    except OSError:
+        return None
+    return group
+
+
+def _joiner(group: Path) -> Any:
+    def join() -> None:  # in the child, before exec
+        (group / "cgroup.procs").write_text(str(os.getpid()))
+
+    return join
+
+
+def _drain_cpuacct(group: Path, timeout_s: float = 15.0) -> float:
+    """CPU-seconds the group used, once its last process (e.g. a fork server) left; removes it."""
+    deadline = time.monotonic() + timeout_s
+    while (group / "cgroup.procs").read_text().split() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    cpu_s = int((group / "cpuacct.usage").read_text()) / 1e9
+    with contextlib.suppress(OSError):
+        group.rmdir()
+    return cpu_s
 
 
 # --- output parsers ---
