@@ -64,6 +64,12 @@ NEAR: dict[str, tuple[dict[str, dict[str, float]], dict[str, Any]]] = {
     # 7 % (aiohttp) of inputs big enough, against 8 % / 13 % at 480; a longer step so that most
     # runs meet one. A run that met none had no fault: it is counted apart (see fault_occurred).
     "oom": ({}, {"payload": "image:64-440", "duration": 8.0}),
+    # nginx queues a burst of 2 and rejects beyond it; Poisson arrivals at 12/s against its 15 r/s
+    # turn away 8-12 of ~115 requests: around the failure test's bar (z = 3), with the queue
+    # adding latency too. Error-rate target 2 %.
+    "proxy_rejects": ({"fastapi": {"proxy_burst": 2.0}, "aiohttp": {"proxy_burst": 2.0}},
+                      {"rate": 12, "arrival": "poisson", "duration": 10.0,
+                       "target_error_rate": 0.02}),
     # Faulted tails ≈ 125 / 110 ms (fastapi / aiohttp): the CI target (120 ms) would pass aiohttp's.
     "two_faults": ({"fastapi": {"slow_inference_ms": 50.0, "net_delay_ms": 15.0},
                     "aiohttp": {"slow_inference_ms": 45.0, "net_delay_ms": 15.0}},

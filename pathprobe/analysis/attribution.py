@@ -51,6 +51,7 @@ from pathprobe.analysis.evidence import (
     share_text,
     window,
 )
+from pathprobe.analysis.failures import hop_failures
 from pathprobe.analysis.knee import find_knee
 from pathprobe.load.engine import StepResult, header_values, measured, tally_of
 from pathprobe.load.records import Records
@@ -72,9 +73,6 @@ RANKED_STAGES = (
     "inference",
     "oom",
 )
-#: The one stage whose evidence is failed requests (resets, 5xx beside worker deaths); the others
-#: explain time of answered requests.
-FAILURE_STAGE = "oom"
 #: The median set: requests between these percentiles of latency ("around the median").
 MEDIAN_BAND = (45.0, 55.0)
 #: A stage must explain at least this share of the tail latency to clear its bar. A stage whose
@@ -120,6 +118,8 @@ class StageFinding:
     clears_bar: bool = False
     stands_out: bool = False
     direct_evidence: bool = False  # measured by the stage's own signal, not inferred
+    # Failed requests (errors as the targets count them) this stage explains at the focus step.
+    failures_explained: float = 0.0
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -129,6 +129,11 @@ class StageFinding:
             "evidence": list(self.evidence),
             "clears_bar": self.clears_bar,
             "stands_out": self.stands_out,
+            **(
+                {"failures_explained": round(self.failures_explained, 1)}
+                if self.failures_explained
+                else {}
+            ),
         }
 
 
@@ -159,18 +164,23 @@ class Analysis:
     # The targets the focus step missed ("p99", "error_rate"); empty when it passed.
     missed: tuple[str, ...] = ()
 
+    def failures_stage(self) -> str | None:
+        """The stage that clears its bar on the most failed requests, if any does."""
+        failing = [f for f in self.findings.values() if f.clears_bar and f.failures_explained > 0]
+        if not failing:
+            return None
+        return max(failing, key=lambda f: f.failures_explained).stage
+
     def ranking(self) -> list[StageFinding]:
         found = [f for f in self.findings.values() if f.evidence or f.explains_ms > 0]
         # A tripped client gate heads the ranking whatever it explains: the rest was measured
         # through a client that could not keep up, so its numbers carry the client's delay.
         first = "client" if self.gate.tripped and not self.local_oom_kills else None
         # When only the error rate was missed, the miss is the failures, not the latency: the
-        # stage that explains the failures heads the ranking, however few milliseconds of the
-        # tail its handful of failed requests carry beside slow but successful ones.
+        # stage that explains the most failures heads the ranking, however few milliseconds of
+        # the tail its failed (or quickly rejected) requests carry beside slow successful ones.
         if first is None and self.missed == ("error_rate",):
-            failing = self.findings.get(FAILURE_STAGE)
-            if failing is not None and failing.clears_bar:
-                first = FAILURE_STAGE
+            first = self.failures_stage()
         return sorted(
             found,
             key=lambda f: (f.stage != first, -f.explains_ms, RANKED_STAGES.index(f.stage)),
@@ -846,6 +856,18 @@ def _findings(
             h.evidence.append(lbq)
         h.clears_bar = h.explains_ms >= floor and (source == "header" or ci_clear)
         h.stands_out = h.stands_out and (source == "header" or ci_clear)
+        inner_path = names[names.index(hop_path) - 1]
+        added = hop_failures(
+            inner_path,
+            _summary(run, inner_path, focus) or {},
+            hop_path,
+            _summary(run, hop_path, focus) or {},
+        )
+        if added is not None and added.significant:
+            # A hop that rejects or breaks requests: an anomaly whatever its latency.
+            h.evidence.insert(0, added.sentence())
+            h.failures_explained = added.excess
+            h.clears_bar = h.stands_out = h.direct_evidence = True
 
     # server stages
     sev = srv_ev.get(outer) or ServerEvidence()
@@ -928,6 +950,7 @@ def _findings(
     if oom_bar:
         o.evidence.extend(oom_evidence)
         o.clears_bar = o.stands_out = True
+        o.failures_explained = float(max((ev.oom_like for ev in fail_ev.values()), default=0))
         o.direct_evidence = any(ev.available for ev in srv_ev.values())
         if o.explains_ms <= 0:
             # Failures outside the outermost path's tail still fail users.

@@ -8,7 +8,8 @@ and the rules that never change:
 * ``none`` only when targets are met and nothing stands out (no anomaly: a tripped gate, OOM, a
   hop adding a quarter of the latency, congestion or loss, a server that waits more than it works);
 * targets missed → the stage that explains the most of the tail among those that clear their bar
-  (only the error rate missed → the stage that explains the failures, when it clears its bar);
+  (only the error rate missed → the stage that explains the most failures — oom, or a hop whose
+  path fails more often than the path inside it — when it clears its bar);
   ``inconclusive`` when none clears it, with what to measure next.
 
 Output keys (report.json ``verdict``, read by the renderer): ``bottleneck``, ``targets_met``,
@@ -155,6 +156,14 @@ def _summary(
             f"counting each failure as at least a {a.tail_label} answer, oom explains "
             f"{top.explains_ms:.1f} ms of the tail."
         )
+    if top.failures_explained > 0 and (targets_met or a.missed == ("error_rate",)):
+        # Named for the failures it adds, not for milliseconds.
+        lead = (
+            f"Targets missed on {outer} ({first_reason})"
+            if not targets_met
+            else f"Targets met on {outer}, but the {bottleneck} hop fails requests"
+        )
+        return f"{lead}: at {at}, {top.evidence[0]}."
     # explains_ms is a mean over the requests at or above the percentile (design.md §4), so its
     # share is of their mean latency, which lies above the percentile itself.
     share = (

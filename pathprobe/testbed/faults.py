@@ -33,7 +33,8 @@ NETWORK_FAULTS = frozenset({"net_delay", "net_loss", "net_bandwidth"})
 # Magnitudes, per stack. The two stacks differ on purpose (ISSUE 3: "different function names and
 # magnitudes"). Keys carry their unit.
 _COMMON: dict[str, float] = {
-    # nginx limit_req: requests/s each nginx lets through; the rest waits in a queue this long.
+    # nginx limit_req: requests/s each nginx lets through; the rest waits in a queue this long
+    # (0: no queue, requests beyond the rate are turned away with 503).
     "proxy_rate_rps": 15.0,
     "proxy_burst": 2000.0,
     # haproxy maxconn per server: requests beyond it wait in haproxy's queue (%Tw).
@@ -110,6 +111,8 @@ def resolve_magnitudes(stack: str, overrides: Mapping[str, Any] | None) -> dict[
         raise UsageError("testbed magnitude starved_client_duty must lie between 0 and 1")
     if merged["net_loss_pct"] >= 100:
         raise UsageError("testbed magnitude net_loss_pct must be below 100")
+    if merged["proxy_burst"] < 0:
+        raise UsageError("testbed magnitude proxy_burst must be at least 0 (0: reject, not queue)")
     if merged["net_bandwidth_mbit"] <= 0 or merged["proxy_rate_rps"] <= 0:
         raise UsageError("testbed magnitudes net_bandwidth_mbit and proxy_rate_rps must be > 0")
     return merged

@@ -29,10 +29,10 @@ def render_nginx(
         # ``nodelay``: excess requests wait in the burst queue instead of being rejected.
         rate = f"{max(1, round(limit_rate_rps))}r/s"
         zone = f"limit_req_zone $server_port zone=pptb_{replica}:1m rate={rate};"
-        limit = (
-            f"limit_req zone=pptb_{replica} burst={int(limit_burst)};\n"
-            "            limit_req_status 503;"
-        )
+        # nginx refuses an explicit "burst=0"; leaving it out means no burst: every request
+        # beyond the rate is turned away with limit_req_status.
+        burst = f" burst={int(limit_burst)}" if int(limit_burst) > 0 else ""
+        limit = f"limit_req zone=pptb_{replica}{burst};\n            limit_req_status 503;"
     return _template("nginx.conf.tmpl").substitute(
         replica=replica,
         workdir=str(workdir),

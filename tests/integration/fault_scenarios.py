@@ -17,6 +17,7 @@ Sizing (why each scenario has margin, from first principles rather than from one
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from collections.abc import Callable, Mapping
@@ -96,6 +97,19 @@ def _bandwidth(r: Report, m: Mapping[str, float], stretch: float) -> tuple[float
     return float(r["verdict"]["effective_bandwidth_mbit_s"] or 0.0), m["net_bandwidth_mbit"]
 
 
+def _rejections(offered_rps: float) -> Check:
+    # nginx limit_req with burst 0 lets a request through only once 1/rate has passed since the
+    # last one it let through; with requests every 1/offered, that is every k-th request,
+    # k = ceil(offered / rate), and the others get 503. Inside (direct) nothing fails.
+    def check(r: Report, m: Mapping[str, float], stretch: float) -> tuple[float, float]:
+        k = math.ceil(offered_rps / m["proxy_rate_rps"])
+        sent = int(r["paths"]["proxy"]["steps"][0]["requests"])
+        found = next(e for e in r["verdict"]["ranking"] if e["stage"] == "proxy")
+        return float(found.get("failures_explained", 0.0)), sent * (1.0 - 1.0 / k)
+
+    return check
+
+
 def _hop(stage: str, hop: str) -> Check:
     # The hop's own time from its timing header (HAProxy's Tw+Tc, nginx's time before upstream)
     # against the paired end-to-end delta of the two paths, both at p50. At the tail the inner
@@ -153,6 +167,14 @@ SCENARIOS: dict[str, Scenario] = {
         # Two replicas at maxconn 1: each request waits for (users - 2) / 2 services ahead of it,
         # so the lb tail is ~3 services (~100 ms aiohttp, ~130 ms fastapi) against a healthy
         # tail of ~1 service (37 / 46 ms on the proxy path): the target sits between, 1.4× off each.
+        # The proxy turns requests away (503) instead of queueing them: at 40/s against nginx's
+        # 15 r/s with no burst, 2 of every 3. It adds no latency to the requests it passes, so
+        # only the missed error-rate target, explained by the proxy path failing where the
+        # direct path does not, can name it.
+        Scenario("proxy_rejects", ("proxy_queue",), "proxy", paths=("direct", "proxy"),
+                 load={"rate": 40}, targets={"target_p99": 1000, "target_error_rate": 0.05},
+                 magnitudes={"fastapi": {"proxy_burst": 0.0}, "aiohttp": {"proxy_burst": 0.0}},
+                 magnitude=_rejections(40.0)),
         Scenario("load_balancer", ("lb_queue",), "load_balancer", paths=("proxy", "lb"),
                  load={"concurrency": QUEUE_USERS}, targets={"target_p99": 70},
                  magnitude=_hop("load_balancer", "load_balancer")),

@@ -39,6 +39,7 @@ class Parts:
     inf: Any = 10.0
     body: Any = 0.1
     failed: Any = None  # bool mask of failed requests (reset)
+    rejected: Any = None  # bool mask of requests answered 503 (e.g. by a rate-limiting hop)
     metric_names: tuple[str, str] = ("preprocess", "inference")
     server_timing: bool = True
     lb_header: bool = True
@@ -85,6 +86,10 @@ def make_step(
         rec["status"][bad] = 0
         rec["error"][bad] = int(ErrorKind.RESET)
         rec["ttfb_ns"][bad] = -1
+    if parts.rejected is not None:
+        turned_away = np.asarray(parts.rejected, bool)
+        rec["status"][turned_away] = 503
+        rec["error"][turned_away] = int(ErrorKind.HTTP_5XX)
     headers: dict[str, list[str | None]] = {}
     a, b = parts.metric_names
     if parts.server_timing:

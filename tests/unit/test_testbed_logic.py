@@ -76,6 +76,14 @@ def test_nginx_config_queues_with_limit_req_only_when_asked(tmp_path: Path) -> N
     assert "rate=15r/s" in limited
     assert "limit_req zone=pptb_r2 burst=500;" in limited
     assert "nodelay" not in limited, "excess requests must wait, not be rejected"
+    # No burst: nginx refuses "burst=0", so the parameter is left out (everything beyond the
+    # rate is turned away with 503).
+    rejecting = render_nginx(replica="r1", workdir=tmp_path, listen_host="127.0.0.1",
+                             listen_port=1, server_port=2, limit_rate_rps=15,
+                             limit_burst=0)  # fmt: skip
+    assert "limit_req zone=pptb_r1;" in rejecting
+    assert "burst" not in rejecting
+    assert "limit_req_status 503;" in rejecting
 
 
 def test_haproxy_config_sets_maxconn_and_timers_header(tmp_path: Path) -> None:

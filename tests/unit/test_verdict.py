@@ -236,3 +236,43 @@ def test_a_latency_miss_beside_failures_ranks_by_milliseconds() -> None:
     assert v["targets_met"] is False
     assert v["bottleneck"] == "preprocessing"
     assert [r["stage"] for r in v["ranking"]].index("oom") > 0
+
+
+def _proxy_rejects(share: float, seed: int = 3) -> FakeRun:
+    """The proxy answers ``share`` of requests 503 (the lb path passes through it too)."""
+    rejected = np.random.default_rng(seed).random(N) < share
+    parts = lambda p, s: Parts(inf=20 + noise(), rejected=rejected if p != "direct" else None)  # noqa: E731
+    return FakeRun(parts=parts, target_p99=100, target_error_rate=0.01)
+
+
+def test_an_error_rate_miss_made_by_a_hop_names_the_hop() -> None:
+    v = verdict(_proxy_rejects(0.05))
+    assert v["targets_met"] is False
+    assert v["bottleneck"] == "proxy"
+    top = v["ranking"][0]
+    assert top["stage"] == "proxy"
+    assert top["failures_explained"] > 20  # ≈ 5 % of 600
+    assert "failed on proxy" in top["evidence"][0]
+    assert "503 ×" in top["evidence"][0]
+    assert "failed on proxy" in v["summary"]
+    # The lb fails as often as the proxy inside it: the load balancer adds no failures.
+    lb = next((r for r in v["ranking"] if r["stage"] == "load_balancer"), {})
+    assert not lb.get("failures_explained")
+
+
+def test_failures_at_the_same_rate_on_every_path_are_no_hops_doing() -> None:
+    rejected = np.random.default_rng(4).random(N) < 0.05
+    v = verdict(FakeRun(parts=lambda p, s: Parts(inf=20 + noise(), rejected=rejected),
+                        target_p99=100, target_error_rate=0.01))  # fmt: skip
+    assert v["targets_met"] is False
+    assert v["bottleneck"] not in ("proxy", "load_balancer")
+    assert all(not r.get("failures_explained") for r in v["ranking"])
+
+
+def test_a_hop_failing_a_few_requests_more_is_noise_not_a_finding() -> None:
+    # 2 rejections in 600 on the proxy path, none inside: below the evidence bar for failures.
+    rejected = np.zeros(N, bool)
+    rejected[[10, 400]] = True
+    parts = lambda p, s: Parts(inf=20 + noise(), rejected=rejected if p != "direct" else None)  # noqa: E731
+    v = verdict(FakeRun(parts=parts, target_p99=100))
+    assert v["bottleneck"] == "none"
