@@ -30,10 +30,10 @@ ADVICE = {
     "(--workers), or lower the rate; numbers beyond the client are not trustworthy.",
     "network": "Time goes on the wire: move the client closer to the service, check loss and "
     "bandwidth on the path, or send smaller payloads.",
-    "proxy": "The proxy hop adds the time: check its rate limits, queue and buffering settings "
-    "(e.g. nginx limit_req, proxy_buffering, upstream keepalive).",
-    "load_balancer": "The load balancer queues requests: raise its per-server connection limits "
-    "(maxconn), add replicas, or check the balance between them.",
+    "proxy": "The proxy hop adds the time or turns requests away: check its rate limits, queue "
+    "and buffering settings (e.g. nginx limit_req, proxy_buffering, upstream keepalive).",
+    "load_balancer": "The load balancer queues or fails requests: raise its per-server connection "
+    "limits (maxconn) and queue timeout, add replicas, or check the balance between them.",
     "server_concurrency": "Requests wait for a free worker while CPU is left over: add workers or "
     "threads, make the handler async, or run more processes.",
     "preprocessing": "Input preprocessing dominates the server's time: make it cheaper (decode at "

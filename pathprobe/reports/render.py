@@ -138,6 +138,15 @@ def fmt_ms(value: Any) -> str:
     return f"{v:.2f} ms"
 
 
+def fmt_explains(row: Mapping[str, Any]) -> str:
+    """A ranking row's "explains" cell: its ms, plus the failures it explains when it has any."""
+    text = fmt_ms(row.get("explains_ms"))
+    failures = num(row.get("failures_explained"))
+    if failures:
+        text += f" · {failures:,.0f} failures"
+    return text
+
+
 def fmt_num(value: Any, digits: int = 1) -> str:
     v = num(value)
     if v is None:
@@ -337,7 +346,7 @@ def _verdict_view(report: Mapping[str, Any]) -> dict[str, Any]:
                 "stage": clip(r.get("stage"), 60),
                 "title": stage_title(r.get("stage")),
                 "color": charts.stage_color(str(r.get("stage"))),
-                "explains": fmt_ms(r.get("explains_ms")),
+                "explains": fmt_explains(r),
                 "below_bar": r.get("clears_bar") is False,
                 "evidence": [clip(e) for e in as_list(r.get("evidence"))[:EVIDENCE_MAX]],
             }

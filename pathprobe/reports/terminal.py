@@ -16,7 +16,15 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from pathprobe.reports.render import as_list, as_map, fmt_ms, fmt_rps, get, stage_title
+from pathprobe.reports.render import (
+    as_list,
+    as_map,
+    fmt_explains,
+    fmt_ms,
+    fmt_rps,
+    get,
+    stage_title,
+)
 
 TOP_RANKING_ROWS = 3
 
@@ -82,7 +90,7 @@ def ranking_table(report: Mapping[str, Any]) -> Table | None:
         evidence = as_list(get(row, "evidence"))
         table.add_row(
             Text(clip(get(row, "stage"), 40)),
-            Text(fmt_ms(get(row, "explains_ms"))),
+            Text(fmt_explains(as_map(row))),
             Text(clip(evidence[0], 100) if evidence else ""),
         )
     return table

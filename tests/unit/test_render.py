@@ -352,3 +352,14 @@ def test_tail_attribution_under_its_own_percentile_key() -> None:
     assert "direct @ 10 rps" in text
     assert "median · tail" in text
     assert "tail (p90)" in render_html(report)
+
+
+def test_a_stage_that_explains_failures_says_how_many() -> None:
+    report = json.loads((FIXTURES / "report_full.json").read_text())
+    report["verdict"]["ranking"].insert(0, {
+        "stage": "proxy", "explains_ms": 0.02, "failures_explained": 80.0, "clears_bar": True,
+        "evidence": ["80 of 120 requests failed on proxy (66.7%; 503 × 80)"],
+    })  # fmt: skip
+    page = render_html(report)
+    assert "0.02 ms · 80 failures" in page
+    assert "80 of 120 requests failed on proxy" in page
