@@ -405,9 +405,13 @@ def test_starved_client_loses_its_core(make_bed: Any) -> None:
     share = (sum(hog_proc.cpu_times()[:2]) - cpu0) / (time.monotonic() - wall0)
     stretch = float(out.stdout)
     assert share >= 0.6 * bed.magnitudes["starved_client_duty"]
-    # The hog's autogroup outweighs ours ~87:1 while it runs: CPU work on this core takes several
-    # times its CPU time in wall time (about 1 / (1 - duty) when starved; about 1 when not).
-    assert stretch >= 5.0
+    # The hog's autogroup outweighs ours ~87:1 while it runs, so CPU work on this core takes
+    # longer than its CPU time in wall time (about 1 when not starved on a quiet core). How much
+    # longer depends on the scheduler: 30× in one run, 2.0× in a CI run where the probe still had
+    # wake-up credit (EEVDF lag) against the hog. Even equal sharing while the hog is busy 90 % of
+    # the time gives 1 / (0.1 + 0.9 / 2) ≈ 1.8; the bound sits below that, and with the hog's
+    # share above, the core was the hog's.
+    assert stretch >= 1.5
 
 
 def test_the_oom_headroom_does_not_count_page_cache(tmp_path: Path) -> None:
