@@ -422,18 +422,7 @@ def pp_latency_row(run: Run) -> dict[str, Any]:
 def floor(repeats: int) -> Table:
     table = Table("floor")
     with nginx() as port:
-        url = f"http://127.0.0.1:{port}/204"
-        for i in range(repeats):
-            for engine in ("fast", "aiohttp"):
-                argv = pp(url, "--engine", engine, "--rate", "1000", "--connections", "10",
-                          "--duration", "10", "--warmup", "1")  # fmt: skip
-                with wire_ttfb(port, enabled=i == 0) as wire:
-                    run = run_client(argv)
-                table.add(f"pathprobe-{engine}", {**pp_latency_row(run), **wire})
-            argv = ["hey", "-c", "10", "-q", "100", "-z", "10s", "-cpus", "1", "-o", "csv", url]
-            with wire_ttfb(port, enabled=i == 0) as wire:
-                run = run_client(argv)
-            table.add("hey", {**hey_latency_row(run), **wire})
+        latency_side_by_side(table, f"http://127.0.0.1:{port}/204", port, 1000, repeats)
     table.notes.append(
         "pathprobe p50 is from the intended send time (includes schedule slip); "
         "hey's from its actual send, 0.1 ms resolution interpolated"
@@ -443,6 +432,24 @@ def floor(repeats: int) -> Table:
         "the floor no client can go below; each client's p50 minus it is its own overhead"
     )
     return table
+
+
+def latency_side_by_side(table: Table, url: str, port: int, rate: int, repeats: int) -> None:
+    """Both pathprobe engines and hey at ``rate`` requests/s over 10 connections, 10 s each,
+    interleaved; the first repeat also captures the wire (:func:`wire_ttfb`)."""
+    hey_per_worker = str(rate // 10)  # hey -q is per worker (-c 10)
+    for i in range(repeats):
+        for engine in ("fast", "aiohttp"):
+            argv = pp(url, "--engine", engine, "--rate", str(rate), "--connections", "10",
+                      "--duration", "10", "--warmup", "1")  # fmt: skip
+            with wire_ttfb(port, enabled=i == 0) as wire:
+                run = run_client(argv)
+            table.add(f"pathprobe-{engine}", {**pp_latency_row(run), **wire})
+        argv = ["hey", "-c", "10", "-q", hey_per_worker, "-z", "10s", "-cpus", "1", "-o", "csv",
+                url]  # fmt: skip
+        with wire_ttfb(port, enabled=i == 0) as wire:
+            run = run_client(argv)
+        table.add("hey", {**hey_latency_row(run), **wire})
 
 
 @contextlib.contextmanager
@@ -477,18 +484,7 @@ def wire_ttfb(port: int, enabled: bool) -> Iterator[dict[str, Any]]:
 def delay(repeats: int) -> Table:
     table = Table("delay")
     with py_server("tests.servers.fixed_delay", "0.020") as port:
-        url = f"http://127.0.0.1:{port}/"
-        for i in range(repeats):
-            for engine in ("fast", "aiohttp"):
-                argv = pp(url, "--engine", engine, "--rate", "100", "--connections", "10",
-                          "--duration", "10", "--warmup", "1")  # fmt: skip
-                with wire_ttfb(port, enabled=i == 0) as wire:
-                    run = run_client(argv)
-                table.add(f"pathprobe-{engine}", {**pp_latency_row(run), **wire})
-            argv = ["hey", "-c", "10", "-q", "10", "-z", "10s", "-cpus", "1", "-o", "csv", url]
-            with wire_ttfb(port, enabled=i == 0) as wire:
-                run = run_client(argv)
-            table.add("hey", {**hey_latency_row(run), **wire})
+        latency_side_by_side(table, f"http://127.0.0.1:{port}/", port, 100, repeats)
     table.notes.append(
         "wire_p50_ms (first repeat): the server's 20 ms as the wire saw it; no client's p50 can be "
         "below it"

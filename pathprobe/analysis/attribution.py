@@ -25,6 +25,7 @@ Mapping of components to stages:
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -164,6 +165,11 @@ class Analysis:
     # The targets the focus step missed ("p99", "error_rate"); empty when it passed.
     missed: tuple[str, ...] = ()
 
+    @property
+    def missed_only_errors(self) -> bool:
+        """The focus step missed the error-rate target and no other."""
+        return self.missed == ("error_rate",)
+
     def failures_stage(self) -> str | None:
         """The stage that clears its bar on the most failed requests, if any does."""
         failing = [f for f in self.findings.values() if f.clears_bar and f.failures_explained > 0]
@@ -179,7 +185,7 @@ class Analysis:
         # When only the error rate was missed, the miss is the failures, not the latency: the
         # stage that explains the most failures heads the ranking, however few milliseconds of
         # the tail its failed (or quickly rejected) requests carry beside slow successful ones.
-        if first is None and self.missed == ("error_rate",):
+        if first is None and self.missed_only_errors:
             first = self.failures_stage()
         return sorted(
             found,
@@ -187,15 +193,22 @@ class Analysis:
         )
 
 
-def choose_focus_step(run: RunResult, judgement: Mapping[str, Any]) -> int:
-    """The step to attribute: the first step that failed its targets, else the most loaded step."""
+def _judged_results(
+    run: RunResult, judgement: Mapping[str, Any]
+) -> tuple[list[StepResult], list[tuple[Mapping[str, Any], StepResult]]]:
+    """The judged path's step results, and each paired with its judged step (same order)."""
     outer = run.config.outermost.name
     results = run.steps.get(outer) or next(iter(run.steps.values()), [])
+    return results, list(zip(judgement.get("steps") or [], results, strict=False))
+
+
+def choose_focus_step(run: RunResult, judgement: Mapping[str, Any]) -> int:
+    """The step to attribute: the first step that failed its targets, else the most loaded step."""
+    results, judged = _judged_results(run, judgement)
     if not results:
         return 0
-    judged = judgement.get("steps") or []
     target_rps = run.config.targets.rps
-    for j, res in zip(judged, results, strict=False):
+    for j, res in judged:
         counts = target_rps is None or res.offered_rps is None or res.offered_rps <= target_rps
         if counts and not j.get("passed", True):
             return res.step
@@ -206,13 +219,9 @@ def choose_focus_step(run: RunResult, judgement: Mapping[str, Any]) -> int:
 
 
 def missed_at(run: RunResult, judgement: Mapping[str, Any], step: int) -> tuple[str, ...]:
-    """The targets the outermost path missed at ``step`` (judged steps align with its results)."""
-    outer = run.config.outermost.name
-    results = run.steps.get(outer) or next(iter(run.steps.values()), [])
-    for judged, res in zip(judgement.get("steps") or [], results, strict=False):
-        if res.step == step:
-            return tuple(judged.get("missed") or ())
-    return ()
+    """The targets the outermost path missed at ``step``."""
+    _results, judged = _judged_results(run, judgement)
+    return next((tuple(j.get("missed") or ()) for j, res in judged if res.step == step), ())
 
 
 def _result(run: RunResult, path: str, step: int) -> StepResult | None:
@@ -825,7 +834,7 @@ def _findings(
 
     # hops
     deltas = {d["to"]: d for d in hop_deltas}
-    for hop_path in names[1:]:
+    for inner_path, hop_path in itertools.pairwise(names):
         stage = HOP_STAGES.get(hop_path, "proxy")
         h = f[stage]
         d = deltas.get(hop_path)
@@ -856,7 +865,6 @@ def _findings(
             h.evidence.append(lbq)
         h.clears_bar = h.explains_ms >= floor and (source == "header" or ci_clear)
         h.stands_out = h.stands_out and (source == "header" or ci_clear)
-        inner_path = names[names.index(hop_path) - 1]
         added = hop_failures(
             inner_path,
             _summary(run, inner_path, focus) or {},

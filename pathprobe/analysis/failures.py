@@ -42,9 +42,9 @@ class HopFailures:
 
     @property
     def significant(self) -> bool:
-        n_i, n_o = self.inner_requests, self.outer_requests
-        if not n_i or not n_o or self.excess < MIN_EXCESS_FAILURES:
+        if self.excess < MIN_EXCESS_FAILURES:  # also: either path sent nothing
             return False
+        n_i, n_o = self.inner_requests, self.outer_requests
         p_i, p_o = self.inner_errors / n_i, self.outer_errors / n_o
         pooled = (self.inner_errors + self.outer_errors) / (n_i + n_o)
         se = math.sqrt(pooled * (1.0 - pooled) * (1.0 / n_i + 1.0 / n_o))

@@ -156,7 +156,7 @@ def _summary(
             f"counting each failure as at least a {a.tail_label} answer, oom explains "
             f"{top.explains_ms:.1f} ms of the tail."
         )
-    if top.failures_explained > 0 and (targets_met or a.missed == ("error_rate",)):
+    if top.failures_explained > 0 and (targets_met or a.missed_only_errors):
         # Named for the failures it adds, not for milliseconds.
         lead = (
             f"Targets missed on {outer} ({first_reason})"
