@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 import traceback
 
-import click
 import typer
 
 from pathprobe import __version__
@@ -53,18 +53,17 @@ app.add_typer(testbed_app, name="testbed")
 app.command(name="demo")(demo_command)
 
 
-# Typer >= 0.2x vendors click as ``typer._click`` (its exceptions are not click's); older Typer uses
-# click itself. Catch both, or a mistyped flag would surface as an "internal error", exit 3.
-_USAGE_ERRORS: tuple[type[Exception], ...] = (click.UsageError,)
-_CLICK_ERRORS: tuple[type[Exception], ...] = (click.ClickException,)
-_ABORTS: tuple[type[BaseException], ...] = (click.exceptions.Abort, typer.Abort)
+# Typer >= 0.2x vendors click as ``typer._click`` and no longer depends on click; older Typer
+# raises click's own exceptions and brings click in as its dependency. Catch whichever this Typer
+# raises — never import click unconditionally: a plain `pip install pathprobe` may not have it.
 try:
-    from typer._click import exceptions as _vendored_click
+    _click_exceptions = importlib.import_module("typer._click.exceptions")
 except ImportError:  # pragma: no cover - older Typer
-    pass
-else:
-    _USAGE_ERRORS += (_vendored_click.UsageError,)
-    _CLICK_ERRORS += (_vendored_click.ClickException,)
+    _click_exceptions = importlib.import_module("click.exceptions")
+
+_USAGE_ERRORS: tuple[type[Exception], ...] = (_click_exceptions.UsageError,)
+_CLICK_ERRORS: tuple[type[Exception], ...] = (_click_exceptions.ClickException,)
+_ABORTS: tuple[type[BaseException], ...] = (typer.Abort,)
 
 
 def main() -> None:
