@@ -30,3 +30,5 @@ class RunResult:
     interrupted: bool = False
     notes: list[str] = field(default_factory=list)
     unreachable: dict[str, str] = field(default_factory=dict)
+    # Requests sent one at a time before the load (path → result): the server's uncontended work.
+    baselines: dict[str, StepResult] = field(default_factory=dict)

@@ -48,6 +48,10 @@ PREFLIGHT_TIMEOUT_S = 3.0
 # stuck (a bug, never a measurement): it is told to stop like on Ctrl-C, then cancelled.
 WATCHDOG_MARGIN_S = 30.0
 WATCHDOG_STOP_GRACE_S = 10.0
+#: How long the baseline sends requests one at a time. A second gives ~10 samples of a 100 ms
+#: server (enough for a median and a size slope), and the requests that find the server empty
+#: during the load add more; a slower server gets fewer here but is sampled in its windows too.
+BASELINE_S = 1.0
 
 ProgressCallback = Callable[[str, float], None]
 
@@ -139,6 +143,7 @@ class Session:
         try:
             await self._preflight()
             engine = self._make_engine()
+            await self._baseline(engine)
             probes = build_probes(self.config, client_pids=lambda: _client_pids(engine))
             await self._open_probes(probes)
             try:
@@ -196,6 +201,32 @@ class Session:
             raise CannotRunError(f"no path reachable ({detail})")
         for name, problem in self.run_result.unreachable.items():
             self.run_result.notes.append(f"path {name} was not reachable before the run: {problem}")
+
+    async def _baseline(self, engine: Engine) -> None:
+        """Requests one at a time to the innermost reachable path, before any load: how long the
+        server takes when nothing else is in it (analysis/server_work.py). The same payloads as
+        the first step, closed loop at concurrency 1, for :data:`BASELINE_S`."""
+        spec = next(
+            (p for p in self.config.paths if p.name not in self.run_result.unreachable), None
+        )
+        if spec is None or self.stop.is_set() or not self.plan.steps:
+            return
+        first = self.plan.steps[0]
+        plan = StepPlan(
+            step=first.step,
+            offered_rps=None,
+            offsets_ns=None,
+            payload_idx=first.payload_idx,
+            concurrency=1,
+            warmup_ns=0,
+            duration_ns=int(BASELINE_S * 1e9),
+        )
+        if self.progress is not None:
+            self.progress(f"baseline · {spec.name}", 0.0)
+        budget_s = BASELINE_S + self.config.load.timeout_s + WATCHDOG_MARGIN_S
+        result = await self._watched(engine.run_step(spec.name, spec.url, plan), budget_s)
+        if result is not None:
+            self.run_result.baselines[spec.name] = result
 
     async def _open_probes(self, probes: list[Probe]) -> None:
         for probe in probes:

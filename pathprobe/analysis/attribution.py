@@ -54,8 +54,15 @@ from pathprobe.analysis.evidence import (
 )
 from pathprobe.analysis.failures import hop_failures
 from pathprobe.analysis.knee import find_knee
+from pathprobe.analysis.server_work import (
+    WorkModel,
+    fit_work_model,
+    in_flight_at_send,
+    split_work_and_wait,
+)
+from pathprobe.analysis.stats import wilson_interval
 from pathprobe.load.engine import StepResult, header_values, measured, tally_of
-from pathprobe.load.records import Records
+from pathprobe.load.records import Records, completed
 from pathprobe.probes.hopheaders import per_request_hop_times
 from pathprobe.run import RunResult
 
@@ -87,9 +94,12 @@ BAR_FLOOR_MS = 2.0
 #: measured on this machine kind (ABBA order removes drift, not jitter).
 HOP_MARGIN_SHARE = 0.05
 #: When targets are met, a stage "stands out" only for anomalies, never for ordinary work: a hop
-#: adding at least this share of the inner tail (CI-cleared), server waiting at least as long as
-#: it works at the tail, congestion or loss in the network, OOM, a tripped client gate.
-STANDOUT_HOP_SHARE = 0.25
+#: that at least doubles the latency of the path inside it at the tail (the lower end of its CI
+#: at least the inner tail: what a queue or a limit does; a proxy's copy, a TLS handshake or a
+#: connection set-up adds a fraction — a hop adding 6 ms to a 20 ms service is ordinary work),
+#: server waiting at least as long as it works at the tail, congestion or loss in the network,
+#: OOM, a tripped client gate, a hop that fails requests.
+STANDOUT_HOP_SHARE = 1.0
 STANDOUT_QUEUE_SHARE = 0.5
 #: Utilisation above which the CPU counts as saturated: every wait is a wait for it. 0.95 leaves
 #: room for the sampler's own jitter (5 Hz ticks) on a core that is in fact always busy.
@@ -99,10 +109,15 @@ TRANSFER_MIN_SPREAD_MS = 5.0
 #: A bandwidth estimate is kept only while the bytes really moved per ms stay within this factor
 #: of the bandwidth it implies (see _link_can_carry): 2 allows for the slope's estimation error.
 LINK_CAPACITY_SLACK = 2.0
-#: Profile shares from fewer samples are not used to split time: a share's standard error is
-#: sqrt(p(1-p)/n), ±7 percentage points at n = 50 — coarser than that, Server-Timing's proportions
-#: are the better split.
+#: Beside Server-Timing, profile shares from fewer samples are not preferred to split time: a
+#: share's standard error is sqrt(p(1-p)/n), ±7 percentage points at n = 50 — coarser than that,
+#: Server-Timing's proportions are the better split.
 MIN_PROFILE_SAMPLES = 50
+#: Without Server-Timing the profile is the only split, and its uncertainty is carried by the bar
+#: instead (a stage clears it on the lower end of its share's 95 % Wilson interval, see
+#: :func:`profile_share_bounds`), so few samples are usable: 5 unanimous samples already bound a
+#: share above 0.56. Below 5 a single stray sample swings a share by 20 points.
+MIN_PROFILE_SAMPLES_ALONE = 5
 #: A span computes when its CPU share is at least this fraction of its wall-time share; below,
 #: most of its time is spent not running (awaiting a device, or its event loop busy elsewhere).
 WAIT_SHARE_RATIO = 0.5
@@ -164,6 +179,10 @@ class Analysis:
     local_oom_kills: bool = False  # the kernel OOM-killed server workers on this host
     # The targets the focus step missed ("p99", "error_rate"); empty when it passed.
     missed: tuple[str, ...] = ()
+    # Server time of the tail that no profile or header could split (ms at the tail, mean).
+    server_unsplit_ms: float = 0.0
+    # Two server stages split by the profile alone whose order its samples cannot tell apart.
+    undecided: tuple[str, str] | None = None
 
     @property
     def missed_only_errors(self) -> bool:
@@ -286,7 +305,7 @@ def map_to_stages(
     if unsplit:
         busy = {k: v for k, v in server.stage_share.items() if k != "idle"}
         total = sum(busy.values())
-        if total > 0 and server.samples >= MIN_PROFILE_SAMPLES:
+        if total > 0 and server.busy_samples >= MIN_PROFILE_SAMPLES_ALONE:
             for stage, share in busy.items():
                 add(stage, unsplit * share / total)
         else:
@@ -328,14 +347,18 @@ def cpu_caused_wait_ms(server: ServerEvidence) -> float | None:
 def _cpu_shares(server: ServerEvidence, means: Mapping[str, float]) -> dict[str, float]:
     """How CPU time divides among categories: the profile's busy shares, else Server-Timing's."""
     busy = {k: v for k, v in server.stage_share.items() if k != "idle" and v > 0}
-    if busy and server.samples >= MIN_PROFILE_SAMPLES:
+    work = {k: means.get(k, 0.0) for k in ("preprocessing", "inference", "server_other")}
+    has_timing = sum(work.values()) > 0
+    enough = MIN_PROFILE_SAMPLES if has_timing else MIN_PROFILE_SAMPLES_ALONE
+    samples = server.samples if has_timing else server.busy_samples
+    if busy and samples >= enough:
         total = sum(busy.values())
         return {k: v / total for k, v in busy.items()}
-    work = {k: means.get(k, 0.0) for k in ("preprocessing", "inference", "server_other")}
     total = sum(work.values())
     if total > 0:
         return {k: v / total for k, v in work.items() if v > 0}
-    return {"server_concurrency": 1.0}
+    # Neither a profile nor Server-Timing: the CPU was busy with work nobody could split.
+    return {"server": 1.0}
 
 
 def reassign_waiting(dec: Decomposition, server: ServerEvidence) -> None:
@@ -371,6 +394,106 @@ def reassign_waiting(dec: Decomposition, server: ServerEvidence) -> None:
         excess = np.maximum(arr - base, 0.0)
         dec.components[stage] = arr - excess
         dec.components["server_queue"] = dec.components.get("server_queue", 0.0 * arr) + excess
+
+
+def profile_share_bounds(
+    server: ServerEvidence, stage: str
+) -> tuple[float, float, float, int] | None:
+    """(share, low, high, n) of ``stage`` among the busy profile samples, with its 95 % Wilson
+    interval; None without a usable profile.
+
+    Samples of one request are not independent (at 100 Hz a 150 ms request is sampled 15 times in
+    the same function), so ``n`` is the busy samples or the window's requests, whichever is fewer.
+    """
+    busy = {k: v for k, v in server.stage_share.items() if k != "idle"}
+    total = sum(busy.values())
+    if total <= 0 or server.busy_samples < MIN_PROFILE_SAMPLES_ALONE:
+        return None
+    share = busy.get(stage, 0.0) / total
+    n = min(server.busy_samples, server.requests) if server.requests else server.busy_samples
+    low, high = wilson_interval(share * n, n)
+    return share, low, high, n
+
+
+def _undecided_split(
+    findings: Mapping[str, StageFinding],
+    server: ServerEvidence | None,
+    dec: Decomposition | None,
+) -> tuple[str, str] | None:
+    """The two profile-split stages, leader first, when both clear their bars but the samples
+    cannot say which one is larger: among the samples in either, the leader's share must be above
+    one half at the low end of its 95 % Wilson interval (a sign test; 12 of 13 is decisive, 7 of
+    13 is not). None when decided, or when Server-Timing measured the split."""
+    if server is None or dec is None or dec.has_server_timing:
+        return None
+    pre, inf = findings["preprocessing"], findings["inference"]
+    if not (pre.clears_bar and inf.clears_bar):
+        return None
+    a, b = profile_share_bounds(server, "preprocessing"), profile_share_bounds(server, "inference")
+    if a is None or b is None:
+        return None
+    lead, other = ("preprocessing", "inference") if a[0] >= b[0] else ("inference", "preprocessing")
+    n = a[3]
+    k_lead, k_other = max(a[0], b[0]) * n, min(a[0], b[0]) * n
+    low, _high = wilson_interval(k_lead, k_lead + k_other)
+    return None if low > 0.5 else (lead, other)
+
+
+def split_server_wait(
+    dec: Decomposition, result: StepResult, baseline: tuple[FloatArray, FloatArray] | None
+) -> WorkModel | None:
+    """Without Server-Timing: cut the unsplit ``server`` component into work (``server``) and
+    waiting (``server_queue``) by the uncontended work pathprobe measured itself (in place; see
+    :mod:`pathprobe.analysis.server_work`). Returns the work model, None when there was nothing
+    uncontended to learn it from (the server's time then stays unsplit)."""
+    server = dec.components.get("server")
+    if server is None or not server.size:
+        return None
+    recs = result.records
+    index = np.searchsorted(recs["seq"], dec.seq)
+    ok = recs[index]
+    bytes_out = ok["bytes_out"].astype(np.float64)
+    if result.sample_stride == 1:
+        # Every request of the window is in the records, so the count in flight is exact.
+        ahead = in_flight_at_send(
+            recs["actual_ns"], np.where(recs["end_ns"] > 0, recs["end_ns"], np.iinfo(np.int64).max)
+        )[index]
+        found_empty = ahead == 0
+    else:
+        found_empty = np.zeros(server.size, bool)
+    xs, ys = [bytes_out[found_empty]], [server[found_empty]]
+    if baseline is not None:
+        xs.append(baseline[0])
+        ys.append(baseline[1])
+    model = fit_work_model(
+        np.concatenate(xs), np.concatenate(ys), 0 if baseline is None else baseline[0].size
+    )
+    if model is None:
+        return None
+    work, wait = split_work_and_wait(server, bytes_out, found_empty, model)
+    dec.components["server"] = work
+    dec.components["server_queue"] = wait
+    return model
+
+
+def _baseline_samples(
+    run: RunResult, names: Sequence[str], net_ev: Mapping[str, NetworkEvidence]
+) -> tuple[FloatArray, FloatArray] | None:
+    """(bytes, server ms) of the baseline's requests — sent one at a time before the load, on the
+    innermost path that has one — with the client and the network taken out as in a window."""
+    for name in names:
+        res = run.baselines.get(name)
+        if res is None:
+            continue
+        recs = measured(res)
+        ev = net_ev.get(name) or NetworkEvidence()
+        dec = decompose(name, recs, {}, [], rtt_ms=ev.rtt_ms)
+        server = dec.components.get("server")
+        if server is None or not server.size:
+            continue
+        ok = recs[completed(recs)]
+        return ok["bytes_out"].astype(np.float64), server
+    return None
 
 
 def _set_means(
@@ -452,6 +575,7 @@ def analyze(run: RunResult, judgement: Mapping[str, Any]) -> Analysis:
         fail_ev[name] = failure_evidence(recs, tally_of(found))
         hop_times[name] = _hop_times(found, run)
     slope = _transfer_slope(run, names, focus, hop_times, net_ev)
+    baseline = _baseline_samples(run, names, net_ev)
     for i, name in enumerate(names):
         found = _result(run, name, focus)
         if found is None:
@@ -475,6 +599,8 @@ def analyze(run: RunResult, judgement: Mapping[str, Any]) -> Analysis:
             slope_ms_per_byte=slope,
             inner_totals=inner_totals,
         )
+        if not decs[name].has_server_timing:
+            decs[name].work_model = split_server_wait(decs[name], found, baseline)
         reassign_waiting(decs[name], srv_ev[name])
         if name == outer:
             present = [
@@ -608,6 +734,8 @@ def analyze(run: RunResult, judgement: Mapping[str, Any]) -> Analysis:
         local_oom_kills=oom_bar
         and any(ev.oom_killed > 0 or ev.kernel_oom_lines > 0 for ev in srv_ev.values()),
         missed=missed_at(run, judgement, focus),
+        server_unsplit_ms=float(tail_sets.get(outer, {}).get("server", 0.0)),
+        undecided=_undecided_split(findings, srv_ev.get(outer), decs.get(outer)),
     )
 
 
@@ -882,24 +1010,37 @@ def _findings(
     dec_outer = decs.get(outer)
     queue_tail = float(tail.get("server_concurrency", 0.0))
     work_tail = float(tail.get("preprocessing", 0.0) + tail.get("inference", 0.0))
+    timed = dec_outer is not None and dec_outer.has_server_timing
     for stage in ("preprocessing", "inference"):
         s = f[stage]
         if s.explains_ms <= 0:
             continue
-        if dec_outer is not None and dec_outer.has_server_timing:
+        if timed:
             s.evidence.append(
                 f"Server-Timing: {stage} {s.p50_ms:.1f} ms at p50, {s.explains_ms:.1f} ms in the "
                 f"{where} tail (incl. its share of CPU queueing)"
             )
             s.direct_evidence = True
+        bounds = profile_share_bounds(sev, stage)
         if sev.stage_share:
             s.evidence.append(
                 f"py-spy ({sev.samples} samples): "
                 + share_text(sev.stage_share, ("preprocessing", "inference", "framework", "other"))
                 + " of busy server CPU"
+                + (
+                    f"; {stage} {bounds[0]:.0%} (95% CI {bounds[1]:.0%}…{bounds[2]:.0%} over "
+                    f"{bounds[3]} independent samples)"
+                    if bounds is not None
+                    else ""
+                )
             )
             s.direct_evidence = True
-        s.clears_bar = s.explains_ms >= floor
+        if timed or bounds is None or bounds[0] <= 0:
+            s.clears_bar = s.explains_ms >= floor
+        else:
+            # The split came from the profile alone: the stage clears its bar only if it would
+            # with its share at the low end of its confidence interval.
+            s.clears_bar = s.explains_ms * bounds[1] / bounds[0] >= floor
     sc = f["server_concurrency"]
     if sc.explains_ms > 0:
         summ = _summary(run, outer, focus) or {}
@@ -927,10 +1068,24 @@ def _findings(
             if w_work is not None:
                 text += f", only {achieved * w_work / 1000:.1f} of them being worked on"
             sc.evidence.append(text)
-        sc.evidence.append(
-            f"waiting in the server (outside its own timers) explains {sc.explains_ms:.1f} ms of "
-            f"the {where}"
-        )
+        model = dec_outer.work_model if dec_outer is not None else None
+        if model is not None:
+            sc.evidence.append(
+                f"uncontended, the server took {model.intercept_ms:.1f} ms"
+                + (
+                    f" + {model.ms_per_byte * 100_000:.1f} ms per 100 kB of body"
+                    if model.ms_per_byte > 0
+                    else ""
+                )
+                + f" ({model.samples} requests that found it empty, {model.baseline_samples} of "
+                f"them sent one at a time before the load); waiting beyond that explains "
+                f"{sc.explains_ms:.1f} ms of the {where}"
+            )
+        else:
+            sc.evidence.append(
+                f"waiting in the server (outside its own timers) explains {sc.explains_ms:.1f} ms "
+                f"of the {where}"
+            )
         u = sev.utilisation
         if u is not None:
             sc.evidence.append(

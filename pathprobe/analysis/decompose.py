@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from pathprobe.analysis.server_work import WorkModel
 from pathprobe.load.records import ErrorKind, Records, completed
 
 FloatArray = npt.NDArray[np.float64]
@@ -83,6 +84,8 @@ class Decomposition:
     failed_ms: FloatArray = field(default_factory=lambda: np.zeros(0))
     hop_source: dict[str, str] = field(default_factory=dict)  # hop → "header" | "delta" | "none"
     has_server_timing: bool = False
+    # Without Server-Timing: the uncontended work that split server time into work and waiting.
+    work_model: WorkModel | None = None
 
     def check(self) -> float:
         """Largest |sum of components − total| (ms); 0 up to rounding."""

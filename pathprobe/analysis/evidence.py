@@ -139,9 +139,12 @@ class ServerEvidence:
     memory_limit_bytes: int | None = None
     window_s: float | None = None
     cpu_ms_per_request: float | None = None
+    requests: int = 0  # requests the window sent
+    busy_samples: int = 0  # profile samples not idle (what stage_share divides)
 
     def set_requests(self, n: int) -> None:
         """CPU per request from the window's CPU seconds and its ``n`` requests."""
+        self.requests = n
         if self.cores_used is not None and self.window_s and n > 0:
             self.cpu_ms_per_request = self.cores_used * self.window_s * 1000.0 / n
 
@@ -189,6 +192,9 @@ def server_evidence(probes: Mapping[str, Any], path: str, step: int) -> ServerEv
     ]
     ev.busiest_worker_percent = max(busiest) if busiest else None
     ev.samples = int(w.get("samples") or 0)
+    counts = w.get("stage_samples") or {}
+    busy = [int(v) for k, v in counts.items() if k != "idle"]
+    ev.busy_samples = sum(busy) if counts else ev.samples
     ev.stage_share = {k: float(v) for k, v in (w.get("stage_share") or {}).items()}
     deaths = w.get("worker_deaths") or []
     ev.deaths = len(deaths)

@@ -69,6 +69,10 @@ def decide(run: RunResult, judgement: dict[str, Any]) -> dict[str, Any]:
     else:
         clearing = [f for f in ranking if f.clears_bar]
         bottleneck = clearing[0].stage if clearing else "inconclusive"
+        if a.undecided is not None and bottleneck in a.undecided:
+            # The profile cannot tell which of the two server stages is larger: naming one
+            # would be a coin toss.
+            bottleneck = "inconclusive"
     top = a.findings.get(bottleneck)
     summary = _summary(a, bottleneck, top, targets_met, targets, outer, first_reason, run)
     if bottleneck == "inconclusive":
@@ -100,6 +104,8 @@ def decide(run: RunResult, judgement: dict[str, Any]) -> dict[str, Any]:
             "tail_mean_ms": None if a.tail_mean_ms is None else round(a.tail_mean_ms, 3),
             "p50_ms": None if a.p50_latency_ms is None else round(a.p50_latency_ms, 3),
         },
+        # Server time at the tail that neither a profile nor Server-Timing could split (ms).
+        "server_unsplit_ms": round(a.server_unsplit_ms, 3),
         # Bandwidth the body transfer times imply (null when body size does not show in them).
         "effective_bandwidth_mbit_s": (
             round(8.0 / (a.transfer_slope_ms_per_byte * 1000.0), 3)
@@ -134,9 +140,16 @@ def _summary(
             return f"Targets met on {outer} at {at} ({tail}); no stage stands out."
         return f"No targets given; {outer} at {at}: {tail}, and no stage stands out."
     if bottleneck == "inconclusive":
+        held = (
+            f"; the server holds {a.server_unsplit_ms:.1f} ms of those requests' latency, unsplit"
+            if a.server_unsplit_ms > 0
+            else ""
+        )
+        if a.undecided is not None:
+            held += f"; {a.undecided[0]} and {a.undecided[1]} cannot be told apart"
         return (
             f"Targets missed on {outer} ({first_reason}), but no stage clears its evidence bar "
-            f"at {at} ({tail})."
+            f"at {at} ({tail}){held}."
         )
     assert top is not None
     if bottleneck == "oom" and a.gate.tripped:
@@ -182,6 +195,19 @@ def _summary(
 
 def _next_steps(a: Analysis, ranking: list[StageFinding]) -> list[str]:
     steps: list[str] = []
+    if a.undecided is not None:
+        lead, other = a.undecided
+        steps.append(
+            f"The profile puts {lead} ahead of {other}, but too few samples tell them apart: "
+            "rerun longer (--duration), or have the server send Server-Timing."
+        )
+    if a.server_unsplit_ms > 0:
+        # Never drop the server's time: say how much it holds and what would split it.
+        steps.append(
+            f"The server holds {a.server_unsplit_ms:.1f} ms of the {a.tail_label} requests' "
+            "latency, unsplit: profile it (--server-pid PID on its host, or --agent URL), rerun "
+            "longer for more samples, or have it send Server-Timing."
+        )
     for m in a.missing:
         if m.startswith("server probe"):
             steps.append("Rerun with --server-pid PID (or --agent URL) to profile the server.")
