@@ -37,13 +37,26 @@ import psutil
 
 from pathprobe.probes.base import Unavailable
 
-#: Samples per second per process. benchmarks/bench_pyspy_overhead.py on this machine kind (2
-#: shared cores, a 2-worker numpy server pinned to one core, py-spy beside it): py-spy costs
-#: ≈ 0.001 cores per Hz for 3 processes — 10 Hz: 0.010 cores, 2.0 % of the server's CPU;
-#: 20 Hz: 4.4 %; 50 Hz: 7.1 % (medians of 5 interleaved repeats). 10 Hz keeps it under 3 %;
-#: a 10 s window still gives ~100 samples per busy worker. Raise it with ``rate_hz`` (agent:
-#: ``--rate``) for short windows.
+#: Samples per second per process when the rate is given explicitly (the agent's default).
 DEFAULT_RATE_HZ = 10
+#: Without an explicit rate, the server probe spends this many samples per second across all the
+#: processes it profiles (:func:`rate_for`). py-spy's cost grows with samples, not with the
+#: server's load: benchmarks/bench_pyspy_overhead.py on this machine kind measured ≈ 0.001 cores
+#: per Hz for 3 processes, i.e. ≈ 0.33 ms of CPU per sample; 100 samples/s is then ≈ 3 % of one
+#: core, the overhead budget. A mostly idle server is sampled fast enough that its few busy
+#: moments show (1 request/s of 150 ms over 8 s: ~120 samples at 100 Hz instead of 12 at 10 Hz).
+SAMPLE_BUDGET_HZ = 100
+#: Per-process rate bounds: 10 Hz keeps a busy worker's profile meaningful however many workers
+#: share the budget (above it, a many-worker server costs more than the budget, as before);
+#: py-spy itself is not accurate much above 100 Hz.
+MIN_RATE_HZ = 10
+MAX_RATE_HZ = 100
+
+
+def rate_for(processes: int, budget_hz: int = SAMPLE_BUDGET_HZ) -> int:
+    """Samples per second per process so that ``processes`` recordings share ``budget_hz``."""
+    per_process = budget_hz // max(processes, 1)
+    return max(MIN_RATE_HZ, min(MAX_RATE_HZ, per_process))
 #: Frames longer than this are cut (hostile or generated names must not bloat the report).
 MAX_FRAME_CHARS = 160
 STOP_GRACE_S = 5.0

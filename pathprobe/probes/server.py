@@ -73,6 +73,7 @@ class _Active:
     sampler: ProcessSampler | None = None
     cgroup: cgroups.CgroupWatch | None = None
     kernel: cgroups.KernelOomLog | None = None
+    rate_hz: int = pyspy.DEFAULT_RATE_HZ  # py-spy samples per second per process
 
 
 class ServerProbe:
@@ -90,7 +91,7 @@ class ServerProbe:
         options: ProbeOptions,
         *,
         cgroup: str | Path | None = None,
-        rate_hz: int = pyspy.DEFAULT_RATE_HZ,
+        rate_hz: int | None = None,
         sample_hz: float = 5.0,
         max_record_s: int = DEFAULT_MAX_RECORD_S,
         keep_windows: bool = True,
@@ -182,6 +183,9 @@ class ServerProbe:
         active.t0_ns = active.sampler.t0_ns
         if profiling:
             targets = await asyncio.to_thread(self._profile_targets)
+            # Without an explicit rate, the window's processes share the sample budget; a PID
+            # that appears later is sampled at the same rate.
+            active.rate_hz = self.rate_hz or pyspy.rate_for(len(targets))
             for pid in targets:
                 await self._record(active, pid)
 
@@ -191,7 +195,7 @@ class ServerProbe:
             return
         active.recorded_pids.add(pid)
         rec = pyspy.Recording(
-            self.py_spy, pid, active.tmpdir / f"pyspy-{pid}.txt", self.rate_hz,
+            self.py_spy, pid, active.tmpdir / f"pyspy-{pid}.txt", active.rate_hz,
             self.max_record_s, subprocesses=not self.per_process,
         )  # fmt: skip
         try:
@@ -261,7 +265,9 @@ class ServerProbe:
             "profiler": {
                 "tool": "py-spy",
                 "version": self.py_spy_version,
+                # An explicit rate; without one each window's processes share a budget.
                 "rate_hz": self.rate_hz,
+                "sample_budget_hz": None if self.rate_hz else pyspy.SAMPLE_BUDGET_HZ,
                 **self._part(self.profile_unavailable),
             },
             "cgroup": self._part(self.cgroup_unavailable),
@@ -385,6 +391,7 @@ class ServerProbe:
             "t0_ns": active.t0_ns,
             "window_ms": round(max(0, end_ns - start_ns) / 1e6, 1),
             "samples": samples,
+            "rate_hz": active.rate_hz,  # py-spy samples per second per process in this window
             "stage_samples": stage_samples,
             "stage_share": {k: round(v, 4) for k, v in stages.stage_shares(stage_samples).items()},
             "folded": pyspy.folded_top(stacks),
