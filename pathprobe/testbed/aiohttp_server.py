@@ -186,9 +186,10 @@ def build_app(settings: ServerSettings, net: ConvNet, wine: WineModel) -> web.Ap
     accelerator_ms = settings.magnitude("accelerator_ms")
 
     def stamp(response: web.StreamResponse, timing: str) -> web.StreamResponse:
-        response.headers["Server-Timing"] = timing
         response.headers[settings.replica_header] = settings.replica
-        response.headers["x-worker-pid"] = str(os.getpid())
+        if settings.instrumented:  # a bare server sends no timing or debugging headers
+            response.headers["Server-Timing"] = timing
+            response.headers["x-worker-pid"] = str(os.getpid())
         return response
 
     async def classify(request: web.Request) -> web.StreamResponse:

@@ -4,6 +4,9 @@
         tb.urls["direct"], tb.urls["proxy"], tb.urls["lb"]   # http://HOST:PORT
         tb.server_pids                                       # the servers' master PIDs
 
+``instrumented=False`` gives the bare variant: no ``Server-Timing`` from the servers and no timing
+headers from nginx or haproxy (the replica header stays), as on most production paths.
+
 Everything it starts is recorded (see :mod:`pathprobe.testbed.state`) as soon as it exists, and
 :meth:`Testbed.stop` — also called when :meth:`start` fails half-way or is interrupted — removes
 exactly that: our process groups by PID, our namespace with its rules and qdiscs, our cgroups.
@@ -62,6 +65,15 @@ STACK_FUNCTIONS: dict[str, dict[str, list[str]]] = {
         "inference": ["ConvNet.forward", "ConvNet.deep_residual_blocks", "WineModel.score_table"],
         "server_timing": ["prep", "model"],
     },
+    # Names no default name rule knows: its stages show through the libraries they call
+    # (Pillow, numpy, scikit-learn), as in a service pathprobe has never seen.
+    "wsgi": {
+        "preprocessing": ["photo_to_features", "open_photo", "shrink_photo", "scale_pixels",
+                          "enhance_details", "stack_octaves"],
+        "inference": ["GlyphScorer.score", "GlyphScorer.vote_with_jitter",
+                      "FlowerModel.rank_rows"],
+        "server_timing": [],
+    },
 }  # fmt: skip
 
 
@@ -79,9 +91,14 @@ class Testbed:
         magnitudes: Mapping[str, Any] | None = None,
         replica_header: str = "x-replica",
         state_file: Path | None = None,
+        instrumented: bool = True,
     ) -> None:
         self.faults = validate_faults(faults)
         self.stack = validate_stack(stack)
+        # False: the "bare" testbed — no Server-Timing from the servers, no timing headers from
+        # nginx or haproxy — as most production paths are. The wsgi stack never sends
+        # Server-Timing; there this switches only the hops' headers.
+        self.instrumented = bool(instrumented)
         self.magnitudes = resolve_magnitudes(stack, magnitudes)
         self.replica_header = replica_header
         self.lb_timers_header = LB_TIMERS_HEADER
@@ -130,7 +147,9 @@ class Testbed:
         owns = self._workdir_arg is None
         self.workdir.mkdir(parents=True, exist_ok=not owns)
         self._state = state.empty_state(self.tag, self.workdir, owns)
-        self._state.update(stack=self.stack, faults=list(self.faults))
+        self._state.update(
+            stack=self.stack, faults=list(self.faults), instrumented=self.instrumented
+        )
         self._save()
         try:
             self._start_all()
@@ -170,15 +189,19 @@ class Testbed:
 
     def describe(self) -> dict[str, Any]:
         """Faults with their magnitudes and the layout, for the report (JSON-serialisable)."""
+        timed = self.instrumented
         return {
             "stack": self.stack,
             "faults": [{"name": f, "stage": FAULTS[f]} for f in self.faults],
             "magnitudes": relevant_magnitudes(self.faults, self.magnitudes),
             "urls": dict(self.urls),
             "replicas": list(REPLICAS),
+            # Which timing headers the responses carry: none on a bare testbed.
+            "instrumented": self.instrumented,
+            "server_timing": timed and bool(STACK_FUNCTIONS[self.stack]["server_timing"]),
             "replica_header": self.replica_header,
-            "lb_timers_header": self.lb_timers_header,
-            "upstream_time_header": "x-upstream-header-time",
+            "lb_timers_header": self.lb_timers_header if timed else None,
+            "upstream_time_header": "x-upstream-header-time" if timed else None,
             "server_pids": list(self.server_pids),
             "server_cpu": self.server_cpu,
             "client_cpu": self.client_cpu,
@@ -262,6 +285,7 @@ class Testbed:
                 listen_port=nginx_ports[replica], server_port=server_ports[replica],
                 limit_rate_rps=limit_rps,
                 limit_burst=int(self.magnitudes["proxy_burst"]), run_as_root=os.geteuid() == 0,
+                instrumented=self.instrumented,
             ))  # fmt: skip
             argv = [
                 *prefix,
@@ -283,7 +307,7 @@ class Testbed:
             workdir=self.workdir, listen_host=bind_host, listen_port=lb_port,
             backends=[(r, nginx_ports[r]) for r in REPLICAS],
             maxconn=int(self.magnitudes["lb_maxconn"]) if "lb_queue" in self.faults else None,
-            timers_header=self.lb_timers_header,
+            timers_header=self.lb_timers_header, instrumented=self.instrumented,
         ))  # fmt: skip
         popen, record = spawn("haproxy", [*prefix, *pin, "haproxy", "-db", "-f", str(cfg)],
                               log_path=self.workdir / "haproxy.log")  # fmt: skip
@@ -342,15 +366,29 @@ class Testbed:
         if self.stack == "aiohttp":
             return [sys.executable, "-m", "pathprobe.testbed.aiohttp_server",
                     "--host", host, "--port", str(port)]  # fmt: skip
-        workers = 1 if "single_concurrency" in self.faults else int(self.magnitudes["workers"])
+        single = "single_concurrency" in self.faults
+        workers = 1 if single else int(self.magnitudes["workers"])
         argv = [sys.executable, "-m", "gunicorn", "--preload", "-w", str(workers),
-                "-k", "uvicorn_worker.UvicornWorker", "--bind", f"{host}:{port}",
+                "--bind", f"{host}:{port}",
                 "--timeout", "120", "--graceful-timeout", "3", "--log-level", "warning",
                 "--backlog", "2048", "-c", "python:pathprobe.testbed.gunicorn_hooks"]  # fmt: skip
         if _gunicorn_has_control_socket():
             # gunicorn >= 25 opens one control socket per user: two replicas would collide.
             argv.append("--no-control-socket")
-        argv.append("pathprobe.testbed.fastapi_server:create_app()")
+        if self.stack == "wsgi":
+            if single:
+                # The sync worker: one process, one request at a time; the rest wait in the
+                # listen backlog (never 503), as a default `gunicorn app:app` does.
+                argv += ["-k", "sync"]
+            else:
+                # Threads per worker; keep-alive above any gap between requests of a diagnosis
+                # (gunicorn's default 2 s would close idle pooled connections under the client).
+                argv += ["-k", "gthread", "--threads", str(int(self.magnitudes["threads"])),
+                         "--keep-alive", "30"]  # fmt: skip
+            argv.append("pathprobe.testbed.wsgi_server:create_app()")
+            return argv
+        argv += ["-k", "uvicorn_worker.UvicornWorker",
+                 "pathprobe.testbed.fastapi_server:create_app()"]  # fmt: skip
         return argv
 
     def _server_env(self, replica: str) -> dict[str, str]:
@@ -359,6 +397,7 @@ class Testbed:
             faults=self.faults,
             magnitudes=dict(self.magnitudes),
             replica_header=self.replica_header,
+            instrumented=self.instrumented,
         )
         env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
         # One core per testbed: BLAS thread pools would only fight over it.

@@ -7,7 +7,8 @@ restarts when one dies (e.g. killed by the kernel's OOM killer).
 Endpoints: ``POST /predict/tabular`` (JSON ``{"instances": [[30 floats], ...]}`` → random forest on
 sklearn's bundled breast-cancer data), ``POST /predict/image`` (raw JPEG/PNG body → Pillow decode,
 resize, numpy normalisation → logistic regression on sklearn's bundled 8×8 digits) and
-``GET /healthz``. Every response carries ``Server-Timing`` and the replica header.
+``GET /healthz``. Every response carries the replica header, and ``Server-Timing`` unless the
+settings say the server is bare (``instrumented`` false).
 
 Function names are part of the testbed's contract: preprocessing lives in ``decode_image``,
 ``resize_image``, ``normalize_pixels`` (under ``preprocess_image``), inference in
@@ -178,6 +179,8 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     slow_ms = cfg.magnitude("slow_inference_ms") if cfg.has("slow_inference") else 0.0
 
     def headers(timing: str) -> dict[str, str]:
+        if not cfg.instrumented:
+            return {cfg.replica_header: cfg.replica}
         return {"Server-Timing": timing, cfg.replica_header: cfg.replica,
                 "x-worker-pid": str(os.getpid())}  # fmt: skip
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from pathprobe.errors import UsageError
 
-STACKS = ("fastapi", "aiohttp")
+STACKS = ("fastapi", "aiohttp", "wsgi")
 
 #: Every fault knob, with the stage it is meant to produce (design.md §2).
 FAULTS: dict[str, str] = {
@@ -72,6 +72,21 @@ DEFAULT_MAGNITUDES: dict[str, dict[str, float]] = {
         "oom_bytes_per_pixel": 1536.0,
         "oom_headroom_mb": 200.0,
     },
+    # Flask under gunicorn's threaded workers: a request holds a thread from start to end, and a
+    # worker's threads share one GIL, so its capacity is workers × threads only while they wait.
+    "wsgi": {
+        **_COMMON,
+        "workers": 2.0,
+        "threads": 4.0,
+        # Here the wait is a blocking read on a socket (the model's remote device or a
+        # downstream call), not an event-loop sleep: the thread is parked, the worker serves
+        # others on its other threads.
+        "accelerator_ms": 35.0,
+        "heavy_preprocessing_ms": 40.0,
+        "slow_inference_ms": 30.0,
+        "oom_bytes_per_pixel": 1280.0,
+        "oom_headroom_mb": 180.0,
+    },
 }
 
 
@@ -88,7 +103,7 @@ def validate_faults(faults: Sequence[str]) -> tuple[str, ...]:
 
 def validate_stack(stack: str) -> str:
     if stack not in STACKS:
-        raise UsageError(f"unknown stack {stack!r}: use fastapi or aiohttp")
+        raise UsageError(f"unknown stack {stack!r}: use one of {', '.join(STACKS)}")
     return stack
 
 
@@ -103,8 +118,8 @@ def resolve_magnitudes(stack: str, overrides: Mapping[str, Any] | None) -> dict[
         if value < 0:
             raise UsageError(f"testbed magnitude {key} must be zero or more, got {value!r}")
         merged[key] = float(value)
-    if merged["workers"] < 1:
-        raise UsageError("testbed magnitude workers must be at least 1")
+    if merged["workers"] < 1 or merged.get("threads", 1.0) < 1:
+        raise UsageError("testbed magnitudes workers and threads must be at least 1")
     if merged["lb_maxconn"] < 1:
         raise UsageError("testbed magnitude lb_maxconn must be at least 1")
     if not 0 < merged["starved_client_duty"] < 1:
@@ -134,6 +149,8 @@ def relevant_magnitudes(faults: Sequence[str], magnitudes: Mapping[str, float]) 
     }
     keep = {"accelerator_ms": magnitudes["accelerator_ms"]}
     keep["workers"] = 1.0 if "single_concurrency" in faults else magnitudes["workers"]
+    if "threads" in magnitudes:
+        keep["threads"] = 1.0 if "single_concurrency" in faults else magnitudes["threads"]
     for fault in faults:
         if prefixes[fault]:
             keep.update({k: v for k, v in magnitudes.items() if k.startswith(prefixes[fault])})

@@ -21,6 +21,9 @@ class ServerSettings:
     faults: tuple[str, ...] = ()
     magnitudes: dict[str, float] = field(default_factory=dict)
     replica_header: str = "x-replica"
+    # False: a "bare" server, as most in production are: no Server-Timing, no debugging headers
+    # (the replica header stays: it names a pod, it times nothing).
+    instrumented: bool = True
 
     def has(self, fault: str) -> bool:
         return fault in self.faults
@@ -34,6 +37,13 @@ class ServerSettings:
             return 1
         return max(1, int(self.magnitude("workers", 2)))
 
+    @property
+    def threads(self) -> int:
+        """Threads per worker (thread-per-request stacks); one serves one request at a time."""
+        if self.has("single_concurrency"):
+            return 1
+        return max(1, int(self.magnitude("threads", 1)))
+
     def to_env(self) -> str:
         return json.dumps(asdict(self))
 
@@ -46,4 +56,5 @@ class ServerSettings:
             faults=tuple(raw.get("faults", ())),
             magnitudes={str(k): float(v) for k, v in raw.get("magnitudes", {}).items()},
             replica_header=str(raw.get("replica_header", "x-replica")),
+            instrumented=bool(raw.get("instrumented", True)),
         )

@@ -7,6 +7,11 @@ Server-Timing metric names and magnitudes), so that nothing is fitted to one. Wh
 fault has a size that can be predicted from first principles, ``explains_ms`` must match it within
 ±25 % (see ``fault_scenarios`` for each prediction). Scenarios and their sizing live in
 ``fault_scenarios.py``, shared with ``benchmarks/bench_repeatability.py``.
+
+The bare cases (ids ``<stack>-bare-<scenario>``) run the same faults with no timing header on any
+hop — the two stacks above without them, and a Flask stack under gunicorn threads that never had
+them — on the default engine, and check magnitudes against the testbed measured apart from the
+report (``fault_scenarios.Facts``).
 """
 
 from __future__ import annotations
@@ -15,13 +20,21 @@ import os
 from collections.abc import Iterator
 
 import pytest
-from fault_scenarios import SCENARIOS, CpuStretch, describe, diagnose, make_testbed
-
-from pathprobe.testbed import STACKS
+from fault_scenarios import (
+    SCENARIOS,
+    VARIANTS,
+    CpuStretch,
+    Facts,
+    Variant,
+    describe,
+    diagnose,
+    lone_request_ms,
+    make_testbed,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.root]
 
-CASES = [(stack, name) for stack in STACKS for name in SCENARIOS]
+CASES = [(v, name) for v in VARIANTS for name, s in SCENARIOS.items() if s.runs_on(v)]
 
 
 @pytest.fixture
@@ -35,16 +48,19 @@ def restore_affinity() -> Iterator[None]:
 
 
 @pytest.mark.usefixtures("restore_affinity")
-@pytest.mark.parametrize(("stack", "name"), CASES, ids=[f"{s}-{n}" for s, n in CASES])
-def test_fault_is_diagnosed(stack: str, name: str) -> None:
+@pytest.mark.parametrize(("variant", "name"), CASES, ids=[f"{v.id}-{n}" for v, n in CASES])
+def test_fault_is_diagnosed(variant: Variant, name: str) -> None:
     scenario = SCENARIOS[name]
-    with make_testbed(scenario, stack) as tb:
+    check = scenario.check(variant)
+    with make_testbed(scenario, variant.stack, instrumented=variant.instrumented) as tb:
+        # Measured before the load, on a server that is otherwise idle (bare checks need it).
+        service_ms = lone_request_ms(tb) if check is not None and not tb.instrumented else 0.0
         cpu = CpuStretch(list(tb.server_pids))
         report = diagnose(tb, scenario)
-        stretch = cpu.stretch()
-        magnitudes = dict(tb.magnitudes)
+        facts = Facts(dict(tb.magnitudes), cpu.stretch(), service_ms)
     verdict = report["verdict"]
     why = describe(report)
+    print(f"{variant.id}-{name}: {why}; {facts}")  # shown with -s or -rP: the verdict at a glance
     assert verdict["bottleneck"] == scenario.expect, why
     if scenario.expect == "client":
         assert verdict["trustworthy"] is False, why
@@ -60,10 +76,11 @@ def test_fault_is_diagnosed(stack: str, name: str) -> None:
     assert top["stage"] == scenario.expect or scenario.expect == "none", why
     if scenario.expect != "none":
         assert top["evidence"], why
-    if scenario.magnitude is not None:
-        measured, expected = scenario.magnitude(report, magnitudes, stretch)
+    if check is not None:
+        measured, expected = check(report, facts)
         assert measured == pytest.approx(expected, rel=0.25), (
-            f"{measured} vs {expected} (server CPU stretch {stretch:.2f}): {why}"
+            f"{measured} vs {expected} (server CPU stretch {facts.stretch:.2f}, lone request "
+            f"{facts.service_ms:.1f} ms): {why}"
         )
     if scenario.ranking_order:
         order = [entry["stage"] for entry in verdict["ranking"]]
