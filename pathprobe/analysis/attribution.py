@@ -36,7 +36,7 @@ import numpy.typing as npt
 
 from pathprobe.analysis.client_gate import GateResult, client_gate
 from pathprobe.analysis.decompose import (
-    MIN_WIRE_SAMPLES,
+    MIN_UPLOAD_SAMPLES,
     Decomposition,
     decompose,
     transfer_slope_ms_per_byte,
@@ -783,7 +783,7 @@ def _transfer_slope(
     """
     innermost = net_ev.get(names[0]) if names else None
     uploads = innermost.uploads if innermost is not None else None
-    if uploads and int(uploads.get("count") or 0) >= MIN_WIRE_SAMPLES:
+    if uploads and int(uploads.get("count") or 0) >= MIN_UPLOAD_SAMPLES:
         sizes = np.asarray(uploads.get("bytes") or [], np.float64)
         upload_ms = np.asarray(uploads.get("ms") or [], np.float64)
         slope = transfer_slope_ms_per_byte(sizes, upload_ms)

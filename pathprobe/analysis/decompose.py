@@ -261,11 +261,18 @@ def decompose(
 MIN_WIRE_SAMPLES = 20
 
 
+#: Uploads the capture timed are direct measurements, each one good on its own (unlike a rank
+#: distribution, whose tail needs many): a few suffice to interpolate by size. At 2 requests/s
+#: over 8 s there are 16, and leaving them unused gave a slow upload's time to the proxy whose
+#: timing header started the clock when the request's first byte arrived.
+MIN_UPLOAD_SAMPLES = 3
+
+
 def wire_upload_ms(bytes_out: FloatArray, uploads: Mapping[str, Any] | None) -> FloatArray | None:
     """Per request, the upload time the capture saw for requests of its size (None without
     enough uploads). Under a bandwidth limit upload time grows with size, so requests are matched
     to exchanges by size (interpolated between the sizes seen)."""
-    if not uploads or int(uploads.get("count") or 0) < MIN_WIRE_SAMPLES:
+    if not uploads or int(uploads.get("count") or 0) < MIN_UPLOAD_SAMPLES:
         return None
     sizes = np.asarray(uploads.get("bytes") or [], np.float64)
     times = np.asarray(uploads.get("ms") or [], np.float64)
