@@ -510,6 +510,21 @@ def _set_means(
     return out
 
 
+def _mean_or_none(values: FloatArray) -> float | None:
+    return float(values.mean()) if values.size else None
+
+
+def _ledger(parts: Mapping[str, float], measured_ms: float | None) -> dict[str, float | None]:
+    """Sum of a set's parts against its measured mean latency (design.md §4, one ledger)."""
+    total = float(sum(parts.values()))
+    no_stage = float(sum(v for k, v in parts.items() if k not in RANKED_STAGES))
+    return {
+        "measured_ms": None if measured_ms is None else round(measured_ms, 3),
+        "sum_ms": round(total, 3),
+        "no_stage_ms": round(no_stage, 3),
+    }
+
+
 def _tail_mean(ok_tail_ms: FloatArray, failed_in_set: int, failed_ms: float) -> float | None:
     """Mean latency of a tail set (failures counted at ``failed_ms``, as in :func:`_set_means`)."""
     n = ok_tail_ms.size + failed_in_set
@@ -653,6 +668,15 @@ def analyze(run: RunResult, judgement: Mapping[str, Any]) -> Analysis:
             "percentile_label": label,
             "tail_requests": int(k),
             "hop_sources": dict(dec.hop_source),
+            # The ledger: each millisecond attributed once, so the parts add up to the measured
+            # mean of each set; "no_stage_ms" is what belongs to no stage (framework, other,
+            # unsplit server, failures without a cause).
+            "ledger": {
+                "p50": _ledger(p50_sets[name], _mean_or_none(ok_total[_median_mask(ok_total)])),
+                label: _ledger(
+                    tail_sets[name], _tail_mean(ok_total[tail_mask], failed_in, failed_cost)
+                ),
+            },
         }
         if name == outer:
             tail_label, tail_n = label, int(k)

@@ -407,6 +407,7 @@ def _attribution_view(report: Mapping[str, Any]) -> dict[str, Any]:
         }
         for s in stages
     ]
+    ledger = _ledger_row(attribution, columns)
     columns = [clip(c, 40) for c in columns]
 
     deltas = []
@@ -468,10 +469,29 @@ def _attribution_view(report: Mapping[str, Any]) -> dict[str, Any]:
         "chart": Markup(charts.attribution_chart(bars)) if bars else None,
         "columns": columns,
         "table": table,
+        "ledger": ledger,
         "deltas": deltas,
         "replicas": replicas,
         "hop_headers": hop_headers,
     }
+
+
+def _ledger_row(attribution: Mapping[str, Any], columns: Sequence[str]) -> list[str] | None:
+    """Per path, "sum of parts / measured" for the median and tail sets (None when no path has
+    a ledger: reports from before it existed)."""
+    cells: list[str] = []
+    found = False
+    for path in columns:
+        entry = as_map(attribution.get(path))
+        ledger = as_map(entry.get("ledger"))
+        label = entry.get("percentile_label")
+        halves = []
+        for key in ("p50", label if isinstance(label, str) else "p99"):
+            part = as_map(ledger.get(key))
+            found = found or bool(part)
+            halves.append(f"{fmt_ms(part.get('sum_ms'))} / {fmt_ms(part.get('measured_ms'))}")
+        cells.append(" · ".join(halves))
+    return cells if found else None
 
 
 def _ci(value: Any) -> str:

@@ -138,3 +138,22 @@ def test_a_hop_doing_ordinary_work_is_not_a_bottleneck_when_targets_are_met() ->
     v = decide_on(fake.build())
     assert v["targets_met"] is True
     assert v["bottleneck"] == "none", v["summary"]
+
+
+def test_the_ledger_adds_up_to_the_measured_latency_on_every_path() -> None:
+    rng = np.random.default_rng(15)
+    n = 400
+    fake = FakeRun(
+        n=n, target_p99=30.0,
+        parts=lambda p, s: Parts(
+            queue=np.abs(rng.normal(3, 2, n)), pre=5.0, inf=np.abs(rng.normal(15, 4, n)),
+            proxy=1.0, lb=2.0, **BARE,
+        ),
+        probes=server_probe(("direct", "proxy", "lb"), 0.5, {"inference": 200, "other": 20}),
+    )  # fmt: skip
+    v = decide_on(fake.build())
+    for path, entry in v["attribution"].items():
+        for key in ("p50", entry["percentile_label"]):
+            ledger = entry["ledger"][key]
+            assert ledger["sum_ms"] == pytest.approx(ledger["measured_ms"], abs=0.01), (path, key)
+            assert 0.0 <= ledger["no_stage_ms"] <= ledger["sum_ms"]
