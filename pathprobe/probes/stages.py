@@ -22,7 +22,9 @@ How one stack is classified (:func:`classify_stack`):
      time under ``preprocess()`` is preprocessing however deep it goes.
    * *transparent* library frames — numpy, scipy, the rest of sklearn, json, stdlib helpers — claim
      nothing themselves; the walk goes on outward. So numpy **under a preprocessing frame** is
-     preprocessing, numpy under ``predict`` is inference, and numpy under nothing is ``other``.
+     preprocessing and numpy under ``predict`` is inference; array and table libraries (numpy,
+     pandas, polars, pyarrow) that no outer frame claims are preprocessing (shaping inputs for a
+     model), other transparent code under nothing is ``other``.
    * *framework* frames — uvicorn, gunicorn, starlette, fastapi, aiohttp, asyncio, selectors, flask,
      werkzeug, http.server … — give ``framework`` only when nothing but transparent or framework
      code runs inside them. User code that no rule claims, called by the framework, is ``other``:
@@ -97,6 +99,11 @@ _FRAMEWORK = re.compile(
         "sniffio", "concurrent/futures", "threading", "socket", "ssl", "trio",
     )
 )  # fmt: skip
+
+# Array and table libraries: their caller decides (numpy under ``predict`` is inference), but
+# when no frame outside them claims a stage, transforming arrays and tables ahead of a model is
+# preprocessing (``np.asarray(img) / 255`` or ``pd.DataFrame(rows)`` in a handler).
+_DATA_LIBS = re.compile(_lib("numpy", "pandas", "polars", "pyarrow"))
 
 # Libraries whose frames say nothing about the stage by themselves: their caller decides.
 _TRANSPARENT = re.compile(
@@ -182,6 +189,7 @@ def classify_stack(frames: Sequence[str], rules: Sequence[StageRule] = ()) -> st
                 return rule.stage
         return "idle"
     unclaimed_inside = False
+    data_inside = False
     for frame in reversed(frames):
         for rule in rules:
             if rule.pattern.search(frame):
@@ -190,9 +198,14 @@ def classify_stack(frames: Sequence[str], rules: Sequence[StageRule] = ()) -> st
             if rule.pattern.search(frame):
                 return rule.stage
         if _FRAMEWORK.search(frame):
+            if data_inside:
+                return "preprocessing"
             if unclaimed_inside:
                 return "other"
             return "framework"
+        if _DATA_LIBS.search(frame):
+            data_inside = True
+            continue
         if _TRANSPARENT.search(frame):
             continue
         name = frame_function(frame)
@@ -201,7 +214,7 @@ def classify_stack(frames: Sequence[str], rules: Sequence[StageRule] = ()) -> st
         if _INFERENCE_NAME.search(name):
             return "inference"
         unclaimed_inside = True
-    return "other"
+    return "preprocessing" if data_inside else "other"
 
 
 def fold_stage_counts(

@@ -128,8 +128,17 @@ def test_numpy_under_predict_is_inference() -> None:
     assert classify_stack(stack) == "inference"
 
 
-def test_numpy_under_nothing_is_other_not_framework() -> None:
+def test_array_work_no_frame_claims_is_preprocessing() -> None:
+    # Shaping arrays or tables in a handler, ahead of the model (issue 14: numpy, pandas →
+    # preprocessing unless a model frame encloses them).
     stack = AIOHTTP_HANDLER + ["handle (server.py:60)", "sum (numpy/_core/fromnumeric.py:2313)"]
+    assert classify_stack(stack) == "preprocessing"
+    table = HTTP_SERVER_THREAD + ["do_POST (app.py:40)", "__init__ (pandas/core/frame.py:700)"]
+    assert classify_stack(table) == "preprocessing"
+
+
+def test_other_transparent_code_under_nothing_is_other_not_framework() -> None:
+    stack = AIOHTTP_HANDLER + ["handle (server.py:60)", "loads (json/__init__.py:346)"]
     assert classify_stack(stack) == "other"
 
 
