@@ -13,7 +13,7 @@ uncontended work itself, from two sources that need nothing from the server:
 
 Work grows with input size (decoding, resizing a larger image), so the uncontended samples fit
 ``work(bytes) = a + b·bytes`` (b ≥ 0, a robust median-of-slopes fit). A request that found others
-in flight waited ``max(w − work(bytes) − tolerance, 0)``, where ``tolerance`` is the 90th
+in flight waited ``max(w − work(bytes) − tolerance, 0)``, where ``tolerance`` is a robust 90th
 percentile of the uncontended samples' own residuals, so that work's ordinary variation is not
 taken for waiting; a request that found the server empty waited 0.
 
@@ -32,10 +32,12 @@ import numpy.typing as npt
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
-#: Residual quantile of the uncontended samples under which time still counts as work: a tenth of
-#: uncontended requests vary more than this, so a contended request's excess below it is not
-#: evidence of waiting.
-TOLERANCE_QUANTILE = 90.0
+#: How far above the fitted work a request's time may lie and still count as work: the 90th
+#: percentile of the uncontended residuals, estimated robustly — 1.2816 (the normal's p90) ×
+#: 1.4826 × their median absolute deviation — because the baseline's few samples may hold one
+#: cold-start request (a lazily loaded model) that would make a plain p90 of seven samples huge.
+TOLERANCE_Z = 1.2816
+MAD_TO_SIGMA = 1.4826
 #: A size slope needs this many uncontended samples and the largest body at least this factor of
 #: the smallest; below that the slope is not identifiable and work is taken as size-independent.
 MIN_SLOPE_SAMPLES = 6
@@ -85,7 +87,8 @@ def fit_work_model(
         slope = _median_pairwise_slope(x, y)
     intercept = float(np.median(y - slope * x))
     residuals = y - (intercept + slope * x)
-    tolerance = max(float(np.percentile(residuals, TOLERANCE_QUANTILE)), 0.0)
+    mad = float(np.median(np.abs(residuals - np.median(residuals))))
+    tolerance = TOLERANCE_Z * MAD_TO_SIGMA * mad
     return WorkModel(intercept, slope, tolerance, int(y.size), baseline_samples)
 
 

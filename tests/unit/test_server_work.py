@@ -61,3 +61,13 @@ def test_wilson_interval_matches_published_values(k: int, n: int, low: float, hi
     got = wilson_interval(k, n)
     assert got[0] == pytest.approx(low, abs=0.002)
     assert got[1] == pytest.approx(high, abs=0.002)
+
+
+def test_one_cold_start_in_the_baseline_does_not_hide_waiting() -> None:
+    # Seven baseline requests of ~40 ms, the first of which loaded the model lazily (2 s).
+    work = np.array([2000.0, 40.0, 41.0, 39.0, 40.5, 40.0, 39.5])
+    model = fit_work_model(np.full(7, 1000.0), work)
+    assert model is not None
+    assert model.tolerance_ms < 5.0
+    _, wait = split_work_and_wait(np.array([240.0]), np.array([1000.0]), np.array([False]), model)
+    assert wait[0] == pytest.approx(200.0, abs=5.0)
