@@ -400,10 +400,17 @@ def prepare(config: DiagnoseConfig) -> tuple[PayloadPool, Plan]:
 
 
 def run_diagnosis(
-    config: DiagnoseConfig, argv: list[str], progress: ProgressCallback | None = None
+    config: DiagnoseConfig,
+    argv: list[str],
+    progress: ProgressCallback | None = None,
+    prepared: tuple[PayloadPool, Plan] | None = None,
 ) -> tuple[dict[str, Any], int]:
-    """Run a whole diagnosis and write its reports; returns (report, exit code)."""
-    pool, plan = prepare(config)
+    """Run a whole diagnosis and write its reports; returns (report, exit code).
+
+    ``prepared`` is :func:`prepare`'s result when the caller already has it: the payload pool can
+    be a gigabyte read from a directory, and is built once.
+    """
+    pool, plan = prepared if prepared is not None else prepare(config)
     session = Session(config, argv, pool, plan, progress)
     try:
         # uvloop when available: several times cheaper per request for the fast engine.

@@ -256,14 +256,6 @@ def _hop_times(res: StepResult, run: RunResult) -> dict[str, FloatArray]:
     return per_request_hop_times(values, run.config.probes)
 
 
-def _tail_mask(total: FloatArray, q: float) -> npt.NDArray[np.bool_]:
-    if total.size == 0:
-        return np.zeros(0, bool)
-    cut = np.percentile(total, q, method="higher")
-    mask: npt.NDArray[np.bool_] = total >= cut
-    return mask
-
-
 def _median_mask(total: FloatArray) -> npt.NDArray[np.bool_]:
     if total.size == 0:
         return np.zeros(0, bool)

@@ -260,15 +260,5 @@ def failure_evidence(records: Records, tally: Tally | None = None) -> FailureEvi
     return ev
 
 
-def sum_counts(probes: Mapping[str, Any], name: str, key: str) -> int | None:
-    """Sum of an integer key over a probe's available windows; None when none had it."""
-    values = [
-        w.get(key)
-        for w in (probes.get(name) or {}).get("windows") or []
-        if w.get("available", True) and w.get(key) is not None
-    ]
-    return int(sum(int(v) for v in values)) if values else None
-
-
 def share_text(share: Mapping[str, float], keys: Sequence[str]) -> str:
     return ", ".join(f"{k} {share.get(k, 0.0):.0%}" for k in keys if k in share)
