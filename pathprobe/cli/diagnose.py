@@ -285,7 +285,8 @@ def diagnose(
         typer.echo("dry run: nothing sent")
         raise typer.Exit(0)
     console = Console(stderr=True)
-    _pool, plan = prepare(cfg)
+    pool, plan = prepare(cfg)
+    _print_probe_hints(cfg)
     with Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -302,7 +303,7 @@ def diagnose(
         def update(label: str, done_s: float) -> None:
             progress.update(task, description=label, completed=done_s)
 
-        report, code = run_diagnosis(cfg, argv, update)
+        report, code = run_diagnosis(cfg, argv, update, prepared=(pool, plan))
     _print_summary(report, console)
     typer.echo(f"report: {cfg.out_dir / 'report.html'}")
     typer.echo(f"json:   {cfg.out_dir / 'report.json'}")
@@ -322,6 +323,16 @@ def _argv(flags: dict[str, Any]) -> list[str]:
         for item in values:
             argv.extend([flag] if item is True else [flag, str(item)])
     return argv
+
+
+def _print_probe_hints(cfg: Any) -> None:
+    """Before the run, on stderr: the doctor's line for each probe that will not observe, so the
+    fix is known now rather than from the report's "not observed" sections afterwards."""
+    from pathprobe.doctor import diagnose_checks, format_line
+
+    for check in diagnose_checks(cfg):
+        if not check.ok:
+            typer.echo(format_line(check), err=True)
 
 
 def _print_summary(report: dict[str, Any], console: Console) -> None:

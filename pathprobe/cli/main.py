@@ -13,6 +13,7 @@ from pathprobe import __version__
 from pathprobe.cli.agent import agent as agent_command
 from pathprobe.cli.demo import demo as demo_command
 from pathprobe.cli.diagnose import diagnose
+from pathprobe.cli.doctor import doctor as doctor_command
 from pathprobe.cli.report import compare as compare_command
 from pathprobe.cli.report import report as report_command
 from pathprobe.cli.testbed import app as testbed_app
@@ -51,6 +52,7 @@ app.command(name="report", no_args_is_help=True)(report_command)
 app.command(name="compare", no_args_is_help=True)(compare_command)
 app.add_typer(testbed_app, name="testbed")
 app.command(name="demo")(demo_command)
+app.command(name="doctor")(doctor_command)
 
 
 # Typer >= 0.2x vendors click as ``typer._click`` and no longer depends on click; older Typer

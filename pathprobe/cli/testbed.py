@@ -68,6 +68,20 @@ def check_faults(faults: list[str] | None, stack: str) -> tuple[list[str], str]:
     return list(faults or []), stack
 
 
+def check_testbed_ready(faults: list[str], stack: str) -> None:
+    """What the testbed needs for ``faults`` on ``stack`` is here (nginx, haproxy, the stack's
+    modules; netfilterqueue for ``net_delay``), else :class:`UsageError` — one line naming what
+    is missing and how to get it, before anything starts."""
+    from pathprobe.doctor import check_net_delay, check_testbed
+
+    checks = [check_testbed(stack)]
+    if "net_delay" in faults:
+        checks.append(check_net_delay())
+    for check in checks:
+        if not check.ok:
+            raise UsageError(f"{check.detail}; to enable: {check.how_to_enable}")
+
+
 @app.command()
 def up(
     fault: Annotated[
@@ -86,6 +100,7 @@ def up(
 ) -> None:
     """Bring the testbed up and leave it running; print its URLs and PIDs as JSON."""
     faults, stack = check_faults(fault, stack)
+    check_testbed_ready(faults, stack)
     state_file = state_dir / tb_state.STATE_FILE_NAME
     if state_file.exists():
         raise UsageError(f"a testbed is already up ({state_file}); run `pathprobe testbed down`")
