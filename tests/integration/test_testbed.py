@@ -33,7 +33,10 @@ from pathprobe.testbed.bed import stats_socket_query
 pytestmark = [pytest.mark.integration, pytest.mark.root]
 
 OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-TABULAR_WIDTH = {"fastapi": 30, "aiohttp": 13}
+TABULAR_WIDTH = {"fastapi": 30, "aiohttp": 13, "wsgi": 4}
+#: Response headers that time something: none may appear on a bare testbed.
+TIMING_HEADERS = ("server-timing", "x-upstream-header-time", "x-upstream-connect-time",
+                  "x-haproxy-timers", "x-worker-pid")  # fmt: skip
 
 
 def jpeg(width: int, height: int, quality: int = 90, seed: int = 1) -> bytes:
@@ -90,6 +93,9 @@ def burst(url: str, body: bytes, n: int) -> list[tuple[int, dict[str, str], floa
                 else:
                     finished_ms[sock] = (time.perf_counter() - started) * 1e3
                     selector.unregister(sock)
+                    # Close at once, as HTTP clients do: gunicorn (27 here) lingers on a closed
+                    # connection until the client's FIN (up to 2 s) before it takes the next.
+                    sock.close()
     finally:
         selector.close()
         for sock in socks:
@@ -136,11 +142,13 @@ def make_bed(tmp_path: Path) -> Iterator[Any]:
         assert bed.stop() == []
 
 
-@pytest.fixture(scope="module", params=["fastapi", "aiohttp"])
+@pytest.fixture(scope="module", params=["fastapi", "aiohttp", "wsgi"])
 def healthy(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Testbed]:
-    bed = Testbed(stack=request.param, workdir=tmp_path_factory.mktemp(f"healthy-{request.param}"))
+    # wsgi never sends Server-Timing: it is tested bare, hops included.
+    bed = Testbed(stack=request.param, workdir=tmp_path_factory.mktemp(f"healthy-{request.param}"),
+                  instrumented=request.param != "wsgi")  # fmt: skip
     bed.start()
     try:
         yield bed
@@ -155,8 +163,11 @@ def test_every_path_answers_with_its_hop_headers(healthy: Testbed) -> None:
     for name, url in healthy.urls.items():
         status, headers, _ = post(url + "/predict/image", SMALL)
         assert status == 200, name
-        assert re.search(r"^\w+;dur=[\d.]+, \w+;dur=[\d.]+$", headers["server-timing"])
         assert headers[healthy.replica_header] in ("r1", "r2")
+        if not healthy.instrumented:
+            assert not set(TIMING_HEADERS) & set(headers), (name, headers)
+            continue
+        assert re.search(r"^\w+;dur=[\d.]+, \w+;dur=[\d.]+$", headers["server-timing"])
         if name in ("proxy", "lb"):
             assert re.fullmatch(r"[\d.]+", headers["x-upstream-header-time"])
         if name == "lb":
@@ -166,6 +177,24 @@ def test_every_path_answers_with_its_hop_headers(healthy: Testbed) -> None:
     }
     assert replicas == {"r1", "r2"}, "haproxy balances over both replicas"
     assert post(healthy.urls["direct"] + "/predict/image", b"not an image")[0] == 400
+
+
+@pytest.mark.parametrize("stack", ["fastapi", "aiohttp"])
+def test_a_bare_testbed_sends_no_timing_header_on_any_path(make_bed: Any, stack: str) -> None:
+    bed = make_bed([], stack, instrumented=False)
+    for name, url in bed.urls.items():
+        for path, body in (("/predict/image", SMALL), ("/healthz", None)):
+            if body is None:
+                with OPENER.open(url + path, timeout=30) as resp:
+                    status, headers = resp.status, {k.lower() for k in resp.headers}
+            else:
+                status, found, _ = post(url + path, body)
+                headers = set(found)
+            assert status == 200, (name, path)
+            assert bed.replica_header in headers, "the replica header is no timing header: kept"
+            assert not set(TIMING_HEADERS) & headers, (name, path, headers)
+    assert bed.describe()["lb_timers_header"] is None
+    assert post(bed.urls["direct"] + "/predict/image", b"not an image")[0] == 400
 
 
 def test_tabular_model_answers_json(healthy: Testbed) -> None:
@@ -229,7 +258,42 @@ def test_cpu_faults_cost_their_budget_per_request(
     assert min(latencies) >= budget_ms + bed.magnitudes["accelerator_ms"]
 
 
-@pytest.mark.parametrize("stack", ["fastapi", "aiohttp"])
+def test_wsgi_cpu_faults_run_in_pillow_and_sklearn_and_cost_their_budgets(make_bed: Any) -> None:
+    """Both CPU faults at once on the thread-per-request stack, each its own budget, and spent
+    where the stack says: Pillow filters in preprocessing, sklearn predictions in inference."""
+    from pathprobe.testbed import wsgi_server
+    from pathprobe.testbed.settings import ServerSettings
+
+    bed = make_bed(["heavy_preprocessing", "slow_inference"], "wsgi", instrumented=False)
+    budget_ms = bed.magnitudes["heavy_preprocessing_ms"] + bed.magnitudes["slow_inference_ms"]
+    url = bed.urls["direct"] + "/predict/image"
+    post(url, SMALL)  # warm-up
+    n = 6
+    cpu_before = tree_cpu_s(bed.server_pids)
+    latencies = [post(url, SMALL)[2] for _ in range(n)]
+    cpu_per_request_ms = (tree_cpu_s(bed.server_pids) - cpu_before) / n * 1e3
+    assert cpu_per_request_ms >= 0.9 * budget_ms
+    assert min(latencies) >= budget_ms + bed.magnitudes["accelerator_ms"]
+    # The same stage functions in this process: the budgets go to the libraries real code calls.
+    from unittest import mock
+
+    import PIL.ImageOps
+    from sklearn.neighbors import KNeighborsClassifier
+
+    settings = ServerSettings(faults=("heavy_preprocessing",),
+                              magnitudes={"heavy_preprocessing_ms": 20.0})  # fmt: skip
+    with (
+        mock.patch.object(PIL.ImageOps, "equalize", wraps=PIL.ImageOps.equalize) as equalize,
+        mock.patch.object(KNeighborsClassifier, "predict_proba", autospec=True,
+                          side_effect=KNeighborsClassifier.predict_proba) as predict,
+    ):  # fmt: skip
+        features = wsgi_server.photo_to_features(SMALL, settings)
+        wsgi_server.GlyphScorer().score(features, extra_cpu_ms=20.0)
+    assert equalize.call_count >= 1
+    assert predict.call_count >= 2  # the plain prediction and at least one jittered round
+
+
+@pytest.mark.parametrize("stack", ["fastapi", "aiohttp", "wsgi"])
 def test_oom_kills_a_worker_on_large_images_and_the_server_restarts_it(
     make_bed: Any, stack: str
 ) -> None:
@@ -269,14 +333,24 @@ def http_client_errors() -> type[Exception]:
     return http.client.HTTPException
 
 
-def test_single_concurrency_queues_requests_instead_of_rejecting(make_bed: Any) -> None:
-    bed = make_bed(["single_concurrency"], "aiohttp")
+@pytest.mark.parametrize("stack", ["aiohttp", "wsgi"])
+def test_single_concurrency_queues_requests_instead_of_rejecting(make_bed: Any, stack: str) -> None:
+    bed = make_bed(["single_concurrency"], stack)
     wait_ms = bed.magnitudes["accelerator_ms"]
-    assert len(psutil.Process(bed.server_pids[0]).children()) == 1
+    worker = psutil.Process(bed.server_pids[0]).children()
+    assert len(worker) == 1
+    cpu_before = tree_cpu_s(bed.server_pids[:1])
     results = burst(bed.urls["direct"] + "/predict/image", SMALL, 8)
+    cpu_s = tree_cpu_s(bed.server_pids[:1]) - cpu_before
     assert [r[0] for r in results] == [200] * 8, "queued, not 503"
     # One at a time: the last of eight waited for seven accelerator waits before its own.
-    assert max(r[2] for r in results) >= 8 * wait_ms * 0.95
+    slowest_ms = max(r[2] for r in results)
+    assert slowest_ms >= 8 * wait_ms * 0.95
+    if stack == "wsgi":
+        # gunicorn's sync worker: one thread, and while it waits (a socket read) the server is
+        # idle — the queue is made of waiting, not of CPU.
+        assert worker[0].num_threads() == 1
+        assert cpu_s * 1e3 < 0.5 * slowest_ms
 
 
 # --- proxy and load balancer --------------------------------------------------------------------
