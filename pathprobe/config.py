@@ -21,20 +21,10 @@ from urllib.parse import urlsplit
 
 from pathprobe.errors import UsageError
 from pathprobe.load.store import DEFAULT_MAX_RECORDS
+from pathprobe.model.stages import CATEGORY_COLOURS, STAGE_NAMES
 
-#: The verdict's vocabulary (design.md §2). Order is the order of the request path, outside in.
-STAGES = (
-    "client",
-    "network",
-    "load_balancer",
-    "proxy",
-    "server_concurrency",
-    "preprocessing",
-    "inference",
-    "oom",
-    "none",
-    "inconclusive",
-)
+#: The verdict's vocabulary (design.md §2), from its one definition.
+STAGES = STAGE_NAMES
 #: Hop names the command line knows, innermost first. Code elsewhere stays general over any list.
 KNOWN_PATHS = ("direct", "proxy", "lb")
 
@@ -164,6 +154,8 @@ class DiagnoseConfig:
     max_records: int = DEFAULT_MAX_RECORDS
     dry_run: bool = False
     allow_high_load: bool = False
+    #: Measure pathprobe's own latency floor against a local null server before the first step.
+    calibrate: bool = True
 
     @property
     def outermost(self) -> PathSpec:
@@ -180,6 +172,7 @@ KNOWN_KEYS = frozenset(
         "no_keepalive", "cacert", "cert", "key", "insecure", "timeout", "connect_timeout",
         "workers", "engine", "capture_iface", "no_capture", "no_profile", "replica_header",
         "abort_on_error_rate", "dry_run", "allow_high_load", "stage_rules", "max_records",
+        "no_calibrate",
         "server_timing_header", "upstream_time_header", "lb_timers_header", "envoy_time_header",
     }
 )  # fmt: skip
@@ -248,6 +241,7 @@ def build_config(raw: Mapping[str, Any]) -> DiagnoseConfig:
         max_records=DEFAULT_MAX_RECORDS if max_records is None else max_records,
         dry_run=_bool(raw, "dry_run"),
         allow_high_load=allow_high,
+        calibrate=not _bool(raw, "no_calibrate"),
     )
 
 
@@ -535,7 +529,7 @@ def _probe_options(raw: Mapping[str, Any]) -> ProbeOptions:
         raise UsageError("stage_rules must be a table of {regex = stage}")
     rules: list[tuple[str, str]] = []
     for pattern, stage in rules_raw.items():
-        if stage not in STAGES and stage not in ("framework", "idle", "other"):
+        if stage not in STAGES and stage not in CATEGORY_COLOURS:
             raise UsageError(f"stage_rules: {stage!r} is not a stage")
         try:
             re.compile(pattern)

@@ -63,6 +63,7 @@ from pathprobe.analysis.server_work import (
 from pathprobe.analysis.stats import wilson_interval
 from pathprobe.load.engine import StepResult, header_values, measured, tally_of
 from pathprobe.load.records import Records, completed
+from pathprobe.model.stages import RANKED_STAGES
 from pathprobe.probes.hopheaders import per_request_hop_times
 from pathprobe.run import RunResult
 
@@ -70,17 +71,6 @@ FloatArray = npt.NDArray[np.float64]
 
 #: Hop (path) names → the stage the hop is. Paths not listed are proxies of some kind.
 HOP_STAGES = {"proxy": "proxy", "lb": "load_balancer"}
-#: Stages ranked (design.md §2, minus the two outcomes).
-RANKED_STAGES = (
-    "client",
-    "network",
-    "load_balancer",
-    "proxy",
-    "server_concurrency",
-    "preprocessing",
-    "inference",
-    "oom",
-)
 #: The median set: requests between these percentiles of latency ("around the median").
 MEDIAN_BAND = (45.0, 55.0)
 #: A stage must explain at least this share of the tail latency to clear its bar. A stage whose

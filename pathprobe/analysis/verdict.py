@@ -23,26 +23,11 @@ from typing import Any
 
 from pathprobe.analysis.attribution import Analysis, StageFinding, analyze
 from pathprobe.config import Targets
+from pathprobe.model.stages import STAGES
 from pathprobe.run import RunResult
 
-ADVICE = {
-    "client": "The load generator could not keep its schedule: run it on more cores or machines "
-    "(--workers), or lower the rate; numbers beyond the client are not trustworthy.",
-    "network": "Time goes on the wire: move the client closer to the service, check loss and "
-    "bandwidth on the path, or send smaller payloads.",
-    "proxy": "The proxy hop adds the time or turns requests away: check its rate limits, queue "
-    "and buffering settings (e.g. nginx limit_req, proxy_buffering, upstream keepalive).",
-    "load_balancer": "The load balancer queues or fails requests: raise its per-server connection "
-    "limits (maxconn) and queue timeout, add replicas, or check the balance between them.",
-    "server_concurrency": "Requests wait for a free worker while CPU is left over: add workers or "
-    "threads, make the handler async, or run more processes.",
-    "preprocessing": "Input preprocessing dominates the server's time: make it cheaper (decode at "
-    "reduced size, resize earlier), cap input sizes, or move it off the request path.",
-    "inference": "The model dominates the server's time: a smaller or quantised model, batching, "
-    "or an accelerator.",
-    "oom": "Large inputs exhaust the server's memory and kill workers: cap input sizes, stream or "
-    "downscale while decoding, or raise the memory limit.",
-}
+#: What to do per stage, from the one table of stages.
+ADVICE = {s.name: s.advice for s in STAGES if s.ranked}
 
 
 def decide(run: RunResult, judgement: dict[str, Any]) -> dict[str, Any]:

@@ -31,23 +31,16 @@ from matplotlib.axis import Axis
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
+from pathprobe.model.stages import CATEGORY_COLOURS, STAGES
+
 LABEL_MAX_CHARS = 40
 TIMELINE_MAX_POINTS = 400
 LEGEND_MAX_CHARS = 30
 
 # Colours: the same stage always gets the same colour across charts (and in the HTML legend).
 STAGE_COLORS: dict[str, str] = {
-    "client": "#6b7280",
-    "network": "#0ea5e9",
-    "load_balancer": "#8b5cf6",
-    "proxy": "#f59e0b",
-    "server_concurrency": "#ef4444",
-    "preprocessing": "#10b981",
-    "inference": "#2563eb",
-    "oom": "#be123c",
-    "framework": "#a3a3a3",
-    "idle": "#d4d4d4",
-    "other": "#cbd5e1",
+    **{s.name: s.colour for s in STAGES if s.ranked},
+    **CATEGORY_COLOURS,
 }
 _EXTRA_COLORS = ["#14b8a6", "#e879f9", "#84cc16", "#f97316", "#64748b", "#a855f7"]
 PATH_COLORS = ["#2563eb", "#f59e0b", "#8b5cf6", "#10b981", "#ef4444", "#0ea5e9"]

@@ -30,6 +30,7 @@ from typing import Any
 import jinja2
 from markupsafe import Markup
 
+from pathprobe.model.stages import STAGES as STAGE_TABLE
 from pathprobe.reports import charts
 
 SCHEMA = "pathprobe.report/v1"
@@ -45,42 +46,7 @@ EVIDENCE_MAX = 6
 _PCT_KEYS = ("p50", "p90", "p99", "p99.9", "max")
 
 # The verdict's vocabulary (design.md §2) in plain words, with the typical fix.
-STAGES: dict[str, tuple[str, str]] = {
-    "client": (
-        "the load generator (client)",
-        "The client could not keep its schedule; add client processes or machines.",
-    ),
-    "network": (
-        "the network between client and service",
-        "Placement, bandwidth, or smaller payloads.",
-    ),
-    "proxy": ("the proxy hop", "Tune the proxy: queueing, buffering, rate and connection limits."),
-    "load_balancer": (
-        "the load balancer hop",
-        "Tune the load balancer: connection limits, queueing, replica count, balance.",
-    ),
-    "server_concurrency": (
-        "server concurrency — requests queue for too few workers",
-        "More workers or threads, async handlers, or more processes per pod.",
-    ),
-    "preprocessing": (
-        "server-side preprocessing of inputs",
-        "Cheaper decoding/resizing, or limits on input size.",
-    ),
-    "inference": (
-        "model inference on the server",
-        "A smaller or faster model, batching, or an accelerator.",
-    ),
-    "oom": (
-        "server memory exhaustion on large inputs (OOM)",
-        "Limit input size, stream preprocessing, or give workers more memory.",
-    ),
-    "none": ("no bottleneck — no stage stands out", ""),
-    "inconclusive": (
-        "inconclusive — targets missed, but no stage clears its evidence bar",
-        "Rerun longer, or with server access (--server-pid / --agent).",
-    ),
-}
+STAGES: dict[str, tuple[str, str]] = {s.name: (s.title, s.fix) for s in STAGE_TABLE}
 
 
 # ---------------------------------------------------------------------------------------------
