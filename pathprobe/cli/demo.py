@@ -1,5 +1,11 @@
 """``pathprobe demo``: bring up the built-in testbed, diagnose all three paths, tear down.
 
+By default one fault is injected (:data:`DEFAULT_FAULT`: random-size images whose preprocessing
+dominates the server's time), so a first run shows a diagnosis; ``--fault none`` gives the
+healthy testbed. The terminal ends with what was injected and what pathprobe found. Everything
+that would stop the demo half-way — an unknown fault, an unwritable ``--out``, not root, a
+missing nginx/haproxy or module — is checked before anything starts (exit 2, one line).
+
 The testbed (servers, nginx, haproxy) runs pinned to one core and this process — the client and its
 probes — to another, so a server fault does not starve the client (design.md §6). Tear-down runs
 on success, failure, Ctrl-C and SIGTERM.
@@ -16,10 +22,21 @@ from typing import Annotated, Any
 
 import typer
 
-from pathprobe.cli.testbed import check_faults, parse_magnitudes, sigterm_as_interrupt
+from pathprobe.cli.testbed import (
+    check_faults,
+    check_testbed_ready,
+    parse_magnitudes,
+    sigterm_as_interrupt,
+)
 from pathprobe.config import build_config, check_out_dir
-from pathprobe.errors import EXIT_INTERRUPTED
-from pathprobe.testbed import FAULTS, Testbed
+from pathprobe.errors import EXIT_INTERRUPTED, UsageError
+from pathprobe.testbed import FAULTS, STACKS, Testbed
+
+#: The fault a plain `pathprobe demo` injects: the seed's story (random-size images, 64-512 px,
+#: whose decoding and resizing dominate the server's time) — a verdict a newcomer can check.
+DEFAULT_FAULT = "heavy_preprocessing"
+#: ``--fault none``: the healthy testbed.
+NO_FAULT = "none"
 
 #: A short profile that shows every path's knee on this testbed in well under three minutes.
 DEMO_RATES = (10.0, 50.0)
@@ -50,9 +67,16 @@ def demo_raw_config(bed: Testbed, out: Path, rates: tuple[float, ...] = DEMO_RAT
 def demo(
     fault: Annotated[
         list[str] | None,
-        typer.Option("--fault", help=f"Fault to inject; repeatable. One of: {', '.join(FAULTS)}."),
+        typer.Option(
+            "--fault",
+            help=f"Fault to inject; repeatable. One of: {', '.join(FAULTS)}; "
+            f"or {NO_FAULT} for a healthy testbed \\[default: {DEFAULT_FAULT}].",
+            show_default=False,
+        ),
     ] = None,
-    stack: Annotated[str, typer.Option(help="Model server stack: fastapi or aiohttp.")] = "fastapi",
+    stack: Annotated[
+        str, typer.Option(help=f"Model server stack: {', '.join(STACKS)}.")
+    ] = "fastapi",
     out: Annotated[Path, typer.Option(help="Directory for report.html and report.json.")] = Path(
         "pathprobe-demo"
     ),
@@ -64,11 +88,18 @@ def demo(
         float, typer.Option(help="Seconds per step and path.", min=1.0, max=60.0)
     ] = DEMO_DURATION_S,
 ) -> None:
-    """Start the testbed, run `diagnose` on direct, proxy and lb, write the report, tear down."""
+    """Start the testbed with a fault (heavy_preprocessing unless --fault), run `diagnose` on
+    direct, proxy and lb, say what was injected and what was found, tear down. Needs root."""
     from pathprobe.session import run_diagnosis
 
-    faults, stack = check_faults(fault, stack)
+    faults, stack = check_faults(demo_faults(fault), stack)
     magnitudes = parse_magnitudes(magnitude)
+    if os.geteuid() != 0:
+        raise UsageError(
+            "pathprobe demo needs root (network namespaces, iptables and cgroups for the faults, "
+            "packet capture, py-spy): run it as root, e.g. sudo pathprobe demo"
+        )
+    check_testbed_ready(faults, stack)
     check_out_dir(out)  # before anything starts: an unwritable --out is a usage error
     sigterm_as_interrupt()
     bed = Testbed(faults=faults, stack=stack, magnitudes=magnitudes)
@@ -94,6 +125,7 @@ def demo(
             signal.alarm(0)
         verdict = report.get("verdict", {})
         typer.echo(f"verdict: {verdict.get('bottleneck')} — {verdict.get('summary', '')}")
+        typer.echo(injected_found_line(faults, verdict.get("bottleneck")))
     except KeyboardInterrupt:
         code = EXIT_INTERRUPTED
     finally:
@@ -106,3 +138,29 @@ def demo(
         typer.echo(f"json:   {(out / 'report.json').resolve()}")
     # A demo that wrote its report succeeded, whatever the verdict; interrupted stays 130.
     raise typer.Exit(EXIT_INTERRUPTED if code == EXIT_INTERRUPTED else 0)
+
+
+def demo_faults(given: list[str] | None) -> list[str]:
+    """The faults to inject: :data:`DEFAULT_FAULT` when none is given, nothing for ``none``."""
+    if not given:
+        return [DEFAULT_FAULT]
+    for name in given:
+        if name not in FAULTS and name != NO_FAULT:
+            raise UsageError(
+                f"unknown fault {name!r}: use one of {', '.join(FAULTS)}, or {NO_FAULT}"
+            )
+    if NO_FAULT in given:
+        if len(given) > 1:
+            raise UsageError(f"--fault {NO_FAULT} cannot be combined with other faults")
+        return []
+    return list(given)
+
+
+def injected_found_line(faults: list[str], bottleneck: object) -> str:
+    """``injected: heavy_preprocessing (expect preprocessing) — found: preprocessing``."""
+    if not faults:
+        injected = f"{NO_FAULT} (expect none)"
+    else:
+        expected = ", ".join(dict.fromkeys(FAULTS[f] for f in faults))
+        injected = f"{', '.join(faults)} (expect {expected})"
+    return f"injected: {injected} — found: {bottleneck if bottleneck is not None else 'nothing'}"

@@ -30,20 +30,61 @@ def assert_gone(pids: list[int]) -> None:
         assert not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z", pid
 
 
-def test_demo_writes_a_report_and_tears_down(tmp_path: Path) -> None:
+def test_default_demo_diagnoses_its_fault_and_tears_down(tmp_path: Path) -> None:
+    """A plain `pathprobe demo` injects heavy_preprocessing, and its verdict names that fault's
+    stage — the story a newcomer is told (issue 12) — on a report of all three paths."""
     before = our_resources()
     out = tmp_path / "demo"
-    argv = [PATHPROBE, "demo", "--stack", "aiohttp", "--duration", "1", "--out", str(out)]
-    run = subprocess.run(argv, capture_output=True, text=True, timeout=240)
+    run = subprocess.run(
+        [PATHPROBE, "demo", "--out", str(out)], capture_output=True, text=True, timeout=240
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     report = json.loads((out / "report.json").read_text())
     assert set(report["paths"]) == {"direct", "proxy", "lb"}
+    assert report["verdict"]["bottleneck"] == "preprocessing", report["verdict"]["summary"]
+    line = "injected: heavy_preprocessing (expect preprocessing) — found: preprocessing"
+    assert line in run.stdout
     assert (out / "report.html").stat().st_size > 0
     assert f"report: {(out / 'report.html').resolve()}" in run.stdout
     testbed = json.loads((out / "testbed.json").read_text())
-    assert testbed["stack"] == "aiohttp"
+    assert testbed["stack"] == "fastapi"
+    assert [f["name"] for f in testbed["faults"]] == ["heavy_preprocessing"]
     assert_gone(testbed["server_pids"])
     assert our_resources() <= before
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["--fault", "nope"], "unknown fault 'nope'"),
+        (["--fault", "none", "--fault", "oom"], "cannot be combined"),
+        (["--out", "/proc/pathprobe-demo"], "--out /proc/pathprobe-demo cannot be created"),
+    ],
+)
+def test_demo_bad_input_is_one_line_exit_2(argv: list[str], says: str) -> None:
+    run = subprocess.run([PATHPROBE, "demo", *argv], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2
+    assert run.stderr.count("\n") == 1, run.stderr
+    assert says in run.stderr
+
+
+def test_demo_not_root_is_a_usage_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Not root: one line, exit 2, before anything starts. In-process with a faked uid: a real
+    unprivileged user may not even reach the venv of a clone under /root."""
+    import pathprobe.cli.demo as demo_cli
+    from pathprobe.cli.main import main
+
+    monkeypatch.setattr(demo_cli.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(sys, "argv", ["pathprobe", "demo", "--out", str(tmp_path / "demo")])
+    with pytest.raises(SystemExit) as exited:
+        main()
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert "needs root" in err
+    assert not (tmp_path / "demo").exists()
 
 
 def test_interrupted_demo_tears_down(tmp_path: Path) -> None:
