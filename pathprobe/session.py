@@ -52,6 +52,10 @@ WATCHDOG_STOP_GRACE_S = 10.0
 #: server (enough for a median and a size slope), and the requests that find the server empty
 #: during the load add more; a slower server gets fewer here but is sampled in its windows too.
 BASELINE_S = 1.0
+#: The latency-floor calibration before the first step (probes/calibration.py): short enough to
+#: add about a second to a run, long enough for a p99 of the floor (~150 requests).
+CALIBRATION_S = 0.7
+CALIBRATION_RPS = 250.0
 
 ProgressCallback = Callable[[str, float], None]
 
@@ -129,6 +133,7 @@ class Session:
         self.plan = plan
         self.progress = progress
         self.stop = asyncio.Event()
+        self.calibration: dict[str, Any] | None = None
         self.run_result = RunResult(
             config=config,
             argv=argv,
@@ -142,6 +147,7 @@ class Session:
         engine: Engine | None = None
         try:
             await self._preflight()
+            await self._calibrate()
             engine = self._make_engine()
             await self._baseline(engine)
             probes = build_probes(self.config, client_pids=lambda: _client_pids(engine))
@@ -228,6 +234,27 @@ class Session:
         if result is not None:
             self.run_result.baselines[spec.name] = result
 
+    async def _calibrate(self) -> None:
+        """pathprobe's own latency floor, measured before any load: the engine this run uses,
+        against a null server it starts on 127.0.0.1 and always stops. Kept for the client
+        probe's section (``probes.client.calibration``); a failure is recorded, never fatal."""
+        if not self.config.calibrate or self.stop.is_set():
+            return
+        from pathprobe.probes.calibration import calibrate_async
+
+        if self.progress is not None:
+            self.progress("calibrating the latency floor", 0.0)
+        engine = engine_name(self.config.load, [p.url for p in self.config.paths])
+        try:
+            self.calibration = await calibrate_async(CALIBRATION_S, CALIBRATION_RPS, engine=engine)
+        except Exception as exc:  # the floor is context for the numbers, never worth a run
+            self.calibration = {
+                "available": False,
+                "reason": f"calibration failed: {type(exc).__name__}: {exc}",
+                "how_to_enable": "report this as a bug; --no-calibrate skips it",
+                "floor_ms": None,
+            }
+
     async def _open_probes(self, probes: list[Probe]) -> None:
         for probe in probes:
             await probe.open()
@@ -242,6 +269,8 @@ class Session:
                     "reason": f"probe failed while closing: {type(exc).__name__}: {exc}",
                     "how_to_enable": "report this as a bug",
                 }
+        if self.calibration is not None:
+            self.run_result.probes.setdefault("client", {})["calibration"] = self.calibration
 
     async def _run_windows(self, engine: Engine, probes: list[Probe]) -> None:
         config = self.config

@@ -200,6 +200,15 @@ def diagnose(
     no_profile: Annotated[
         bool, typer.Option("--no-profile", help="Skip py-spy profiling.", rich_help_panel=PROBES)
     ] = False,
+    no_calibrate: Annotated[
+        bool,
+        typer.Option(
+            "--no-calibrate",
+            help="Skip measuring pathprobe's own latency floor (about 1 s against a local null "
+            "server, before the first step).",
+            rich_help_panel=PROBES,
+        ),
+    ] = False,
     replica_header: Annotated[
         str | None,
         typer.Option(
@@ -270,6 +279,7 @@ def diagnose(
         "capture_iface": capture_iface,
         "no_capture": no_capture or None,
         "no_profile": no_profile or None,
+        "no_calibrate": no_calibrate or None,
         "replica_header": replica_header,
         "abort_on_error_rate": abort_on_error_rate,
         "allow_high_load": allow_high_load or None,
