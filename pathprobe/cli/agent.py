@@ -4,22 +4,24 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from pathprobe.agent.client import TOKEN_ENV
-from pathprobe.agent.server import (
-    DEFAULT_MAX_CONCURRENT,
-    DEFAULT_MAX_RECORD_S,
-    DEFAULT_PORT,
-    MIN_TOKEN_CHARS,
-    AgentSettings,
-    run_agent,
-)
 from pathprobe.errors import UsageError
-from pathprobe.probes import cgroups
-from pathprobe.probes.pyspy import DEFAULT_RATE_HZ
+
+if TYPE_CHECKING:
+    from pathprobe.agent.server import AgentSettings
+
+# The agent's defaults, as its flags show them. Copies, on purpose: the modules that own them
+# (agent.server, agent.client, probes.pyspy) import aiohttp, asyncio and the server probe, which
+# `pathprobe --help` and every other command would then pay for (tests/unit/test_cli_startup.py
+# checks each copy against its owner).
+TOKEN_ENV = "PATHPROBE_AGENT_TOKEN"
+DEFAULT_PORT = 9787
+DEFAULT_MAX_RECORD_S = 120.0
+DEFAULT_MAX_CONCURRENT = 2
+DEFAULT_RATE_HZ = 10
 
 # Hard ceilings: the agent bounds every recording, and its flags cannot lift the bound far.
 MAX_RECORD_CEILING_S = 600.0
@@ -55,6 +57,8 @@ def agent(
     Every request needs `Authorization: Bearer TOKEN`. Prints `listening URL` when ready; stops
     on Ctrl-C / SIGTERM, reaping any py-spy it started.
     """
+    from pathprobe.agent.server import run_agent
+
     settings = build_settings(
         pid or [], cgroup, listen, token_file, max_record, max_concurrent, rate
     )
@@ -71,6 +75,9 @@ def build_settings(
     rate_hz: int,
 ) -> AgentSettings:
     """Validate the flags; raises :class:`UsageError` naming the first problem."""
+    from pathprobe.agent.server import AgentSettings
+    from pathprobe.probes import cgroups
+
     if not pids and cgroup is None:
         raise UsageError("pathprobe agent needs --pid PID (repeatable) or --cgroup PATH")
     for pid in pids:
@@ -115,6 +122,8 @@ def parse_listen(listen: str) -> tuple[str, int]:
 
 def read_token(token_file: Path | None) -> str:
     """The token from ``token_file`` or the environment; at least 16 characters."""
+    from pathprobe.agent.server import MIN_TOKEN_CHARS
+
     if token_file is not None:
         try:
             token = token_file.read_text(encoding="utf-8").strip()

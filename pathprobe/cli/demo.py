@@ -18,7 +18,7 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -28,9 +28,11 @@ from pathprobe.cli.testbed import (
     parse_magnitudes,
     sigterm_as_interrupt,
 )
-from pathprobe.config import build_config, check_out_dir
 from pathprobe.errors import EXIT_INTERRUPTED, UsageError
-from pathprobe.testbed import FAULTS, STACKS, Testbed
+from pathprobe.testbed import FAULTS, STACKS
+
+if TYPE_CHECKING:
+    from pathprobe.testbed import Testbed
 
 #: The fault a plain `pathprobe demo` injects: the seed's story (random-size images, 64-512 px,
 #: whose decoding and resizing dominate the server's time) — a verdict a newcomer can check.
@@ -90,7 +92,10 @@ def demo(
 ) -> None:
     """Start the testbed with a fault (heavy_preprocessing unless --fault), run `diagnose` on
     direct, proxy and lb, say what was injected and what was found, tear down. Needs root."""
+    # Imported here, not at the top: `pathprobe --help` and the other commands import this module.
+    from pathprobe.config import build_config, check_out_dir
     from pathprobe.session import run_diagnosis
+    from pathprobe.testbed import Testbed
 
     faults, stack = check_faults(demo_faults(fault), stack)
     magnitudes = parse_magnitudes(magnitude)

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-from pathprobe.config import build_config, load_toml, merge
-from pathprobe.session import prepare, run_diagnosis
+if TYPE_CHECKING:
+    from rich.console import Console
+
+# The heavy modules (the load engine, numpy, the report renderer) are imported inside the
+# command, not here: `pathprobe --help` and every other command import this module too.
 
 LOAD = "Load profile"
 REQ = "Requests"
@@ -243,6 +244,12 @@ def diagnose(
     """Drive one load profile through each hop, watch client, wire and server, name the
     bottleneck. Exit 0 targets met (or none), 1 missed, 2 bad usage, 3 could not run,
     130 interrupted."""
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from pathprobe.config import build_config, load_toml, merge
+    from pathprobe.session import prepare, run_diagnosis
+
     flags: dict[str, Any] = {
         "path": path or None,
         "out": str(out) if out is not None else None,

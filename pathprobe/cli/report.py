@@ -18,14 +18,17 @@ from typing import Annotated, Any
 import typer
 
 from pathprobe.errors import UsageError
-from pathprobe.reports.compare import render_compare
-from pathprobe.reports.render import SCHEMA, render_html
+
+# The renderers (jinja2, matplotlib) are imported inside the commands: every other command, and
+# `pathprobe --help`, import this module too.
 
 __all__ = ["compare", "load_report", "report", "write_atomic"]
 
 
 def load_report(path: Path) -> dict[str, Any]:
     """The report.json at ``path`` as a dict; :class:`UsageError` when it cannot be one."""
+    from pathprobe.reports.render import SCHEMA
+
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -76,6 +79,8 @@ def report(
     ] = None,
 ) -> None:
     """Re-render report.html from a report.json (offline; the run is not needed)."""
+    from pathprobe.reports.render import render_html
+
     target = out if out is not None else report_json.with_name("report.html")
     write_atomic(target, render_html(load_report(report_json)))
     typer.echo(str(target))
@@ -87,5 +92,7 @@ def compare(
     out: Annotated[Path, typer.Option("--out", help="HTML file to write.")],
 ) -> None:
     """Render a before/after page: what changed per path, step and stage."""
+    from pathprobe.reports.compare import render_compare
+
     write_atomic(out, render_compare(load_report(before), load_report(after)))
     typer.echo(str(out))

@@ -16,9 +16,8 @@ from typing import Annotated, Any
 import typer
 
 from pathprobe.errors import UsageError
-from pathprobe.testbed import FAULTS, STACKS, Testbed
+from pathprobe.testbed import FAULTS, STACKS
 from pathprobe.testbed import state as tb_state
-from pathprobe.testbed.procs import ProcRecord, is_alive
 
 app = typer.Typer(
     help="Start and stop the built-in testbed (model server, nginx, haproxy, fault knobs).",
@@ -99,6 +98,8 @@ def up(
     state_dir: StateDir = tb_state.DEFAULT_STATE_DIR,
 ) -> None:
     """Bring the testbed up and leave it running; print its URLs and PIDs as JSON."""
+    from pathprobe.testbed import Testbed
+
     faults, stack = check_faults(fault, stack)
     check_testbed_ready(faults, stack)
     state_file = state_dir / tb_state.STATE_FILE_NAME
@@ -135,6 +136,8 @@ def down(state_dir: StateDir = tb_state.DEFAULT_STATE_DIR) -> None:
 @app.command()
 def status(state_dir: StateDir = tb_state.DEFAULT_STATE_DIR) -> None:
     """Print the running testbed's URLs and which of its processes are alive (JSON)."""
+    from pathprobe.testbed.procs import ProcRecord, is_alive
+
     state_file = state_dir / tb_state.STATE_FILE_NAME
     if not state_file.exists():
         typer.echo(json.dumps({"up": False}))

@@ -316,7 +316,7 @@ def test_secrets_not_in_internal_error_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An unexpected exception whose text quotes a header: one line, exit 3, redacted."""
-    import pathprobe.cli.diagnose as diagnose_module
+    import pathprobe.config as config_module  # the diagnose command imports it when it runs
 
     def explode(*_args: object, **_kwargs: object) -> None:
         raise RuntimeError(
@@ -324,7 +324,7 @@ def test_secrets_not_in_internal_error_line(
             f"http://u:{SECRETS['password']}@h/?token={SECRETS['query']}"
         )
 
-    monkeypatch.setattr(diagnose_module, "build_config", explode)
+    monkeypatch.setattr(config_module, "build_config", explode)
     monkeypatch.delenv("PATHPROBE_DEBUG", raising=False)
     code, _out, err = run_main(
         ["diagnose", "--path", "direct=http://127.0.0.1:9/", "--out", str(tmp_path)], capsys
