@@ -25,9 +25,9 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from pathprobe.config import DiagnoseConfig
 from pathprobe.probes import cgroups
 from pathprobe.probes.capture import (
     bpf_filter,
@@ -38,6 +38,9 @@ from pathprobe.probes.capture import (
 )
 from pathprobe.probes.pyspy import find_py_spy, ptrace_refusal, try_dump
 from pathprobe.probes.routes import LOOPBACK_IFACE, capture_iface_for, resolve_host
+
+if TYPE_CHECKING:
+    from pathprobe.config import DiagnoseConfig
 
 #: How long the capture trial waits for tcpdump to say it is listening.
 CAPTURE_TRIAL_TIMEOUT_S = 3.0
