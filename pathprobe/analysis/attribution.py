@@ -171,6 +171,9 @@ class Analysis:
     missed: tuple[str, ...] = ()
     # Server time of the tail that no profile or header could split (ms at the tail, mean).
     server_unsplit_ms: float = 0.0
+    # Server work of the tail that its CPU did not do (a device, a downstream call): no profile
+    # places it (ms at the tail, mean).
+    server_wait_ms: float = 0.0
     # Two server stages split by the profile alone whose order its samples cannot tell apart.
     undecided: tuple[str, str] | None = None
 
@@ -288,8 +291,14 @@ def map_to_stages(
         busy = {k: v for k, v in server.stage_share.items() if k != "idle"}
         total = sum(busy.values())
         if total > 0 and server.busy_samples >= MIN_PROFILE_SAMPLES_ALONE:
+            # The profile sees where the CPU went; the part of the work the CPU did not do (a
+            # device, a downstream call, an await) no profile can place, and no stage is given it.
+            on_cpu = unsplit * (
+                1.0 if server.cpu_share_of_work is None else server.cpu_share_of_work
+            )
             for stage, share in busy.items():
-                add(stage, unsplit * share / total)
+                add(stage, on_cpu * share / total)
+            add("server_wait", unsplit - on_cpu)
         else:
             add("server", unsplit)
     failed = means.get("failed", 0.0)
@@ -598,6 +607,7 @@ def analyze(run: RunResult, judgement: Mapping[str, Any]) -> Analysis:
         )
         if not decs[name].has_server_timing:
             decs[name].work_model = split_server_wait(decs[name], found, baseline)
+            srv_ev[name].set_work(decs[name].components.get("server"))
         reassign_waiting(decs[name], srv_ev[name])
         if name == outer:
             present = [
@@ -741,6 +751,7 @@ def analyze(run: RunResult, judgement: Mapping[str, Any]) -> Analysis:
         and any(ev.oom_killed > 0 or ev.kernel_oom_lines > 0 for ev in srv_ev.values()),
         missed=missed_at(run, judgement, focus),
         server_unsplit_ms=float(tail_sets.get(outer, {}).get("server", 0.0)),
+        server_wait_ms=float(tail_sets.get(outer, {}).get("server_wait", 0.0)),
         undecided=_undecided_split(findings, srv_ev.get(outer), decs.get(outer)),
     )
 

@@ -141,6 +141,21 @@ class ServerEvidence:
     cpu_ms_per_request: float | None = None
     requests: int = 0  # requests the window sent
     busy_samples: int = 0  # profile samples not idle (what stage_share divides)
+    cpu_share_of_work: float | None = None  # without Server-Timing: see set_work
+    # Wall time of the server's CPU work over its CPU time: 1 + run-queue wait / CPU (schedstat).
+    cpu_stretch: float = 1.0
+
+    def set_work(self, work_ms: Any) -> None:
+        """The share of the server's uncontended work (ms per request, an array) its CPU did:
+        the wall time of its CPU per request (CPU × stretch: waiting for a core is part of
+        computing) over the mean work, at most 1 (a multi-threaded kernel may use more CPU than
+        wall time). Unknown without the server's CPU."""
+        if self.cpu_ms_per_request is None or work_ms is None or not len(work_ms):
+            return
+        mean = float(np.mean(work_ms))
+        if mean > 0:
+            on_cpu = self.cpu_ms_per_request * self.cpu_stretch
+            self.cpu_share_of_work = min(on_cpu / mean, 1.0)
 
     def set_requests(self, n: int) -> None:
         """CPU per request from the window's CPU seconds and its ``n`` requests."""
@@ -183,6 +198,9 @@ def server_evidence(probes: Mapping[str, Any], path: str, step: int) -> ServerEv
     if cpu_s is not None and window_s > 0:
         ev.cores_used = float(cpu_s) / window_s
         ev.window_s = window_s
+        wait_s = w.get("runqueue_wait_seconds_total")
+        if wait_s is not None and float(cpu_s) > 0:
+            ev.cpu_stretch = 1.0 + float(wait_s) / float(cpu_s)
     cores = w.get("cpu_cores_available")
     ev.cores_available = None if cores is None else float(cores)
     workers = w.get("workers") or []

@@ -91,6 +91,8 @@ def decide(run: RunResult, judgement: dict[str, Any]) -> dict[str, Any]:
         },
         # Server time at the tail that neither a profile nor Server-Timing could split (ms).
         "server_unsplit_ms": round(a.server_unsplit_ms, 3),
+        # Server work at the tail done off-CPU (a device, a downstream call), placed in no stage.
+        "server_wait_ms": round(a.server_wait_ms, 3),
         # Bandwidth the body transfer times imply (null when body size does not show in them).
         "effective_bandwidth_mbit_s": (
             round(8.0 / (a.transfer_slope_ms_per_byte * 1000.0), 3)
@@ -185,6 +187,12 @@ def _next_steps(a: Analysis, ranking: list[StageFinding]) -> list[str]:
         steps.append(
             f"The profile puts {lead} ahead of {other}, but too few samples tell them apart: "
             "rerun longer (--duration), or have the server send Server-Timing."
+        )
+    if a.server_wait_ms >= 0.1 * (a.tail_mean_ms or 0.0) > 0:
+        steps.append(
+            f"The server spent {a.server_wait_ms:.1f} ms of the {a.tail_label} requests' latency "
+            "waiting off-CPU inside its work (a device, a downstream call, an await): no "
+            "profile places it; a Server-Timing metric around the model call would."
         )
     if a.server_unsplit_ms > 0:
         # Never drop the server's time: say how much it holds and what would split it.

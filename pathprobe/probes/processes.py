@@ -68,6 +68,23 @@ def looks_like_python(pid: int) -> bool:
     return any(is_python_process(candidate) for candidate in sorted(descendants([pid])))
 
 
+def runqueue_wait_s(pid: int) -> float:
+    """Seconds the threads of ``pid`` have spent runnable but waiting for a core, summed over
+    its live threads (``/proc/PID/task/TID/schedstat``, second field); 0 when unreadable."""
+    total_ns = 0
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return 0.0
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as fh:
+                total_ns += int(fh.read().split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+    return total_ns / 1e9
+
+
 @dataclass
 class _Worker:
     proc: psutil.Process
@@ -75,6 +92,9 @@ class _Worker:
     last_cpu_s: float
     last_t_s: float
     first_cpu_s: float = 0.0
+    # Time its threads were runnable but waiting for a core (schedstat), first and last seen.
+    first_wait_s: float = 0.0
+    last_wait_s: float = 0.0
     cpu_percents: list[float] = field(default_factory=list)
     rss_max: int = 0
     uss_max: int | None = None
@@ -169,7 +189,10 @@ class ProcessSampler:
             except psutil.Error:
                 continue
             cpu_s = cpu.user + cpu.system
-            self._workers[pid] = _Worker(proc, t_ms, cpu_s, now_s, first_cpu_s=cpu_s)
+            wait_s = runqueue_wait_s(pid)
+            self._workers[pid] = _Worker(
+                proc, t_ms, cpu_s, now_s, first_cpu_s=cpu_s, first_wait_s=wait_s, last_wait_s=wait_s
+            )
             if not first and pid not in self._ever_seen:
                 self._births.append({"pid": pid, "t_ms": round(t_ms, 1)})
                 if self._on_birth is not None:
@@ -207,6 +230,7 @@ class ProcessSampler:
                 cpu_total += percent
                 busy += percent > BUSY_CPU_PERCENT
             worker.last_cpu_s, worker.last_t_s = cpu_s, now_s
+            worker.last_wait_s = max(worker.last_wait_s, runqueue_wait_s(pid))
             worker.rss_max = max(worker.rss_max, rss)
             if uss is not None:
                 worker.uss_max = max(worker.uss_max or 0, uss)
@@ -260,6 +284,11 @@ class ProcessSampler:
             # CPU the workers used while observed (a worker born mid-window counts from birth).
             "cpu_seconds_total": round(
                 sum(w.last_cpu_s - w.first_cpu_s for w in self._workers.values()), 3
+            ),
+            # ... and the time they were runnable but waited for a core: CPU work took this much
+            # longer in wall time than its CPU seconds (the kernel's schedstat).
+            "runqueue_wait_seconds_total": round(
+                sum(w.last_wait_s - w.first_wait_s for w in self._workers.values()), 3
             ),
             "sampler_error": self.error,
         }

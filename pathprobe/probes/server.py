@@ -405,6 +405,7 @@ class ServerProbe:
             "worker_births": sampler_summary.get("worker_births", []),
             "busy_workers_mean": sampler_summary.get("busy_workers_mean"),
             "cpu_seconds_total": sampler_summary.get("cpu_seconds_total"),
+            "runqueue_wait_seconds_total": sampler_summary.get("runqueue_wait_seconds_total"),
             "cgroup": cgroup_summary,
             "kernel_oom_lines": kernel_lines,
             "cpu_cores_available": self._cores_available(cgroup_summary, worker_pids),
