@@ -2,6 +2,7 @@
 
     sudo .venv/bin/python benchmarks/bench_repeatability.py --stack fastapi --seeds 10
     sudo .venv/bin/python benchmarks/bench_repeatability.py --variant near --scenarios network,proxy
+    sudo .venv/bin/python benchmarks/bench_repeatability.py --bare --stack all --seeds 10
 
 For every scenario of ``tests/integration/fault_scenarios.py`` (the CI fault matrix) it brings the
 testbed up once, runs ``--seeds`` diagnoses with seeds 1..N (a different request sequence and
@@ -27,7 +28,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "integration"))
 
-from fault_scenarios import SCENARIOS, Scenario, diagnose, make_testbed  # noqa: E402
+from fault_scenarios import (  # noqa: E402
+    SCENARIOS,
+    Scenario,
+    Variant,
+    diagnose,
+    make_testbed,
+)
 
 #: Near-threshold variants: (magnitude overrides per stack, load/target overrides). Each keeps the
 #: faulted stage the largest but only just above the bar (≈ 15–35 % of the tail) or only just
@@ -84,7 +91,7 @@ def variant(scenario: Scenario, stack: str, near: bool) -> tuple[Scenario, dict[
     # A value may differ per stack: {"fastapi": …, "aiohttp": …}.
     overrides = {k: v[stack] if isinstance(v, dict) else v for k, v in near_overrides.items()}
     merged = {st: {**scenario.magnitudes.get(st, {}), **mags.get(st, {})} for st in
-              ("fastapi", "aiohttp")}  # fmt: skip
+              ("fastapi", "aiohttp", "wsgi")}  # fmt: skip
     payload = str(overrides.pop("payload", scenario.payload))
     changed = dataclasses.replace(scenario, magnitudes=merged, payload=payload)
     return changed, overrides
@@ -107,7 +114,9 @@ def fault_occurred(name: str, report: dict[str, Any]) -> bool:
     return False
 
 
-def run_scenario(name: str, stack: str, seeds: int, near: bool) -> dict[str, Any]:
+def run_scenario(
+    name: str, stack: str, seeds: int, near: bool, instrumented: bool = True
+) -> dict[str, Any]:
     scenario, overrides = variant(SCENARIOS[name], stack, near)
     verdicts: list[str] = []
     absent: list[str] = []  # verdicts of runs in which the fault did not occur
@@ -115,7 +124,7 @@ def run_scenario(name: str, stack: str, seeds: int, near: bool) -> dict[str, Any
     started = time.monotonic()
     cpus = os.sched_getaffinity(0)
     try:
-        with make_testbed(scenario, stack, 1.0) as tb:
+        with make_testbed(scenario, stack, 1.0, instrumented=instrumented) as tb:
             for seed in range(1, seeds + 1):
                 report = diagnose(tb, scenario, seed=seed, **overrides)
                 v = report["verdict"]
@@ -132,7 +141,7 @@ def run_scenario(name: str, stack: str, seeds: int, near: bool) -> dict[str, Any
     correct = sum(1 for v in verdicts if v == scenario.expect)
     return {
         "scenario": name,
-        "stack": stack,
+        "stack": stack if instrumented else f"{stack}-bare",
         "variant": "near" if near else "ci",
         "expect": scenario.expect,
         "runs": len(verdicts),
@@ -147,19 +156,33 @@ def run_scenario(name: str, stack: str, seeds: int, near: bool) -> dict[str, Any
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--stack", default="fastapi", choices=("fastapi", "aiohttp", "both"))
+    parser.add_argument(
+        "--stack", default="fastapi", choices=("fastapi", "aiohttp", "wsgi", "both", "all")
+    )
+    parser.add_argument(
+        "--bare", action="store_true", help="no Server-Timing, no hop timing headers (issue 14)"
+    )
     parser.add_argument("--scenarios", default=",".join(SCENARIOS))
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--variant", default="ci", choices=("ci", "near", "both"))
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
-    stacks = ("fastapi", "aiohttp") if args.stack == "both" else (args.stack,)
+    stacks = {"both": ("fastapi", "aiohttp"), "all": ("fastapi", "aiohttp", "wsgi")}.get(
+        args.stack, (args.stack,)
+    )
     variants = {"ci": (False,), "near": (True,), "both": (False, True)}[args.variant]
     rows = []
     for stack in stacks:
         for name in args.scenarios.split(","):
+            runs = SCENARIOS[name].runs_on(Variant(stack, not args.bare))
+            if stack == "wsgi" and not args.bare:
+                runs = False  # the wsgi stack never sends Server-Timing: bare only
             for near in variants:
-                rows.append(run_scenario(name, stack, args.seeds, near))
+                if not runs or (near and (name not in NEAR or stack == "wsgi")):
+                    print(f"{stack} {name}: not a {'near ' if near else ''}case of this variant",
+                          file=sys.stderr)  # fmt: skip
+                    continue
+                rows.append(run_scenario(name, stack, args.seeds, near, not args.bare))
                 r = rows[-1]
                 print(f"{r['stack']:8s} {r['scenario']:19s} {r['variant']:4s} "
                       f"{r['correct']:2d}/{r['runs']} correct  {r['verdicts']}  "
