@@ -57,6 +57,8 @@ def rate_for(processes: int, budget_hz: int = SAMPLE_BUDGET_HZ) -> int:
     """Samples per second per process so that ``processes`` recordings share ``budget_hz``."""
     per_process = budget_hz // max(processes, 1)
     return max(MIN_RATE_HZ, min(MAX_RATE_HZ, per_process))
+
+
 #: Frames longer than this are cut (hostile or generated names must not bloat the report).
 MAX_FRAME_CHARS = 160
 STOP_GRACE_S = 5.0
