@@ -30,5 +30,6 @@ class RunResult:
     interrupted: bool = False
     notes: list[str] = field(default_factory=list)
     unreachable: dict[str, str] = field(default_factory=dict)
-    # Requests sent one at a time before the load (path → result): the server's uncontended work.
-    baselines: dict[str, StepResult] = field(default_factory=dict)
+    # Requests sent one at a time before the load (path → one result per request): the server's
+    # uncontended work.
+    baselines: dict[str, list[StepResult]] = field(default_factory=dict)

@@ -20,6 +20,9 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
+import numpy as np
+
+from pathprobe.analysis.stats import quick_summary
 from pathprobe.analysis.steps import step_summary
 from pathprobe.analysis.targets import judge
 from pathprobe.analysis.verdict import decide
@@ -32,6 +35,7 @@ from pathprobe.errors import (
 )
 from pathprobe.load.engine import EngineOptions, StepResult, header_values
 from pathprobe.load.payloads import PayloadPool, build_pool
+from pathprobe.load.records import completed
 from pathprobe.load.schedule import StepPlan, plan_step
 from pathprobe.load.select import Engine, engine_name, loop_factory, make_engine
 from pathprobe.probes.base import Probe, Window
@@ -52,6 +56,9 @@ WATCHDOG_STOP_GRACE_S = 10.0
 #: server (enough for a median and a size slope), and the requests that find the server empty
 #: during the load add more; a slower server gets fewer here but is sampled in its windows too.
 BASELINE_S = 1.0
+#: ... and at most this many: against a fast server a second would be a thousand requests, which
+#: is load, not a baseline; twelve give a median and a size slope.
+BASELINE_MAX_REQUESTS = 12
 #: The latency-floor calibration before the first step (probes/calibration.py): short enough to
 #: add about a second to a run, long enough for a p99 of the floor (~150 requests).
 CALIBRATION_S = 0.7
@@ -82,6 +89,10 @@ class Plan:
                 f"step {step.step + 1}: {shape}, {config.load.warmup_s:g} s warm-up + "
                 f"{config.load.duration_s:g} s measured{count}"
             )
+        lines.append(
+            f"baseline: up to {BASELINE_MAX_REQUESTS} requests one at a time to the innermost "
+            f"path (at most {BASELINE_S:g} s), before the first step"
+        )
         total = "unknown (closed loop)" if self.total_requests is None else self.total_requests
         lines.append(
             f"total: {len(self.windows)} windows, about {self.total_s:.0f} s, requests: {total}"
@@ -210,29 +221,40 @@ class Session:
 
     async def _baseline(self, engine: Engine) -> None:
         """Requests one at a time to the innermost reachable path, before any load: how long the
-        server takes when nothing else is in it (analysis/server_work.py). The same payloads as
-        the first step, closed loop at concurrency 1, for :data:`BASELINE_S`."""
+        server takes when nothing else is in it (analysis/server_work.py). The first step's
+        payloads, each request sent when the previous one ended, at most
+        :data:`BASELINE_MAX_REQUESTS` and :data:`BASELINE_S`; the first failure ends it."""
         spec = next(
             (p for p in self.config.paths if p.name not in self.run_result.unreachable), None
         )
         if spec is None or self.stop.is_set() or not self.plan.steps:
             return
         first = self.plan.steps[0]
-        plan = StepPlan(
-            step=first.step,
-            offered_rps=None,
-            offsets_ns=None,
-            payload_idx=first.payload_idx,
-            concurrency=1,
-            warmup_ns=0,
-            duration_ns=int(BASELINE_S * 1e9),
-        )
         if self.progress is not None:
             self.progress(f"baseline · {spec.name}", 0.0)
-        budget_s = BASELINE_S + self.config.load.timeout_s + WATCHDOG_MARGIN_S
-        result = await self._watched(engine.run_step(spec.name, spec.url, plan), budget_s)
-        if result is not None:
-            self.run_result.baselines[spec.name] = result
+        results: list[StepResult] = []
+        started = time.monotonic()
+        budget_s = self.config.load.timeout_s + WATCHDOG_MARGIN_S
+        for seq in range(BASELINE_MAX_REQUESTS):
+            if self.stop.is_set() or time.monotonic() - started >= BASELINE_S:
+                break
+            plan = StepPlan(
+                step=first.step,
+                offered_rps=None,
+                offsets_ns=np.zeros(1, np.int64),
+                payload_idx=np.array([first.payload_for(seq)], np.int32),
+                concurrency=None,
+                warmup_ns=0,
+                duration_ns=0,
+            )
+            result = await self._watched(engine.run_step(spec.name, spec.url, plan), budget_s)
+            if result is None:
+                break
+            results.append(result)
+            if not completed(result.records).all() or (result.records["status"] >= 400).any():
+                break  # a failing server is not measured by hammering it
+        self.run_result.baselines[spec.name] = results
+        self.run_result.probes["baseline"] = baseline_summary(spec.name, results)
 
     async def _calibrate(self) -> None:
         """pathprobe's own latency floor, measured before any load: the engine this run uses,
@@ -464,6 +486,23 @@ def _client_pids(engine: Engine | None) -> list[int]:
     if worker_pids is not None:
         pids.extend(worker_pids())
     return pids
+
+
+def baseline_summary(path: str, results: list[StepResult]) -> dict[str, Any]:
+    """report.json ``probes.baseline``: what the baseline sent and how long it took."""
+    records = [r.records for r in results]
+    recs = np.concatenate(records) if records else None
+    if recs is None or not len(recs):
+        return {"available": False, "reason": "no baseline request was sent", "path": path}
+    ok = completed(recs) & (recs["status"] < 400)
+    latency_ms = (recs["end_ns"][ok] - recs["intended_ns"][ok]) / 1e6
+    return {
+        "available": True,
+        "path": path,
+        "requests": int(len(recs)),
+        "failed": int((~ok).sum()),
+        "latency_ms": quick_summary(latency_ms),
+    }
 
 
 def _now_iso() -> str:

@@ -473,10 +473,10 @@ def _baseline_samples(
     """(bytes, server ms) of the baseline's requests — sent one at a time before the load, on the
     innermost path that has one — with the client and the network taken out as in a window."""
     for name in names:
-        res = run.baselines.get(name)
-        if res is None:
+        results = run.baselines.get(name)
+        if not results:
             continue
-        recs = measured(res)
+        recs = np.concatenate([measured(res) for res in results])
         ev = net_ev.get(name) or NetworkEvidence()
         dec = decompose(name, recs, {}, [], rtt_ms=ev.rtt_ms)
         server = dec.components.get("server")

@@ -22,7 +22,7 @@ import pytest
 
 from pathprobe.config import build_config
 from pathprobe.errors import CannotRunError
-from pathprobe.session import run_diagnosis
+from pathprobe.session import BASELINE_S, run_diagnosis
 from tests.conftest import HELPERS, ServerProc, free_env, start_process
 from tests.helpers.certs import make_tls_files
 from tests.helpers.servers import BIG_BODY_BYTES, OVERSIZED_HEADER_CHARS, XSS
@@ -214,12 +214,14 @@ def test_large_legitimate_body_is_a_success(
 @pytest.mark.parametrize("engine", ENGINES)
 def test_server_killed_mid_run(tmp_path: Path, spawn_server: Spawn, engine: str) -> None:
     server = spawn_server("ok")
-    killer = threading.Timer(1.5, server.kill)
+    # 1.5 s into the step: after the baseline the session sends first (no calibration here).
+    killer = threading.Timer(BASELINE_S + 1.5, server.kill)
     killer.start()
     try:
         report, _code, elapsed = diagnose(
-            tmp_path, {"direct": server.url}, engine, rate=20, duration=4, abort_on_error_rate=1.0
-        )
+            tmp_path, {"direct": server.url}, engine, rate=20, duration=4, abort_on_error_rate=1.0,
+            no_calibrate=True,
+        )  # fmt: skip
     finally:
         killer.cancel()
     s = step(report)

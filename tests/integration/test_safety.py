@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from pathprobe.config import build_config
-from pathprobe.session import run_diagnosis
+from pathprobe.session import BASELINE_MAX_REQUESTS, run_diagnosis
 from tests.conftest import ServerProc, free_env
 
 pytestmark = pytest.mark.integration
@@ -102,6 +102,8 @@ def test_errors_exploding_stop_the_step_and_the_report_says_so(
     assert any("stopped early" in note for note in report["notes"])
     assert "stopped early" in (tmp_path / "report.html").read_text()
     assert step["errors_by_kind"].get("5xx", 0) == step["errors"] > 0
+    # The baseline stopped at its first failure.
+    assert report["probes"]["baseline"]["requests"] == 1
     # Far fewer than the 1000 the step planned: it stopped, it did not keep hammering.
     assert failing.stats()["requests"] < 500
 
@@ -125,7 +127,10 @@ def test_open_loop_run_is_bounded_by_its_plan(
     server = spawn_server("ok")
     report, elapsed = diagnose(tmp_path, server.url, engine, rates="20,40", duration=1, warmup=0.5)
     planned = 20 * 1.5 + 40 * 1.5
-    assert server.stats()["requests"] == planned
+    # ... plus the baseline's requests one at a time before the load, which the report counts.
+    baseline = report["probes"]["baseline"]["requests"]
+    assert 0 < baseline <= BASELINE_MAX_REQUESTS
+    assert server.stats()["requests"] == planned + baseline
     steps = report["paths"]["direct"]["steps"]
     assert [s["offered_rps"] for s in steps] == [20, 40]
     assert elapsed < 3 + 30  # planned 3 s; generous for a busy machine, catches a hang
@@ -139,8 +144,10 @@ def test_closed_loop_run_is_bounded_in_time(
     report, elapsed = diagnose(tmp_path, server.url, engine, concurrency=4, duration=1.5)
     step = report["paths"]["direct"]["steps"][0]
     assert step["requests"] > 0
-    # 4 users x (warm-up 0 + 1.5 s) / 20 ms at most, plus the 4 in flight at the end.
-    assert server.stats()["requests"] <= 4 * 1.5 / 0.020 + 4
+    # 4 users x (warm-up 0 + 1.5 s) / 20 ms at most, plus the 4 in flight at the end, plus the
+    # baseline's requests before the load.
+    baseline = report["probes"]["baseline"]["requests"]
+    assert server.stats()["requests"] <= 4 * 1.5 / 0.020 + 4 + baseline
     assert elapsed < 1.5 + 30
 
 

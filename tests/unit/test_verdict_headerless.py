@@ -40,7 +40,7 @@ def server_probe(
 def with_baseline(run: RunResult, work_ms: np.ndarray, bytes_out: float = 20_000) -> RunResult:
     """Requests one at a time (1/s: none overlaps), as the session's baseline sends them."""
     parts = Parts(queue=0.0, pre=0.0, inf=work_ms, bytes_out=bytes_out, **BARE)
-    run.baselines["direct"] = make_step("direct", 0, work_ms.size, 1.0, parts, [])
+    run.baselines["direct"] = [make_step("direct", 0, work_ms.size, 1.0, parts, [])]
     return run
 
 
