@@ -247,8 +247,12 @@ class Session:
                 warmup_ns=0,
                 duration_ns=0,
             )
-            result = await self._watched(engine.run_step(spec.name, spec.url, plan), budget_s)
+            result = await self._abandon_after(engine.run_step(spec.name, spec.url, plan), budget_s)
             if result is None:
+                self.run_result.notes.append(
+                    f"a baseline request to {spec.name} failed or took over {budget_s:.0f} s; "
+                    "the server's time is split without it"
+                )
                 break
             results.append(result)
             if not completed(result.records).all() or (result.records["status"] >= 400).any():
@@ -347,6 +351,21 @@ class Session:
                     f"{self.config.max_records:,}); counts and latency percentiles cover every "
                     "request (histograms, 0.1 % precision), the breakdowns the sample"
                 )
+
+    @staticmethod
+    async def _abandon_after(run_step: Any, budget_s: float) -> StepResult | None:
+        """``run_step`` awaited for at most ``budget_s``, then cancelled: None then, or when it
+        failed. For preparatory requests (the baseline), which must never stop the run."""
+        task = asyncio.ensure_future(run_step)
+        done, _ = await asyncio.wait({task}, timeout=budget_s)
+        if not done:
+            task.cancel()
+            await asyncio.wait({task}, timeout=WATCHDOG_STOP_GRACE_S)
+            return None
+        if task.cancelled() or task.exception() is not None:
+            return None
+        result: StepResult = task.result()
+        return result
 
     async def _watched(self, run_step: Any, budget_s: float) -> StepResult | None:
         """``run_step`` awaited for at most ``budget_s``; past it the engine is told to stop (its

@@ -15,6 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from pathprobe.session import BASELINE_MAX_REQUESTS
 from tests.conftest import ServerProc, free_env
 
 pytestmark = pytest.mark.integration
@@ -112,8 +113,11 @@ def test_signal_mid_run_writes_partial_report_and_exits_130(
     )  # fmt: skip
     children: list[psutil.Process] = []
     try:
-        # Mid-run: the load has reached the server.
-        wait_until(lambda: server.stats()["connections"] >= 3, 60, "the load to start")
+        # Mid-run: the load has reached the server (beyond the baseline's requests, sent one at
+        # a time before it).
+        wait_until(
+            lambda: server.stats()["requests"] >= BASELINE_MAX_REQUESTS + 3, 60, "the load to start"
+        )
         time.sleep(1.0)
         children = descendants(proc.pid)
         child_names = [name_of(c) for c in children]
