@@ -167,6 +167,16 @@ def test_cli_end_to_end_and_bad_inputs(tmp_path: Path, body_file: Path) -> None:
         step = report["paths"]["direct"]["steps"][0]
         assert step["status_codes"] == {"200": 20}
         assert step["errors"] == 0
+        # Triton-style statistics differenced over the window: its 20 requests, each at least
+        # the server's 2 ms delay in the model (more when its loop wakes late) and no more than
+        # the client saw, nothing queued.
+        stats = report["probes"]["model_stats"]
+        assert stats["available"] is True
+        assert stats["model_wide"] is True
+        (window,) = stats["windows"]
+        assert window["requests"] == 20
+        assert 2.0 <= window["compute_infer_ms"] <= step["latency_ms"]["max"]
+        assert window["queue_ms"] == 0
 
         unknown = cli(tmp_path, "--path", f"direct=grpc://127.0.0.1:{port}/models/nope",
                       "--body-file", str(body_file))  # fmt: skip

@@ -218,3 +218,47 @@ def test_committed_stubs_match_the_proto(tmp_path: Path) -> None:
     ):
         fresh = (tmp_path / "pathprobe/grpcproto" / name).read_text()
         assert fresh == (ROOT / "pathprobe/grpcproto" / name).read_text(), f"{name} is stale"
+
+
+def test_core_install_never_imports_grpc() -> None:
+    """HTTP runs work without the grpc extra: nothing on their way imports grpcio."""
+    code = (
+        "import sys, pathprobe.cli.main, pathprobe.session, pathprobe.load.select; "
+        "from pathprobe.config import build_config; "
+        "build_config({'out': '/tmp/x', 'path': {'direct': 'grpc://h:1/models/m'}}); "
+        "assert 'grpc' not in sys.modules and 'google.protobuf' not in sys.modules, 'imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=60)
+
+
+def test_missing_grpcio_is_a_usage_error_naming_the_extra() -> None:
+    """Without grpcio a gRPC path stops before any load: exit 2, 'install pathprobe[grpc]'."""
+    code = (
+        "import sys; sys.modules['grpc'] = None; "
+        "from pathprobe.cli.main import main; "
+        "sys.argv = ['pathprobe', 'diagnose', '--path', 'direct=grpc://127.0.0.1:1/models/m', "
+        "'--out', '/tmp/pathprobe-nogrpc', '--dry-run']; main()"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60,
+        check=False,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "install pathprobe[grpc]" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_model_statistics_window_split() -> None:
+    from pathprobe.probes.model_stats import Counters, window_split
+
+    before = Counters(success=100, fail=1, phase_ns=(0, 1_000_000, 500_000_000, 2_000_000))
+    after = Counters(
+        success=150, fail=3, phase_ns=(100_000_000, 1_500_000, 1_000_000_000, 3_000_000)
+    )
+    split = window_split(before, after)
+    assert split == {
+        "requests": 50, "failed": 2, "queue_ms": 2.0, "compute_input_ms": 0.01,
+        "compute_infer_ms": 10.0, "compute_output_ms": 0.02,
+    }  # fmt: skip
+    assert window_split(after, after)["compute_infer_ms"] is None  # nothing completed
+    assert window_split(after, before)["requests"] is None  # restarted: counters went down
