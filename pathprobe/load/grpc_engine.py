@@ -28,7 +28,8 @@ from __future__ import annotations
 import os
 
 # grpcio's C core logs at INFO to stderr (GOAWAYs, reconnects); keep the one-line contract of the
-# CLI unless the user asks for more. Must be set before grpc is first imported.
+# CLI unless the user asks for more. Must be set before grpc is first imported (select.py's
+# require_grpc does it too, as it imports grpc first).
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 import asyncio  # noqa: E402
@@ -161,6 +162,8 @@ async def probe_endpoint(
             return f"the server has no model {model!r} (NOT_FOUND: {details})"
         if code == grpc.StatusCode.DEADLINE_EXCEEDED:
             return f"no gRPC answer within {timeout_s:g} s (is this port a gRPC server?)"
+        if classify_status(code, details) == ErrorKind.TLS:
+            return f"TLS with the server failed (is --cacert its CA?): {details}"
         if code == grpc.StatusCode.UNAVAILABLE:
             return f"does not answer gRPC (UNAVAILABLE: {details})"
         return f"ModelReady failed ({code.name}: {details})"

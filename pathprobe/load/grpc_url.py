@@ -7,6 +7,7 @@ required: gRPC has no default port (Triton listens on 8001, KServe on 8081).
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
@@ -78,7 +79,13 @@ def parse_grpc_url(url: str, what: str = "URL") -> GrpcTarget:
 
 
 def require_grpc() -> None:
-    """Raise :class:`UsageError` (exit 2) unless grpcio and the generated stubs import."""
+    """Raise :class:`UsageError` (exit 2) unless grpcio and the generated stubs import.
+
+    Call it before grpc is first imported: it also keeps grpcio's C core from logging at INFO
+    to stderr (TLS handshake failures, GOAWAYs), which would break the CLI's one-line errors;
+    ``GRPC_VERBOSITY`` set by the user wins.
+    """
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     try:
         import grpc  # noqa: F401
 

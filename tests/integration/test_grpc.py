@@ -29,6 +29,7 @@ from pathprobe.load.oip import build_grpc_pool
 from pathprobe.load.schedule import plan_step
 from pathprobe.load.select import build_engine, engine_name, loop_factory
 from tests.conftest import free_env
+from tests.helpers.certs import make_tls_files
 from tests.servers.process import pinned, serve
 
 pytestmark = pytest.mark.integration
@@ -207,3 +208,19 @@ def test_cli_end_to_end_and_bad_inputs(tmp_path: Path, body_file: Path) -> None:
                     "--body-file", str(body_file))  # fmt: skip
     assert wrong.returncode == 3
     assert "does not answer gRPC" in one_line(wrong.stderr)
+
+
+def test_grpcs_with_cacert(tmp_path: Path, body_file: Path) -> None:
+    tls = make_tls_files(tmp_path)
+    record = tmp_path / "received.json"
+    server_args = ("0.001", str(record), "m", str(tls.server_cert), str(tls.server_key))
+    with serve("tests.servers.grpc_infer", *server_args, cpu=1) as (port, _pid):
+        url = f"grpcs://127.0.0.1:{port}/models/m"
+        ok = cli(tmp_path, "--path", f"direct={url}", "--body-file", str(body_file),
+                 "--cacert", str(tls.ca_cert), "--connections", "2")  # fmt: skip
+        assert ok.returncode == 0, ok.stderr
+        step = json.loads((tmp_path / "out" / "report.json").read_text())["paths"]["direct"]
+        assert step["steps"][0]["status_codes"] == {"200": 20}
+        untrusted = cli(tmp_path, "--path", f"direct={url}", "--body-file", str(body_file))
+    assert untrusted.returncode == 3
+    assert "TLS with the server failed" in one_line(untrusted.stderr)

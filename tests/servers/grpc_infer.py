@@ -1,11 +1,12 @@
 """A grpc.aio Open Inference Protocol server that answers ModelInfer after a fixed delay.
 
-``python -m tests.servers.grpc_infer DELAY_S RECORD_FILE [MODEL]`` prints its port on stdout, then
-serves until killed. Every ModelInfer is checked the way a real server would read it — inputs
-against ``raw_input_contents``: one entry per input, its size what the shape and datatype say
-(BYTES: length-prefixed elements, as many as the shape holds) — and counted by (model, version,
-inputs) with how many were well-formed. The counts are rewritten to RECORD_FILE (atomically) at
-most every 0.1 s, so a test reads what the server received without stopping it.
+``python -m tests.servers.grpc_infer DELAY_S RECORD_FILE [MODEL [CERT KEY]]`` prints its port on
+stdout, then serves until killed (over TLS with CERT and KEY). Every ModelInfer is checked the way
+a real server would read it — inputs against ``raw_input_contents``: one entry per input, its
+size what the shape and datatype say (BYTES: length-prefixed elements, as many as the shape
+holds) — and counted by (model, version, inputs) with how many were well-formed. The counts are
+rewritten to RECORD_FILE (atomically) at most every 0.1 s, so a test reads what the server
+received without stopping it.
 
 It answers ``server-timing: inference;dur=…`` in the initial metadata, NOT_FOUND for any model but
 MODEL (default ``m``) on ModelReady and ModelInfer, and keeps Triton-style cumulative statistics
@@ -125,14 +126,17 @@ async def write_records(service: Service, path: Path) -> None:
             os.replace(tmp, path)
 
 
-async def main() -> None:
+async def main(tls_pair: tuple[bytes, bytes] | None) -> None:
     delay_s = float(sys.argv[1])
     record = Path(sys.argv[2])
     model = sys.argv[3] if len(sys.argv) > 3 else "m"
     service = Service(delay_s, model)
     server = grpc.aio.server()
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(service, server)
-    port = server.add_insecure_port("127.0.0.1:0")
+    if tls_pair is not None:
+        port = server.add_secure_port("127.0.0.1:0", grpc.ssl_server_credentials([tls_pair]))
+    else:
+        port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     writer = asyncio.create_task(write_records(service, record))
     print(port, flush=True)
@@ -147,4 +151,8 @@ if __name__ == "__main__":
 
     # uvloop: the default loop adds ~1 ms per request to grpc.aio's server path here.
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(main())
+        # (private key, certificate chain), as grpc.ssl_server_credentials takes them
+        pair = None
+        if len(sys.argv) > 5:
+            pair = (Path(sys.argv[5]).read_bytes(), Path(sys.argv[4]).read_bytes())
+        runner.run(main(pair))
