@@ -20,6 +20,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pathprobe.errors import UsageError
+from pathprobe.load.grpc_url import is_grpc_url, parse_grpc_url
 from pathprobe.load.store import DEFAULT_MAX_RECORDS
 from pathprobe.model.stages import CATEGORY_COLOURS, STAGE_NAMES
 
@@ -31,6 +32,7 @@ KNOWN_PATHS = ("direct", "proxy", "lb")
 Arrival = Literal["uniform", "poisson"]
 Encoding = Literal["raw", "multipart", "base64-json"]
 Engine = Literal["auto", "aiohttp", "fast"]
+GrpcDatatype = Literal["BYTES", "UINT8"]
 
 # Ceilings above which a run needs --allow-high-load: pathprobe runs against services already in
 # trouble, so a typo (rate 50000 instead of 500) must not become an outage.
@@ -70,6 +72,10 @@ class PayloadSpec:
     image_max_px: int = 0
     encoding: Encoding = "raw"
     pool_size: int = 32
+    # gRPC paths: the input tensor a file or generated image goes into (config keys grpc_input,
+    # grpc_datatype); a JSON request names its own inputs.
+    grpc_input: str = "image"
+    grpc_datatype: GrpcDatatype = "BYTES"
 
 
 @dataclass(frozen=True)
@@ -174,6 +180,7 @@ KNOWN_KEYS = frozenset(
         "abort_on_error_rate", "dry_run", "allow_high_load", "stage_rules", "max_records",
         "no_calibrate",
         "server_timing_header", "upstream_time_header", "lb_timers_header", "envoy_time_header",
+        "grpc_input", "grpc_datatype",
     }
 )  # fmt: skip
 
@@ -229,6 +236,7 @@ def build_config(raw: Mapping[str, Any]) -> DiagnoseConfig:
     abort = _fraction(raw, "abort_on_error_rate")
     max_records = _int(raw, "max_records", minimum=MIN_MAX_RECORDS)
     _check_credentials(paths, load.headers)
+    _check_grpc(paths, load)
     if not allow_high:
         _check_run_size(load, len(paths))
     return DiagnoseConfig(
@@ -254,6 +262,38 @@ def _check_credentials(paths: tuple[PathSpec, ...], headers: tuple[tuple[str, st
             f"--path {with_userinfo[0]} has credentials in its URL (user:password@) and "
             "--header Authorization is given too; give only one of them"
         )
+
+
+def _check_grpc(paths: tuple[PathSpec, ...], load: LoadProfile) -> None:
+    """gRPC paths go through one engine of their own: every path gRPC, or none (hop deltas never
+    mix two clients), and only the options that engine has."""
+    grpc_paths = [p.name for p in paths if is_grpc_url(p.url)]
+    if not grpc_paths:
+        return
+    if len(grpc_paths) != len(paths):
+        http = next(p.name for p in paths if not is_grpc_url(p.url))
+        raise UsageError(
+            f"--path {grpc_paths[0]} is gRPC and --path {http} is not: give every path the same "
+            "protocol (the hops are compared request for request)"
+        )
+    if load.engine != "auto":
+        raise UsageError(
+            f"--engine {load.engine} speaks HTTP/1.1; grpc:// paths use the gRPC engine"
+        )
+    if load.workers > 1:
+        raise UsageError("--workers above 1 is not supported for grpc:// paths yet")
+    if load.payload.encoding != "raw":
+        raise UsageError("--encoding does not apply to grpc:// paths (tensors are sent raw)")
+    if load.tls.insecure:
+        raise UsageError("--insecure is not available for grpcs:// (grpcio always verifies); "
+                         "give the server's CA with --cacert")
+    for name, value in load.headers:
+        # gRPC metadata: printable ASCII values (binary ones need a -bin key and base64).
+        if name.lower().startswith("grpc-") or not all(" " <= ch <= "~" for ch in value):
+            raise UsageError(
+                f"--header {name}: gRPC metadata needs a name not starting with grpc- and a "
+                "printable ASCII value"
+            )
 
 
 def _check_run_size(load: LoadProfile, n_paths: int) -> None:
@@ -304,19 +344,26 @@ def parse_path_flags(values: list[str]) -> dict[str, str]:
     return parsed
 
 
-def validate_url(url: str, what: str) -> str:
-    """Accept only absolute http(s) URLs with a host; return the URL unchanged."""
+def validate_url(url: str, what: str, grpc: bool = False) -> str:
+    """Accept only absolute http(s) URLs with a host — and with ``grpc``, also
+    ``grpc(s)://HOST:PORT/models/MODEL[/versions/V]`` — and return the URL unchanged."""
     if not isinstance(url, str):
         raise UsageError(f"{what}: URL must be a string, got {url!r}"[:200])
     if not url:
         raise UsageError(f"{what}: URL is empty")
+    if grpc and is_grpc_url(url):
+        if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in url):
+            raise UsageError(f"{what}: URL contains whitespace or control characters: {url!r}")
+        parse_grpc_url(url, what)
+        return url
     try:
         parts = urlsplit(url)
         port = parts.port
     except ValueError as exc:
         raise UsageError(f"{what}: malformed URL {url!r} ({exc})") from None
     if parts.scheme not in ("http", "https"):
-        raise UsageError(f"{what}: URL must start with http:// or https://, got {url!r}")
+        also = " (or grpc://, grpcs://)" if grpc else ""
+        raise UsageError(f"{what}: URL must start with http:// or https://{also}, got {url!r}")
     if not parts.hostname:
         raise UsageError(f"{what}: URL has no host: {url!r}")
     if port == 0:
@@ -341,7 +388,7 @@ def _paths(value: Any) -> tuple[PathSpec, ...]:
             raise UsageError(f"unknown path name {name!r}: use direct, proxy or lb")
         if name not in KNOWN_PATHS:
             raise UsageError(f"unknown path name {name!r}: use direct, proxy or lb")
-        specs.append(PathSpec(name, validate_url(url, f"--path {name}")))
+        specs.append(PathSpec(name, validate_url(url, f"--path {name}", grpc=True)))
     # Innermost first, whatever order they were given in: hop deltas compare neighbours.
     specs.sort(key=lambda p: KNOWN_PATHS.index(p.name))
     return tuple(specs)
@@ -470,9 +517,18 @@ def _payload(raw: Mapping[str, Any]) -> PayloadSpec:
     if encoding not in ("raw", "multipart", "base64-json"):
         raise UsageError(f"--encoding must be raw, multipart or base64-json, got {encoding!r}")
     enc: Encoding = encoding  # type: ignore[assignment]
+    grpc_input = str(raw.get("grpc_input", "image"))
+    if not grpc_input or len(grpc_input) > 256 or any(ord(ch) < 0x20 for ch in grpc_input):
+        raise UsageError(f"grpc_input must be a tensor name, got {grpc_input!r}"[:200])
+    grpc_datatype = str(raw.get("grpc_datatype", "BYTES"))
+    if grpc_datatype not in ("BYTES", "UINT8"):
+        raise UsageError(f"grpc_datatype must be BYTES or UINT8, got {grpc_datatype!r}"[:200])
+    enc_kw: dict[str, Any] = {
+        "encoding": enc, "grpc_input": grpc_input, "grpc_datatype": grpc_datatype,
+    }  # fmt: skip
     if raw.get("body_file") is not None:
         path = _existing_file(raw, "body_file")
-        return PayloadSpec(kind="body_file", body_file=path, encoding=enc)
+        return PayloadSpec(kind="body_file", body_file=path, **enc_kw)
     if raw.get("payload_dir") is not None:
         directory = Path(str(raw["payload_dir"]))
         try:
@@ -489,7 +545,7 @@ def _payload(raw: Mapping[str, Any]) -> PayloadSpec:
             ) from None
         if not has_file:
             raise UsageError(f"--payload-dir {directory} holds no files")
-        return PayloadSpec(kind="dir", payload_dir=directory, encoding=enc)
+        return PayloadSpec(kind="dir", payload_dir=directory, **enc_kw)
     if raw.get("payload") is not None:
         spec = str(raw["payload"]).strip()
         match = _IMAGE_SPEC.match(spec)
@@ -498,8 +554,8 @@ def _payload(raw: Mapping[str, Any]) -> PayloadSpec:
         low, high = int(match.group(1)), int(match.group(2))
         if low < 8 or high > 8192 or low > high:
             raise UsageError(f"--payload {spec}: need 8 <= MIN <= MAX <= 8192 pixels")
-        return PayloadSpec(kind="image", image_min_px=low, image_max_px=high, encoding=enc)
-    return PayloadSpec(encoding=enc)
+        return PayloadSpec(kind="image", image_min_px=low, image_max_px=high, **enc_kw)
+    return PayloadSpec(**enc_kw)
 
 
 def _probe_options(raw: Mapping[str, Any]) -> ProbeOptions:

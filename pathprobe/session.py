@@ -26,7 +26,7 @@ from pathprobe.analysis.stats import quick_summary
 from pathprobe.analysis.steps import step_summary
 from pathprobe.analysis.targets import judge
 from pathprobe.analysis.verdict import decide
-from pathprobe.config import DiagnoseConfig, check_out_dir
+from pathprobe.config import DiagnoseConfig, TLSOptions, check_out_dir
 from pathprobe.errors import (
     EXIT_INTERRUPTED,
     EXIT_TARGETS_MET,
@@ -34,6 +34,7 @@ from pathprobe.errors import (
     CannotRunError,
 )
 from pathprobe.load.engine import EngineOptions, StepResult, header_values
+from pathprobe.load.grpc_url import is_grpc_url
 from pathprobe.load.payloads import PayloadPool, build_pool
 from pathprobe.load.records import completed
 from pathprobe.load.schedule import StepPlan, plan_step
@@ -209,7 +210,10 @@ class Session:
 
     async def _preflight(self) -> None:
         """One TCP connect per path. No path reachable → exit 3 before any load."""
-        results = await asyncio.gather(*(_try_connect(p.url) for p in self.config.paths))
+        load = self.config.load
+        results = await asyncio.gather(
+            *(_try_connect(p.url, load.tls, load.headers) for p in self.config.paths)
+        )
         for spec, problem in zip(self.config.paths, results, strict=True):
             if problem is not None:
                 self.run_result.unreachable[spec.name] = problem
@@ -413,8 +417,11 @@ class Session:
         self.run_result.step_summaries.setdefault(result.path, []).append(summary)
 
 
-async def _try_connect(url: str) -> str | None:
-    """``None`` when a TCP connection to the URL's host and port opens, else why not."""
+async def _try_connect(
+    url: str, tls: TLSOptions | None = None, headers: tuple[tuple[str, str], ...] = ()
+) -> str | None:
+    """``None`` when a TCP connection to the URL's host and port opens (and, for a gRPC path,
+    the server answers gRPC and has the model), else why not."""
     parts = urlsplit(url)
     port = parts.port or (443 if parts.scheme == "https" else 80)
     try:
@@ -428,6 +435,11 @@ async def _try_connect(url: str) -> str | None:
     writer.close()
     with contextlib.suppress(OSError):
         await writer.wait_closed()
+    if is_grpc_url(url):
+        from pathprobe.load.grpc_engine import probe_endpoint
+
+        metadata = tuple((k.lower(), v) for k, v in headers)
+        return await probe_endpoint(url, tls or TLSOptions(), PREFLIGHT_TIMEOUT_S, metadata)
     return None
 
 
@@ -464,8 +476,13 @@ def prepare(config: DiagnoseConfig) -> tuple[PayloadPool, Plan]:
     check_out_dir(config.out_dir)
     # An engine that cannot serve these URLs (--engine fast with https) is a usage error now,
     # before the preflight touches any target.
-    engine_name(config.load, [p.url for p in config.paths])
-    pool = build_pool(config.load.payload, config.load.seed)
+    name = engine_name(config.load, [p.url for p in config.paths])
+    if name == "grpc":  # tensors in ModelInferRequests, checked and serialized once, here
+        from pathprobe.load.oip import build_grpc_pool
+
+        pool = build_grpc_pool(config.load.payload, config.load.seed)
+    else:
+        pool = build_pool(config.load.payload, config.load.seed)
     return pool, make_plan(config, pool)
 
 

@@ -55,13 +55,44 @@ class ErrorKind(enum.IntEnum):
     OTHER = 10
     CONNECT_TIMEOUT = 11
     CANCELLED = 12  # in flight when the run was interrupted: neither a success nor an error
+    # A gRPC call that ended with a status other than OK: GRPC_BASE + the status code. Labelled
+    # with the code's own name (UNAVAILABLE, DEADLINE_EXCEEDED, ...), as gRPC users know them.
+    GRPC_CANCELLED = 33
+    GRPC_UNKNOWN = 34
+    GRPC_INVALID_ARGUMENT = 35
+    GRPC_DEADLINE_EXCEEDED = 36
+    GRPC_NOT_FOUND = 37
+    GRPC_ALREADY_EXISTS = 38
+    GRPC_PERMISSION_DENIED = 39
+    GRPC_RESOURCE_EXHAUSTED = 40
+    GRPC_FAILED_PRECONDITION = 41
+    GRPC_ABORTED = 42
+    GRPC_OUT_OF_RANGE = 43
+    GRPC_UNIMPLEMENTED = 44
+    GRPC_INTERNAL = 45
+    GRPC_UNAVAILABLE = 46
+    GRPC_DATA_LOSS = 47
+    GRPC_UNAUTHENTICATED = 48
 
     @property
     def label(self) -> str:
+        if self.name.startswith("GRPC_"):
+            return self.name.removeprefix("GRPC_")
         return {
             ErrorKind.HTTP_4XX: "4xx",
             ErrorKind.HTTP_5XX: "5xx",
         }.get(self, self.name.lower())
+
+    @classmethod
+    def grpc(cls, code: int) -> ErrorKind:
+        """The kind of gRPC status ``code`` (1-16); OTHER for a code outside the protocol's."""
+        try:
+            return cls(GRPC_BASE + code) if 1 <= code <= 16 else cls.OTHER
+        except ValueError:
+            return cls.OTHER
+
+
+GRPC_BASE = 32
 
 
 def empty_records(n: int = 0) -> Records:

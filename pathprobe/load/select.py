@@ -4,20 +4,26 @@
 request — plain ``http://`` and not ``HEAD`` — because it costs a fraction of aiohttp's CPU per
 request, so the client stays out of the verdict; otherwise the full-featured aiohttp engine.
 Asking for ``fast`` where it cannot run is a :class:`UsageError` (before any load is sent).
+``grpc://`` and ``grpcs://`` paths always get the gRPC engine (:mod:`pathprobe.load.grpc_engine`),
+imported only then, so that a core install without grpcio runs HTTP paths as before.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from pathprobe.config import LoadProfile
 from pathprobe.errors import UsageError
 from pathprobe.load.engine import AiohttpEngine, EngineOptions, StepResult
 from pathprobe.load.fast import FastEngine, check_supported
+from pathprobe.load.grpc_url import is_grpc_url, require_grpc
 from pathprobe.load.payloads import PayloadPool
 from pathprobe.load.schedule import StepPlan
+
+if TYPE_CHECKING:
+    from pathprobe.load.grpc_engine import GrpcEngine
 
 
 class Engine(Protocol):
@@ -29,11 +35,15 @@ class Engine(Protocol):
 
 
 def engine_name(profile: LoadProfile, urls: Sequence[str]) -> str:
-    """The concrete engine (``aiohttp`` or ``fast``) for ``profile`` over all of ``urls``.
+    """The concrete engine (``aiohttp``, ``fast`` or ``grpc``) for ``profile`` over all of ``urls``.
 
     One engine serves every path of a diagnosis, so that hop deltas never mix two clients.
-    Raises :class:`UsageError` when ``fast`` was asked for and cannot run one of the URLs.
+    Raises :class:`UsageError` when ``fast`` was asked for and cannot run one of the URLs, or
+    when gRPC paths are given without grpcio installed.
     """
+    if any(is_grpc_url(u) for u in urls):
+        require_grpc()  # config already made sure every path is gRPC
+        return "grpc"
     if profile.engine == "aiohttp":
         return "aiohttp"
     reasons = [r for r in (check_supported(u, profile) for u in urls) if r is not None]
@@ -71,8 +81,13 @@ def build_engine(
     pool: PayloadPool,
     options: EngineOptions,
     stop: asyncio.Event | None = None,
-) -> AiohttpEngine | FastEngine:
+) -> AiohttpEngine | FastEngine | GrpcEngine:
     """One in-process engine by name."""
+    if name == "grpc":
+        require_grpc()
+        from pathprobe.load.grpc_engine import GrpcEngine
+
+        return GrpcEngine(profile, pool, options, stop)
     if name == "fast":
         return FastEngine(profile, pool, options, stop)
     if name == "aiohttp":

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from pathprobe.config import DiagnoseConfig
+from pathprobe.load.grpc_url import is_grpc_url
 from pathprobe.probes.base import Probe
 from pathprobe.probes.client import ClientProbe
 from pathprobe.probes.network import NetworkProbe
@@ -29,4 +30,9 @@ def build_probes(config: DiagnoseConfig, client_pids: Callable[[], Sequence[int]
         NetworkProbe(config.probes, [p.url for p in config.paths]),
         make_server_probe(config.probes),
     ]
+    if is_grpc_url(config.paths[0].url):
+        # gRPC runs only (it needs grpcio): Triton's ModelStatistics, when the server has it.
+        from pathprobe.probes.model_stats import ModelStatsProbe
+
+        probes.append(ModelStatsProbe(config))
     return probes

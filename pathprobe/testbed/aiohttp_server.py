@@ -180,7 +180,14 @@ def table_from_json(raw: bytes, n_features: int) -> np.ndarray:
 # --- the app ---------------------------------------------------------------------------------
 
 
-def build_app(settings: ServerSettings, net: ConvNet, wine: WineModel) -> web.Application:
+def build_app(
+    settings: ServerSettings,
+    net: ConvNet,
+    wine: WineModel,
+    grpc_host: str = "127.0.0.1",
+    grpc_port: int | None = None,
+) -> web.Application:
+    """The HTTP app; with ``grpc_port``, each worker also serves ModelInfer there (gRPC)."""
     gate = asyncio.Lock() if settings.has("single_concurrency") else None
     slow_ms = settings.magnitude("slow_inference_ms") if settings.has("slow_inference") else 0.0
     accelerator_ms = settings.magnitude("accelerator_ms")
@@ -192,13 +199,10 @@ def build_app(settings: ServerSettings, net: ConvNet, wine: WineModel) -> web.Ap
             response.headers["x-worker-pid"] = str(os.getpid())
         return response
 
-    async def classify(request: web.Request) -> web.StreamResponse:
-        body = await request.read()
+    async def classify_jpeg(body: bytes) -> tuple[int, float, str]:
+        """The image route's work (HTTP and gRPC alike): class, probability, Server-Timing."""
         started = time.perf_counter()
-        try:
-            tensor = prepare_input(body, settings)
-        except InputRejected as exc:
-            return stamp(web.json_response({"error": str(exc)}, status=400), "prep;dur=0")
+        tensor = prepare_input(body, settings)
         prepared = time.perf_counter()
         probs = net.forward(tensor, slow_ms)
         await device_wait(accelerator_ms)
@@ -207,7 +211,15 @@ def build_app(settings: ServerSettings, net: ConvNet, wine: WineModel) -> web.Ap
             f"prep;dur={(prepared - started) * 1e3:.2f}, model;dur={(done - prepared) * 1e3:.2f}"
         )
         top = int(np.argmax(probs))
-        return stamp(web.json_response({"class": top, "p": float(probs[top])}), timing)
+        return top, float(probs[top]), timing
+
+    async def classify(request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        try:
+            top, prob, timing = await classify_jpeg(body)
+        except InputRejected as exc:
+            return stamp(web.json_response({"error": str(exc)}, status=400), "prep;dur=0")
+        return stamp(web.json_response({"class": top, "p": prob}), timing)
 
     async def tabular(request: web.Request) -> web.StreamResponse:
         body = await request.read()
@@ -240,10 +252,46 @@ def build_app(settings: ServerSettings, net: ConvNet, wine: WineModel) -> web.Ap
                                         "stack": "aiohttp"}), "app;dur=0")  # fmt: skip
 
     app = web.Application(client_max_size=MAX_BODY_BYTES)
+    if grpc_port is not None:
+        _serve_grpc_too(app, grpc_host, grpc_port, settings, classify_jpeg, gate)
     app.router.add_post("/predict/image", serialized(classify))
     app.router.add_post("/predict/tabular", serialized(tabular))
     app.router.add_get("/healthz", healthz)
     return app
+
+
+def _serve_grpc_too(
+    app: web.Application,
+    host: str,
+    port: int,
+    settings: ServerSettings,
+    classify_jpeg: Any,
+    gate: asyncio.Lock | None,
+) -> None:
+    """Start the gRPC face of the model with the app (in the worker's loop), stop it with it."""
+
+    async def classify(body: bytes) -> tuple[int, float, str]:
+        if gate is None:
+            return await classify_jpeg(body)  # type: ignore[no-any-return]
+        async with gate:  # single_concurrency holds for both protocols
+            return await classify_jpeg(body)  # type: ignore[no-any-return]
+
+    def stamp(timing: str) -> list[tuple[str, str]]:
+        metadata = [(settings.replica_header.lower(), settings.replica)]
+        if settings.instrumented:
+            metadata.append(("server-timing", timing))
+        return metadata
+
+    async def start(app: web.Application) -> None:
+        from pathprobe.testbed.grpc_service import start_grpc
+
+        app["grpc_server"] = await start_grpc(host, port, classify, stamp)
+
+    async def stop(app: web.Application) -> None:
+        await app["grpc_server"].stop(1.0)
+
+    app.on_startup.append(start)
+    app.on_cleanup.append(stop)
 
 
 def _serve_worker(sock: socket.socket, app: web.Application) -> None:
@@ -256,12 +304,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--grpc-port", type=int, default=None, help="also serve ModelInfer here")
     args = parser.parse_args(argv)
     settings = ServerSettings.from_env()
     net, wine = ConvNet(), WineModel()
     sock = socket.create_server((args.host, args.port), backlog=1024)
     sock.set_inheritable(True)
-    app = build_app(settings, net, wine)
+    app = build_app(settings, net, wine, args.host, args.grpc_port)
     children: set[int] = set()
     stopping = False
 

@@ -19,11 +19,13 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import socket
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -31,7 +33,7 @@ from shutil import which
 from types import TracebackType
 from typing import Any
 
-from pathprobe.errors import CannotRunError
+from pathprobe.errors import CannotRunError, UsageError
 from pathprobe.signals import signals_ignored
 from pathprobe.testbed import cgroup, netns, state
 from pathprobe.testbed.faults import (
@@ -92,9 +94,16 @@ class Testbed:
         replica_header: str = "x-replica",
         state_file: Path | None = None,
         instrumented: bool = True,
+        grpc: bool = False,
     ) -> None:
         self.faults = validate_faults(faults)
         self.stack = validate_stack(stack)
+        # True: the model also answers ModelInfer over gRPC, through nginx (grpc_pass) and
+        # haproxy (HTTP/2 both ways); its paths are in grpc_urls. The aiohttp stack only.
+        self.grpc = bool(grpc)
+        if self.grpc and self.stack != "aiohttp":
+            raise UsageError("the gRPC testbed runs the aiohttp stack only (--stack aiohttp)")
+        self.grpc_urls: dict[str, str] = {}
         # False: the "bare" testbed — no Server-Timing from the servers, no timing headers from
         # nginx or haproxy — as most production paths are. The wsgi stack never sends
         # Server-Timing; there this switches only the hops' headers.
@@ -195,6 +204,7 @@ class Testbed:
             "faults": [{"name": f, "stage": FAULTS[f]} for f in self.faults],
             "magnitudes": relevant_magnitudes(self.faults, self.magnitudes),
             "urls": dict(self.urls),
+            **({"grpc_urls": dict(self.grpc_urls)} if self.grpc else {}),
             "replicas": list(REPLICAS),
             # Which timing headers the responses carry: none on a bare testbed.
             "instrumented": self.instrumented,
@@ -249,6 +259,9 @@ class Testbed:
         server_ports = {r: free_port() for r in REPLICAS}
         nginx_ports = {r: free_port() for r in REPLICAS}
         lb_port = free_port()
+        # gRPC: (server, nginx) ports per replica and haproxy's, when asked for.
+        grpc_ports = {r: (free_port(), free_port()) for r in REPLICAS} if self.grpc else {}
+        grpc_lb_port = free_port() if self.grpc else None
         for replica in REPLICAS:
             cg_wrap: list[str] = []
             if "oom" in self.faults:
@@ -260,6 +273,8 @@ class Testbed:
                 cg_wrap = ["sh", "-c", f'echo $$ > {cg.procs_file} && exec "$@"', "sh"]
             # cgroup first: `ip netns exec` mounts a fresh /sys without the cgroup hierarchy.
             argv = [*cg_wrap, *prefix, *pin, *self._server_argv(bind_host, server_ports[replica])]
+            if self.grpc:
+                argv += ["--grpc-port", str(grpc_ports[replica][0])]
             log_path = self.workdir / f"server-{replica}.log"
             popen, record = spawn(f"server-{replica}", argv, log_path=log_path,
                                   env=self._server_env(replica), cwd=self.workdir)  # fmt: skip
@@ -286,6 +301,7 @@ class Testbed:
                 limit_rate_rps=limit_rps,
                 limit_burst=int(self.magnitudes["proxy_burst"]), run_as_root=os.geteuid() == 0,
                 instrumented=self.instrumented,
+                grpc_ports=(grpc_ports[replica][1], grpc_ports[replica][0]) if self.grpc else None,
             ))  # fmt: skip
             argv = [
                 *prefix,
@@ -308,6 +324,8 @@ class Testbed:
             backends=[(r, nginx_ports[r]) for r in REPLICAS],
             maxconn=int(self.magnitudes["lb_maxconn"]) if "lb_queue" in self.faults else None,
             timers_header=self.lb_timers_header, instrumented=self.instrumented,
+            grpc_listen_port=grpc_lb_port,
+            grpc_backends=[(r, grpc_ports[r][1]) for r in grpc_ports],
         ))  # fmt: skip
         popen, record = spawn("haproxy", [*prefix, *pin, "haproxy", "-db", "-f", str(cfg)],
                               log_path=self.workdir / "haproxy.log")  # fmt: skip
@@ -319,6 +337,15 @@ class Testbed:
             "lb": f"http://{self.host}:{lb_port}",
         }
         self._state["urls"] = dict(self.urls)
+        if self.grpc:
+            from pathprobe.testbed.grpc_service import MODEL
+
+            self.grpc_urls = {
+                "direct": f"grpc://{self.host}:{grpc_ports['r1'][0]}/models/{MODEL}",
+                "proxy": f"grpc://{self.host}:{grpc_ports['r1'][1]}/models/{MODEL}",
+                "lb": f"grpc://{self.host}:{grpc_lb_port}/models/{MODEL}",
+            }
+            self._state["grpc_urls"] = dict(self.grpc_urls)
         self._state["stats_socket"] = str(self.workdir / "haproxy.sock")
         self._save()
         for replica in REPLICAS:
@@ -326,6 +353,8 @@ class Testbed:
                 f"http://{self.host}:{nginx_ports[replica]}/healthz", f"nginx-{replica}"
             )
         self._wait_http(f"{self.urls['lb']}/healthz", "haproxy")
+        for name, url in self.grpc_urls.items():
+            self._wait_tcp(url, f"gRPC {name}")
 
         # Network faults last, so bring-up itself is not slowed by them.
         if self._ns_plan is not None:
@@ -422,6 +451,21 @@ class Testbed:
                 last = str(exc)
             time.sleep(0.1)
         raise CannotRunError(f"{what} did not answer at {url} within {timeout_s:.0f} s ({last})")
+
+    def _wait_tcp(self, url: str, what: str, timeout_s: float = START_TIMEOUT_S) -> None:
+        """Until ``url``'s port accepts connections (gRPC has no /healthz to poll over HTTP/1)."""
+        parts = urllib.parse.urlsplit(url)
+        deadline = time.monotonic() + timeout_s
+        last = "no answer"
+        while time.monotonic() < deadline:
+            self._check_alive()
+            try:
+                with socket.create_connection((parts.hostname, parts.port), timeout=2):
+                    return
+            except OSError as exc:
+                last = str(exc)
+            time.sleep(0.1)
+        raise CannotRunError(f"{what} did not accept at {url} within {timeout_s:.0f} s ({last})")
 
     def _wait_log(self, path: Path, needle: str, popen: subprocess.Popen[bytes]) -> None:
         deadline = time.monotonic() + 30

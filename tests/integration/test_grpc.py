@@ -1,0 +1,226 @@
+"""The gRPC engine against a real grpc.aio Open Inference Protocol server (issue 16).
+
+The server (tests/servers/grpc_infer.py) answers ModelInfer after a fixed delay and records what
+it received, so the tests check both what pathprobe measured and that its requests were
+well-formed. Magnitudes are checked against the server's own delay and against a minimal grpcio
+client that times the same server one request at a time (the floor of gRPC on this machine).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import grpc
+import grpc.aio
+import pytest
+
+from pathprobe.analysis.steps import step_summary
+from pathprobe.config import build_config
+from pathprobe.grpcproto import grpc_predict_v2_pb2 as pb
+from pathprobe.load.engine import EngineOptions, StepResult
+from pathprobe.load.oip import build_grpc_pool
+from pathprobe.load.schedule import plan_step
+from pathprobe.load.select import build_engine, engine_name, loop_factory
+from tests.conftest import free_env
+from tests.helpers.certs import make_tls_files
+from tests.servers.process import pinned, serve
+
+pytestmark = pytest.mark.integration
+
+PATHPROBE = str(Path(sys.executable).parent / "pathprobe")
+OPTIONS = EngineOptions(capture_headers=("server-timing",), abort_on_error_rate=1.0)
+REQUEST = {
+    "inputs": [
+        {"name": "pixels", "shape": [1, 3, 4, 4], "datatype": "FP32", "data": [0.5] * 48},
+        {"name": "label", "shape": [1], "datatype": "BYTES", "data": ["cat"]},
+    ]
+}
+EXPECTED_INPUTS = [["pixels", "FP32", [1, 3, 4, 4]], ["label", "BYTES", [1]]]
+
+
+def run_engine(url: str, body_file: Path, **raw: Any) -> StepResult:
+    config = build_config({"out": "/tmp/unused", "path": {"direct": url},
+                           "body_file": str(body_file), **raw})  # fmt: skip
+    assert engine_name(config.load, [url]) == "grpc"
+    pool = build_grpc_pool(config.load.payload, config.load.seed)
+    plan = plan_step(config.load, 0, len(pool), pool.cycle)
+
+    async def go() -> StepResult:
+        engine = build_engine("grpc", config.load, pool, OPTIONS)
+        return await engine.run_step("direct", url, plan)
+
+    with pinned(0), asyncio.Runner(loop_factory=loop_factory()) as runner:
+        return runner.run(go())
+
+
+def minimal_client_p50_ms(port: int, body: bytes, n: int = 100) -> float:
+    """A bare grpcio client: one ModelInfer at a time (5 ms apart), its median latency."""
+
+    async def go() -> float:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            infer = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
+            times = []
+            for _ in range(n):
+                t0 = time.perf_counter()
+                await infer(body, timeout=5)
+                times.append((time.perf_counter() - t0) * 1000)
+                await asyncio.sleep(0.005)
+            return statistics.median(times)
+
+    with pinned(0), asyncio.Runner(loop_factory=loop_factory()) as runner:
+        return runner.run(go())
+
+
+def received(record: Path, expect_requests: int) -> dict[str, dict[str, int]]:
+    """The server's record once it has counted ``expect_requests`` (it rewrites it every 0.1 s)."""
+    deadline = time.monotonic() + 5
+    while True:
+        data: dict[str, dict[str, int]] = json.loads(record.read_text()) if record.exists() else {}
+        if sum(v["requests"] for v in data.values()) >= expect_requests:
+            return data
+        if time.monotonic() > deadline:
+            return data
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def body_file(tmp_path: Path) -> Path:
+    path = tmp_path / "request.json"
+    path.write_text(json.dumps(REQUEST))
+    return path
+
+
+def test_open_loop_200_per_s_against_a_10ms_server(tmp_path: Path, body_file: Path) -> None:
+    record = tmp_path / "received.json"
+    with serve("tests.servers.grpc_infer", "0.010", str(record), "m", cpu=1) as (port, _pid):
+        url = f"grpc://127.0.0.1:{port}/models/m/versions/1"
+        result = run_engine(url, body_file, rate=200, duration=5, warmup=1, connections=4)
+        got = received(record, len(result.records))
+        floor_body = pb.ModelInferRequest(model_name="m").SerializeToString()
+        floor_p50 = minimal_client_p50_ms(port, floor_body)
+    summary = step_summary(result, None)
+    assert summary["errors"] == 0, summary["errors_by_kind"]
+    assert summary["status_codes"] == {"200": 1000}
+    assert abs(summary["achieved_rps"] - 200) <= 200 * 0.03
+    p50 = summary["latency_ms"]["p50"]
+    assert 10 <= p50 <= 13, (p50, floor_p50)
+    # No more than gRPC itself costs here: the bare client's median, plus 1 ms.
+    assert p50 <= floor_p50 + 1.0, (p50, floor_p50)
+    # The server answered every request (1,200 with the warm-up), each well-formed, as sent.
+    key = json.dumps(["m", "1", EXPECTED_INPUTS])
+    assert got[key] == {"requests": 1200, "well_formed": 1200}, got
+    assert len(result.records) == 1200
+    # Its Server-Timing travelled in the initial metadata into the captured headers.
+    timings = result.headers["server-timing"]
+    assert len(timings) == 1200
+    assert all(v is not None and v.startswith("inference;dur=") for v in timings)
+    # --connections 4: four HTTP/2 connections, each opened by one request.
+    assert int((result.records["connect_ns"] >= 0).sum()) == 4
+
+
+def test_closed_loop_and_unknown_model_counted_by_grpc_status(
+    tmp_path: Path, body_file: Path
+) -> None:
+    record = tmp_path / "received.json"
+    with serve("tests.servers.grpc_infer", "0.005", str(record), "m", cpu=1) as (port, _pid):
+        closed = run_engine(f"grpc://127.0.0.1:{port}/models/m", body_file,
+                            concurrency=4, duration=1, warmup=0)  # fmt: skip
+        unknown = run_engine(f"grpc://127.0.0.1:{port}/models/nope", body_file,
+                             rate=50, duration=1, warmup=0)  # fmt: skip
+    summary = step_summary(closed, None)
+    assert summary["errors"] == 0
+    # 4 users × 1 s / (5 ms + gRPC's ~2 ms) ≈ 570; at least half of the ideal 800.
+    assert summary["requests"] >= 400
+    bad = step_summary(unknown, None)
+    assert bad["errors_by_kind"] == {"NOT_FOUND": 50}
+    assert bad["status_codes"] == {}
+
+
+def cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    argv = [PATHPROBE, "diagnose", *args, "--duration", "1", "--warmup", "0", "--rate", "20",
+            "--no-capture", "--no-profile", "--out", str(tmp_path / "out")]  # fmt: skip
+    return subprocess.run(
+        argv, capture_output=True, text=True, timeout=120, env=free_env(), check=False
+    )
+
+
+def one_line(stderr: str) -> str:
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, stderr
+    assert "Traceback" not in stderr
+    return lines[0]
+
+
+def test_cli_end_to_end_and_bad_inputs(tmp_path: Path, body_file: Path) -> None:
+    record = tmp_path / "received.json"
+    with serve("tests.servers.grpc_infer", "0.002", str(record), "m", cpu=1) as (port, _pid):
+        ok = cli(tmp_path, "--path", f"direct=grpc://127.0.0.1:{port}/models/m",
+                 "--body-file", str(body_file))  # fmt: skip
+        assert ok.returncode == 0, ok.stderr
+        report = json.loads((tmp_path / "out" / "report.json").read_text())
+        step = report["paths"]["direct"]["steps"][0]
+        assert step["status_codes"] == {"200": 20}
+        assert step["errors"] == 0
+        # Triton-style statistics differenced over the window: its 20 requests, each at least
+        # the server's 2 ms delay in the model (more when its loop wakes late) and no more than
+        # the client saw, nothing queued.
+        stats = report["probes"]["model_stats"]
+        assert stats["available"] is True
+        assert stats["model_wide"] is True
+        (window,) = stats["windows"]
+        assert window["requests"] == 20
+        assert 2.0 <= window["compute_infer_ms"] <= step["latency_ms"]["max"]
+        assert window["queue_ms"] == 0
+
+        unknown = cli(tmp_path, "--path", f"direct=grpc://127.0.0.1:{port}/models/nope",
+                      "--body-file", str(body_file))  # fmt: skip
+        assert unknown.returncode == 3
+        assert "has no model 'nope' (NOT_FOUND" in one_line(unknown.stderr)
+
+        broken = tmp_path / "broken.json"
+        broken.write_text(
+            '{"inputs": [{"name": "x", "shape": [2], "datatype": "FP32", "data": [1]}]}'
+        )
+        bad = cli(tmp_path, "--path", f"direct=grpc://127.0.0.1:{port}/models/m",
+                  "--body-file", str(broken))  # fmt: skip
+        assert bad.returncode == 2
+        assert "shape [2] holds 2 elements but data has 1" in one_line(bad.stderr)
+        assert received(record, 1)  # the good run's requests only ...
+        before = sum(v["requests"] for v in received(record, 1).values())
+    garbage = tmp_path / "garbage.json"
+    garbage.write_text("{inputs: nope")
+    bad = cli(tmp_path, "--path", "direct=grpc://127.0.0.1:1/models/m", "--body-file", str(garbage))
+    assert bad.returncode == 2
+    assert "not a JSON inference request" in one_line(bad.stderr)
+    # ... nothing was sent for the bad bodies (checked before any load).
+    assert before == sum(v["requests"] for v in json.loads(record.read_text()).values())
+
+    # A port that speaks HTTP/1.1, not gRPC: could not run, one line.
+    with serve("tests.servers.fixed_delay", "0.001", cpu=1) as (http_port, _pid):
+        wrong = cli(tmp_path, "--path", f"direct=grpc://127.0.0.1:{http_port}/models/m",
+                    "--body-file", str(body_file))  # fmt: skip
+    assert wrong.returncode == 3
+    assert "does not answer gRPC" in one_line(wrong.stderr)
+
+
+def test_grpcs_with_cacert(tmp_path: Path, body_file: Path) -> None:
+    tls = make_tls_files(tmp_path)
+    record = tmp_path / "received.json"
+    server_args = ("0.001", str(record), "m", str(tls.server_cert), str(tls.server_key))
+    with serve("tests.servers.grpc_infer", *server_args, cpu=1) as (port, _pid):
+        url = f"grpcs://127.0.0.1:{port}/models/m"
+        ok = cli(tmp_path, "--path", f"direct={url}", "--body-file", str(body_file),
+                 "--cacert", str(tls.ca_cert), "--connections", "2")  # fmt: skip
+        assert ok.returncode == 0, ok.stderr
+        step = json.loads((tmp_path / "out" / "report.json").read_text())["paths"]["direct"]
+        assert step["steps"][0]["status_codes"] == {"200": 20}
+        untrusted = cli(tmp_path, "--path", f"direct={url}", "--body-file", str(body_file))
+    assert untrusted.returncode == 3
+    assert "TLS with the server failed" in one_line(untrusted.stderr)
