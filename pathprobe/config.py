@@ -8,6 +8,7 @@ raises :class:`UsageError` with one line naming the problem, before any load is 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import math
 import os
 import re
@@ -114,6 +115,9 @@ class LoadProfile:
     tls: TLSOptions = field(default_factory=TLSOptions)
     engine: Engine = "auto"
     workers: int = 1
+    # A Ray cluster's address (``auto``, ``host:port``, ``ray://host:10001``): the workers run
+    # there as actors (pathprobe.load.ray_pool) instead of as local processes.
+    ray: str | None = None
 
     @property
     def steps(self) -> tuple[float | None, ...]:
@@ -181,6 +185,7 @@ KNOWN_KEYS = frozenset(
         "workers", "engine", "capture_iface", "no_capture", "no_profile", "replica_header",
         "abort_on_error_rate", "dry_run", "allow_high_load", "stage_rules", "max_records",
         "server_timing_header", "upstream_time_header", "lb_timers_header", "envoy_time_header",
+        "ray",
     }
 )  # fmt: skip
 
@@ -409,6 +414,7 @@ def _load_profile(raw: Mapping[str, Any], targets: Targets, allow_high: bool) ->
     workers = _int(raw, "workers", minimum=1)
     if workers is not None and workers > 64:
         raise UsageError(f"--workers {workers} is above 64")
+    ray = _ray_address(raw)
     headers = _headers(raw.get("header"))
     payload = _payload(raw)
     method = raw.get("method")
@@ -443,7 +449,22 @@ def _load_profile(raw: Mapping[str, Any], targets: Targets, allow_high: bool) ->
         tls=tls,
         engine=engine,  # type: ignore[arg-type]
         workers=1 if workers is None else workers,
+        ray=ray,
     )
+
+
+def _ray_address(raw: Mapping[str, Any]) -> str | None:
+    """``--ray ADDRESS``, checked for shape and for Ray being installed (before any load)."""
+    value = raw.get("ray")
+    if value is None:
+        return None
+    address = str(value).strip()
+    if not address or any(c.isspace() for c in address) or len(address) > 300:
+        raise UsageError("--ray needs a Ray address: auto, host:port or ray://host:10001")
+    # find_spec, not import: the core install stays light and `import ray` costs seconds.
+    if importlib.util.find_spec("ray") is None:
+        raise UsageError("--ray needs Ray, which is not installed: install pathprobe[ray]")
+    return address
 
 
 def _check_tls_files(tls: TLSOptions) -> None:

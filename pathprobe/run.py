@@ -32,3 +32,5 @@ class RunResult:
     unreachable: dict[str, str] = field(default_factory=dict)
     # Requests sent one at a time before the load (path → result): the server's uncontended work.
     baselines: dict[str, StepResult] = field(default_factory=dict)
+    # One entry per load worker that accounts for itself (--ray): report.json run.load_generators.
+    load_generators: list[dict[str, Any]] = field(default_factory=list)

@@ -31,6 +31,7 @@ from pathprobe.errors import (
     CannotRunError,
 )
 from pathprobe.load.engine import EngineOptions, StepResult, header_values
+from pathprobe.load.generators import GeneratorLedger
 from pathprobe.load.payloads import PayloadPool, build_pool
 from pathprobe.load.schedule import StepPlan, plan_step
 from pathprobe.load.select import Engine, engine_name, loop_factory, make_engine
@@ -129,6 +130,7 @@ class Session:
         self.plan = plan
         self.progress = progress
         self.stop = asyncio.Event()
+        self._generators = GeneratorLedger()
         self.run_result = RunResult(
             config=config,
             argv=argv,
@@ -144,7 +146,11 @@ class Session:
             await self._preflight()
             engine = self._make_engine()
             await self._baseline(engine)
-            probes = build_probes(self.config, client_pids=lambda: _client_pids(engine))
+            probes = build_probes(
+                self.config,
+                client_pids=lambda: _client_pids(engine),
+                load_generators=lambda: _generator_windows(engine),
+            )
             await self._open_probes(probes)
             try:
                 await self._run_windows(engine, probes)
@@ -287,6 +293,7 @@ class Session:
                 if summary is not None:
                     summaries[probe.name] = summary
             self._record(result)
+            self._file_generators(engine, path, step_index)
             if result.aborted:
                 self.run_result.notes.append(f"{path}, step {step_index + 1}: {result.aborted}")
             if result.sample_stride > 1:
@@ -333,6 +340,14 @@ class Session:
             elapsed = min(time.monotonic() - started, window_s)
             self.progress(label, done_s + elapsed)
             await asyncio.sleep(0.25)
+
+    def _file_generators(self, engine: Engine, path: str, step: int) -> None:
+        """Per-worker accounts of the window just run (workers that keep them: --ray)."""
+        windows = getattr(engine, "last_generators", None)
+        if not windows:
+            return
+        self.run_result.notes.extend(self._generators.add(path, step, windows))
+        self.run_result.load_generators = self._generators.entries()
 
     def _record(self, result: StepResult) -> None:
         self.run_result.steps.setdefault(result.path, []).append(result)
@@ -428,6 +443,12 @@ def _client_pids(engine: Engine | None) -> list[int]:
     if worker_pids is not None:
         pids.extend(worker_pids())
     return pids
+
+
+def _generator_windows(engine: Engine | None) -> list[dict[str, Any]]:
+    """The last window's per-worker accounts, as JSON (for the client probe's window)."""
+    windows = getattr(engine, "last_generators", None) or []
+    return [w.as_json() for w in windows]
 
 
 def _now_iso() -> str:
