@@ -21,6 +21,9 @@ from typing import Any
 import numpy as np
 import pytest
 
+# Ray turns a loopback cluster address into the host's own IP before connecting, unless it
+# believes it cannot form a cluster (as on macOS): tests stay on 127.0.0.0/8. Read at import.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 ray = pytest.importorskip("ray")
 from ray.cluster_utils import Cluster  # noqa: E402 - after the skip
 
@@ -162,12 +165,13 @@ def test_rate_held_counted_once_and_paired_across_paths(cluster: Cluster, tmp_pa
 def test_unreachable_address_is_exit_3_in_one_line(tmp_path: Path) -> None:
     env = {**os.environ, **RAY_ENV}
     env.pop("RAY_ADDRESS", None)
-    proc = subprocess.run(
-        [sys.executable, "-m", "pathprobe.cli.main", "diagnose", "--path",
-         "direct=http://127.0.0.1:9/", "--ray", "127.0.0.1:1", "--workers", "2",
-         "--no-capture", "--no-profile", "--out", str(tmp_path / "out")],
-        capture_output=True, text=True, timeout=60, env=env,
-    )  # fmt: skip
+    with serve("tests.servers.fixed_delay", "0.001", cpu=1) as (port, _pid):
+        proc = subprocess.run(
+            [str(Path(sys.executable).parent / "pathprobe"), "diagnose", "--path",
+             f"direct=http://127.0.0.1:{port}/", "--ray", "127.0.0.1:1", "--workers", "2",
+             "--no-capture", "--no-profile", "--out", str(tmp_path / "out")],
+            capture_output=True, text=True, timeout=60, env=env,
+        )  # fmt: skip
     assert proc.returncode == 3, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
