@@ -56,7 +56,14 @@ from pathprobe.load.generators import (
 from pathprobe.load.merge import merge_results
 from pathprobe.load.payloads import PayloadPool
 from pathprobe.load.schedule import StepPlan
-from pathprobe.load.workers import SliceResult, SliceSpec, run_slice, slice_specs
+from pathprobe.load.workers import (
+    SliceResult,
+    SliceSpec,
+    WorkerStats,
+    run_slice,
+    slice_specs,
+    worker_stats,
+)
 
 #: Actors import numpy, aiohttp and uvloop when they start, and a cluster may have to start a
 #: worker process for each: slow on a busy node, but bounded.
@@ -178,7 +185,8 @@ class RayWorkerPool:
 
     Connects (unless Ray is already initialised in this process), places the actors and waits for
     them to be ready at construction; :meth:`close` kills them and disconnects. ``last_generators``
-    holds each worker's account of the last step.
+    holds each worker's account of the last step's measured window, ``last_stats`` (as a
+    local :class:`~pathprobe.load.workers.WorkerPool`'s) the whole step's cost of each reply.
     """
 
     def __init__(
@@ -202,6 +210,7 @@ class RayWorkerPool:
             raise ValueError("workers must be >= 1")
         self.address = address or profile.ray or "auto"
         self.last_generators: list[GeneratorWindow] = []
+        self.last_stats: list[WorkerStats] = []  # as WorkerPool's: each reply's whole-step cost
         self._actors: list[_Actor] = []
         self._pg: Any = None
         self._owns_ray = connect(self.address)
@@ -324,6 +333,9 @@ class RayWorkerPool:
                 generator_window(actor.who, part, spec.count, reply.window_cpu, actor.clock_json())
             )
         self.last_generators = windows
+        self.last_stats = [
+            worker_stats(live[i].who.worker, reply.slice) for i, reply in sorted(replies.items())
+        ]
         if not parts:
             raise CannotRunError(f"{path}, step {plan.step + 1}: every Ray load worker was lost")
         if plan.offsets_ns is not None:

@@ -340,7 +340,7 @@ class WorkerPool:
         replies = [o for o in outcomes if isinstance(o, SliceResult)]
         parts = [r.result for r in replies]
         self.last_stats = [
-            _stats(spec.index, reply) for spec, reply in zip(specs, replies, strict=True)
+            worker_stats(spec.index, reply) for spec, reply in zip(specs, replies, strict=True)
         ]
         if plan.offsets_ns is not None:
             return merge_results(parts, first_measured_seq=plan.first_measured_seq)
@@ -407,7 +407,8 @@ def _main_module_hidden() -> Iterator[None]:
         main.__file__ = path
 
 
-def _stats(index: int, reply: SliceResult) -> WorkerStats:
+def worker_stats(index: int, reply: SliceResult) -> WorkerStats:
+    """Worker ``index``'s cost of one step, from its reply (local process or Ray actor)."""
     lag = reply.result.loop_lag_ns
     return WorkerStats(
         index=index,
