@@ -100,7 +100,7 @@ def test_job_and_cluster_fit_together() -> None:
                for c in g["template"]["spec"]["containers"]}  # fmt: skip
     assert len(images) == 1
     dockerfile = (RAY_DIR / "Dockerfile").read_text()
-    assert f"ray=={cluster['spec']['rayVersion']}" in dockerfile
+    assert f"ray[client]=={cluster['spec']['rayVersion']}" in dockerfile
     assert "'.[ray]'" in dockerfile
 
 

@@ -37,7 +37,10 @@ from pathprobe.run import RunResult  # noqa: E402
 from pathprobe.session import Session, finish, prepare  # noqa: E402
 from tests.servers.process import serve  # noqa: E402
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.timeout(240),
+]
 
 RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_DISABLE_DOCKER_CPU_WARNING": "1"}
 NODE_ARGS: dict[str, Any] = {
@@ -176,6 +179,29 @@ def test_unreachable_address_is_exit_3_in_one_line(tmp_path: Path) -> None:
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
     assert "cannot reach the Ray cluster at 127.0.0.1:1" in lines[0]
+
+
+def test_the_command_connects_itself(cluster: Cluster, tmp_path: Path) -> None:
+    """The real command in its own process, connecting itself to the cluster's address."""
+    env = {**os.environ, **RAY_ENV, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    env.pop("RAY_ADDRESS", None)
+    out = tmp_path / "out"
+    with serve("tests.servers.fixed_delay", "0.002", cpu=1) as (port, _pid):
+        proc = subprocess.run(
+            [str(Path(sys.executable).parent / "pathprobe"), "diagnose", "--path",
+             f"direct=http://127.0.0.1:{port}/", "--ray", cluster.address,
+             "--workers", "2", "--rate", "100", "--duration", "2", "--warmup", "0.5",
+             "--no-capture", "--no-profile", "--out", str(out)],
+            capture_output=True, text=True, timeout=120, env=env,
+        )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads((out / "report.json").read_text())
+    gens = report["run"]["load_generators"]
+    assert [g["worker"] for g in gens] == [0, 1]
+    step = report["paths"]["direct"]["steps"][0]
+    assert step["requests"] == 200
+    assert sum(g["requests"] for g in gens) == 200
+    assert "Load generators" in (out / "report.html").read_text()
 
 
 def test_node_killed_mid_step_is_reported(
