@@ -93,7 +93,7 @@ def diagnose(
         str | None,
         typer.Option(
             help="Run the --workers as Ray actors spread over this cluster's nodes: auto, "
-            "host:port or ray://host:10001 (needs pathprobe[ray]).",
+            "host:port or ray://host:10001 (needs pathprobe\\[ray]).",
             rich_help_panel=LOAD,
         ),
     ] = None,
