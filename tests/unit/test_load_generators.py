@@ -12,8 +12,10 @@ from typing import Any
 
 import numpy as np
 import pytest
+from attribution_fakes import FakeRun, Parts, judged, probe_windows
 
 from pathprobe.analysis.client_gate import client_gate, generator_reasons
+from pathprobe.analysis.verdict import decide
 from pathprobe.config import build_config
 from pathprobe.errors import UsageError
 from pathprobe.load.clock import estimate_offset, shift_result
@@ -203,3 +205,26 @@ def test_report_shows_the_load_generators_table() -> None:
     assert "direct, step 1: 2,000 not sent" in html
     assert "<b>10.0.0.7</b>" not in html
     assert "&lt;b&gt;10.0.0.7" in html
+
+
+def test_a_saturated_node_makes_the_verdict_client_and_names_it() -> None:
+    paths = ("direct", "proxy", "lb")
+    gens = [_gen(0, "10.0.0.6", 35.0), _gen(1, "10.0.0.7", 99.0)]
+    client = probe_windows(
+        "client", paths, 1, {"busiest_process_cpu_percent": {"mean": 2.0}, "load_generators": gens}
+    )
+    # The proxy adds 30 ms: without the node's account this run's verdict is proxy.
+    run = FakeRun(parts=lambda p, s: Parts(proxy=30.0), probes={"client": client}).build()
+    v = decide(run, judged(run))
+    assert v["bottleneck"] == "client"
+    assert v["trustworthy"] is False
+    evidence = " ".join(v["ranking"][0]["evidence"])
+    assert "load worker 1 on node 10.0.0.7" in evidence
+    calm = probe_windows(
+        "client",
+        paths,
+        1,
+        {"busiest_process_cpu_percent": {"mean": 2.0}, "load_generators": gens[:1]},
+    )
+    run = FakeRun(parts=lambda p, s: Parts(proxy=30.0), probes={"client": calm}).build()
+    assert decide(run, judged(run))["bottleneck"] == "proxy"
