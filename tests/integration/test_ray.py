@@ -8,8 +8,10 @@ machine: keep these tests few and short, and run them under the shared CPU lock.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -30,6 +32,11 @@ from ray.cluster_utils import Cluster  # noqa: E402 - after the skip
 from pathprobe.config import DiagnoseConfig, build_config  # noqa: E402
 from pathprobe.load.engine import EngineOptions, StepResult  # noqa: E402
 from pathprobe.load.payloads import build_pool  # noqa: E402
+from pathprobe.load.ray_pool import (  # noqa: E402
+    LIVENESS_INTERVAL_S,
+    PING_TIMEOUT_S,
+    RayWorkerPool,
+)
 from pathprobe.load.schedule import plan_step  # noqa: E402
 from pathprobe.load.select import loop_factory  # noqa: E402
 from pathprobe.load.workers import WorkerPool  # noqa: E402
@@ -202,6 +209,43 @@ def test_the_command_connects_itself(cluster: Cluster, tmp_path: Path) -> None:
     assert step["requests"] == 200
     assert sum(g["requests"] for g in gens) == 200
     assert "Load generators" in (out / "report.html").read_text()
+
+
+def test_a_frozen_actor_is_declared_lost_and_the_step_ends(cluster: Cluster) -> None:
+    """A worker that neither answers nor dies (SIGSTOP): the ping, not Ray, finds it."""
+    with serve("tests.servers.fixed_delay", "0.002", cpu=1) as (port, _pid):
+        url = f"http://127.0.0.1:{port}/"
+        config = build_config(
+            {"out": "/tmp/unused", "path": {"direct": url}, "rate": 100, "duration": 3,
+             "warmup": 0.5, "workers": 2, "ray": cluster.address}
+        )  # fmt: skip
+        pool = build_pool(config.load.payload, config.load.seed)
+        plan = plan_step(config.load, 0, len(pool), pool.cycle)
+
+        async def go() -> tuple[StepResult, float, RayWorkerPool]:
+            workers = RayWorkerPool(config.load, pool, EngineOptions(), engine="fast")
+            frozen = workers.actors[1]["pid"]
+            try:
+                loop = asyncio.get_running_loop()
+                loop.call_later(1.5, os.kill, frozen, signal.SIGSTOP)
+                started = time.monotonic()
+                result = await asyncio.wait_for(workers.run_step("direct", url, plan), 60)
+                return result, time.monotonic() - started, workers
+            finally:
+                workers.close()
+                with contextlib.suppress(ProcessLookupError):  # ours: the test's cluster's
+                    os.kill(frozen, signal.SIGKILL)
+
+        with asyncio.Runner(loop_factory=loop_factory()) as runner:
+            result, elapsed, workers = runner.run(go())
+    # Due at 3.5 s + the start margin; the ping declares it lost within interval + timeout.
+    assert elapsed < 3.5 + 0.5 + LIVENESS_INTERVAL_S + PING_TIMEOUT_S + 5
+    lost = [w for w in workers.last_generators if w.lost]
+    assert [w.who.worker for w in lost] == [1]
+    assert lost[0].unsent_requests == 150
+    assert result.tally is not None
+    assert result.tally.requests == 150  # the survivor's half
+    assert (result.records["seq"] % 2 == 0).all()
 
 
 def test_node_killed_mid_step_is_reported(
