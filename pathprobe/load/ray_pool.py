@@ -83,6 +83,8 @@ PING_TIMEOUT_S = 5.0
 #: Connecting to an address that does not answer: checked with one TCP connect first, because
 #: ray.init retries an unreachable cluster for a long time.
 CONNECT_TIMEOUT_S = 5.0
+#: ... and ray.init itself is given this long (it connects in well under a second when it can).
+INIT_TIMEOUT_S = 60.0
 DEFAULT_GCS_PORT = 6379
 DEFAULT_CLIENT_PORT = 10001
 
@@ -444,14 +446,33 @@ def connect(address: str) -> bool:
     problem = _reachable(address)
     if problem is not None:
         raise CannotRunError(f"cannot reach the Ray cluster at {address}: {problem}")
-    try:
-        ray.init(
-            address=address,
-            namespace="pathprobe",
-            log_to_driver=False,
-            logging_level=logging.ERROR,
+    # ray.init retries a port that accepts connections but is no GCS (or an address Ray rewrote,
+    # see the README) without end: it runs in a daemon thread, given INIT_TIMEOUT_S.
+    outcome: list[BaseException | None] = []
+
+    def init() -> None:
+        try:
+            ray.init(
+                address=address,
+                namespace="pathprobe",
+                log_to_driver=False,
+                logging_level=logging.ERROR,
+            )
+        except BaseException as exc:  # handed to the caller below
+            outcome.append(exc)
+        else:
+            outcome.append(None)
+
+    thread = threading.Thread(target=init, name="pathprobe-ray-init", daemon=True)
+    thread.start()
+    thread.join(INIT_TIMEOUT_S)
+    if not outcome:
+        raise CannotRunError(
+            f"the Ray cluster at {address} did not answer within {INIT_TIMEOUT_S:g} s "
+            "(is that its GCS port, or ray://host:10001?)"
         )
-    except Exception as exc:  # ConnectionError, ValueError, RuntimeError … : all "cannot run"
+    exc = outcome[0]
+    if exc is not None:  # ConnectionError, ValueError, RuntimeError … : all "cannot run"
         raise CannotRunError(
             f"cannot connect to the Ray cluster at {address}: {_first_line(exc)}"
         ) from None

@@ -3,9 +3,9 @@
 The unit of load is :func:`run_slice`: a pure function of (:class:`SliceSpec`, payload pool) — the
 worker's share of the plan, its seed-determined payloads, the target and a shared absolute start
 time — returning a :class:`SliceResult` that :func:`~pathprobe.load.merge.merge_results` merges
-without loss. :class:`WorkerPool` runs that unit in N local processes; the same function can run
-unchanged as a Ray task when one machine is not enough (``ray.remote(run_slice_sync)``), so there
-is no cluster protocol here, only a pipe per local process.
+without loss. :class:`WorkerPool` runs that unit in N local processes; ``--ray`` runs the same
+function unchanged in Ray actors (:mod:`pathprobe.load.ray_pool`) when one machine is not enough,
+so there is no cluster protocol here, only a pipe per local process.
 
 Splitting. Open loop: request ``i`` goes to worker ``i mod N`` (round-robin), keeping its due time
 and payload, so the union of the slices is the plan, request for request. Closed loop: the

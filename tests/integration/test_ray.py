@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -186,6 +187,37 @@ def test_unreachable_address_is_exit_3_in_one_line(tmp_path: Path) -> None:
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
     assert "cannot reach the Ray cluster at 127.0.0.1:1" in lines[0]
+
+
+def test_an_address_that_is_no_ray_cluster_does_not_hang() -> None:
+    """A port that accepts connections and says nothing: ray.init would retry it without end."""
+    code = (
+        "import sys, time\n"
+        "import pathprobe.load.ray_pool as rp\n"
+        "from pathprobe.errors import CannotRunError\n"
+        "rp.INIT_TIMEOUT_S = 3.0\n"
+        "t = time.monotonic()\n"
+        "try:\n"
+        "    rp.connect(sys.argv[1])\n"
+        "except CannotRunError as exc:\n"
+        "    print(f'{time.monotonic() - t:.1f} {exc}')\n"
+    )
+    env = {**os.environ, **RAY_ENV}
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)  # the kernel completes the handshakes; nobody ever answers
+        address = f"127.0.0.1:{silent.getsockname()[1]}"
+        started = time.monotonic()
+        proc = subprocess.run(
+            [sys.executable, "-c", code, address],
+            capture_output=True, text=True, timeout=60, env=env,
+        )  # fmt: skip
+    assert time.monotonic() - started < 45  # Ray's import, 3 s, and a prompt exit
+    waited, _, message = proc.stdout.strip().partition(" ")
+    assert float(waited) < 5, proc.stdout
+    assert message == f"the Ray cluster at {address} did not answer within 3 s " + (
+        "(is that its GCS port, or ray://host:10001?)"
+    )
 
 
 def test_the_command_connects_itself(cluster: Cluster, tmp_path: Path) -> None:
