@@ -8,6 +8,7 @@ raises :class:`UsageError` with one line naming the problem, before any load is 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import math
 import os
 import re
@@ -110,6 +111,9 @@ class LoadProfile:
     tls: TLSOptions = field(default_factory=TLSOptions)
     engine: Engine = "auto"
     workers: int = 1
+    # A Ray cluster's address (``auto``, ``host:port``, ``ray://host:10001``): the workers run
+    # there as actors (pathprobe.load.ray_pool) instead of as local processes.
+    ray: str | None = None
 
     @property
     def steps(self) -> tuple[float | None, ...]:
@@ -181,6 +185,7 @@ KNOWN_KEYS = frozenset(
         "no_calibrate",
         "server_timing_header", "upstream_time_header", "lb_timers_header", "envoy_time_header",
         "grpc_input", "grpc_datatype",
+        "ray",
     }
 )  # fmt: skip
 
@@ -285,8 +290,10 @@ def _check_grpc(paths: tuple[PathSpec, ...], load: LoadProfile) -> None:
     if load.payload.encoding != "raw":
         raise UsageError("--encoding does not apply to grpc:// paths (tensors are sent raw)")
     if load.tls.insecure:
-        raise UsageError("--insecure is not available for grpcs:// (grpcio always verifies); "
-                         "give the server's CA with --cacert")
+        raise UsageError(
+            "--insecure is not available for grpcs:// (grpcio always verifies); "
+            "give the server's CA with --cacert"
+        )
     for name, value in load.headers:
         # gRPC metadata: printable ASCII values (binary ones need a -bin key and base64).
         if name.lower().startswith("grpc-") or not all(" " <= ch <= "~" for ch in value):
@@ -450,6 +457,7 @@ def _load_profile(raw: Mapping[str, Any], targets: Targets, allow_high: bool) ->
     workers = _int(raw, "workers", minimum=1)
     if workers is not None and workers > 64:
         raise UsageError(f"--workers {workers} is above 64")
+    ray = _ray_address(raw)
     headers = _headers(raw.get("header"))
     payload = _payload(raw)
     method = raw.get("method")
@@ -484,7 +492,22 @@ def _load_profile(raw: Mapping[str, Any], targets: Targets, allow_high: bool) ->
         tls=tls,
         engine=engine,  # type: ignore[arg-type]
         workers=1 if workers is None else workers,
+        ray=ray,
     )
+
+
+def _ray_address(raw: Mapping[str, Any]) -> str | None:
+    """``--ray ADDRESS``, checked for shape and for Ray being installed (before any load)."""
+    value = raw.get("ray")
+    if value is None:
+        return None
+    address = str(value).strip()
+    if not address or any(c.isspace() for c in address) or len(address) > 300:
+        raise UsageError("--ray needs a Ray address: auto, host:port or ray://host:10001")
+    # find_spec, not import: the core install stays light and `import ray` costs seconds.
+    if importlib.util.find_spec("ray") is None:
+        raise UsageError("--ray needs Ray, which is not installed: install pathprobe[ray]")
+    return address
 
 
 def _check_tls_files(tls: TLSOptions) -> None:

@@ -33,3 +33,5 @@ class RunResult:
     # Requests sent one at a time before the load (path → one result per request): the server's
     # uncontended work.
     baselines: dict[str, list[StepResult]] = field(default_factory=dict)
+    # One entry per load worker that accounts for itself (--ray): report.json run.load_generators.
+    load_generators: list[dict[str, Any]] = field(default_factory=list)

@@ -34,6 +34,7 @@ from pathprobe.errors import (
     CannotRunError,
 )
 from pathprobe.load.engine import EngineOptions, StepResult, header_values
+from pathprobe.load.generators import GeneratorLedger
 from pathprobe.load.grpc_url import is_grpc_url
 from pathprobe.load.payloads import PayloadPool, build_pool
 from pathprobe.load.records import completed
@@ -146,6 +147,7 @@ class Session:
         self.progress = progress
         self.stop = asyncio.Event()
         self.calibration: dict[str, Any] | None = None
+        self._generators = GeneratorLedger()
         self.run_result = RunResult(
             config=config,
             argv=argv,
@@ -162,7 +164,11 @@ class Session:
             await self._calibrate()
             engine = self._make_engine()
             await self._baseline(engine)
-            probes = build_probes(self.config, client_pids=lambda: _client_pids(engine))
+            probes = build_probes(
+                self.config,
+                client_pids=lambda: _client_pids(engine),
+                load_generators=lambda: _generator_windows(engine),
+            )
             await self._open_probes(probes)
             try:
                 await self._run_windows(engine, probes)
@@ -275,6 +281,15 @@ class Session:
         if self.progress is not None:
             self.progress("calibrating the latency floor", 0.0)
         engine = engine_name(self.config.load, [p.url for p in self.config.paths])
+        if engine == "grpc":
+            # The null server speaks HTTP/1.1: a gRPC floor needs a gRPC null server (not yet).
+            self.calibration = {
+                "available": False,
+                "reason": "no latency floor for gRPC runs yet (the null server speaks HTTP/1.1)",
+                "how_to_enable": None,
+                "floor_ms": None,
+            }
+            return
         try:
             self.calibration = await calibrate_async(CALIBRATION_S, CALIBRATION_RPS, engine=engine)
         except Exception as exc:  # the floor is context for the numbers, never worth a run
@@ -346,6 +361,7 @@ class Session:
                 if summary is not None:
                     summaries[probe.name] = summary
             self._record(result)
+            self._file_generators(engine, path, step_index)
             if result.aborted:
                 self.run_result.notes.append(f"{path}, step {step_index + 1}: {result.aborted}")
             if result.sample_stride > 1:
@@ -407,6 +423,14 @@ class Session:
             elapsed = min(time.monotonic() - started, window_s)
             self.progress(label, done_s + elapsed)
             await asyncio.sleep(0.25)
+
+    def _file_generators(self, engine: Engine, path: str, step: int) -> None:
+        """Per-worker accounts of the window just run (workers that keep them: --ray)."""
+        windows = getattr(engine, "last_generators", None)
+        if not windows:
+            return
+        self.run_result.notes.extend(self._generators.add(path, step, windows))
+        self.run_result.load_generators = self._generators.entries()
 
     def _record(self, result: StepResult) -> None:
         self.run_result.steps.setdefault(result.path, []).append(result)
@@ -539,6 +563,12 @@ def baseline_summary(path: str, results: list[StepResult]) -> dict[str, Any]:
         "failed": int((~ok).sum()),
         "latency_ms": quick_summary(latency_ms),
     }
+
+
+def _generator_windows(engine: Engine | None) -> list[dict[str, Any]]:
+    """The last window's per-worker accounts, as JSON (for the client probe's window)."""
+    windows = getattr(engine, "last_generators", None) or []
+    return [w.as_json() for w in windows]
 
 
 def _now_iso() -> str:

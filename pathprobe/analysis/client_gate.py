@@ -7,6 +7,9 @@ is ``client`` with the rest marked untrustworthy. Evidence, per (path, step) win
 * **event-loop lag** — how late a 10 ms timer fired in the client's loop (engine and client probe);
 * **client CPU** — the busiest load-generating process in % of one core (client probe).
 
+Load workers on other machines (``--ray``) report the same three numbers each, with their node
+(``load_generators`` in the client window); each is gated on its own (:func:`generator_reasons`).
+
 Pool wait (waiting for a pooled connection) is deliberately *not* evidence: a slow server holds
 every connection longer and fills any pool, so it says nothing about the client by itself.
 """
@@ -125,7 +128,44 @@ def window_gate(
         numbers["cpu_percent"] = float(cpu)
         if float(cpu) >= CPU_TRIP_PERCENT:
             reasons.append(f"client process at {float(cpu):.0f}% of a core")
+    # Load workers elsewhere (Ray actors) measure themselves; each is gated on its own numbers,
+    # so one saturated node trips the gate even when the others hide it in the pooled figures.
+    for gen in (client_window or {}).get("load_generators") or []:
+        reasons.extend(generator_reasons(gen, latency_p99_ms, latency_p50_ms))
+        gen_cpu = gen.get("cpu_percent")
+        if gen_cpu is not None:
+            numbers["cpu_percent"] = max(numbers.get("cpu_percent") or 0.0, float(gen_cpu))
     return reasons, numbers
+
+
+def generator_reasons(
+    gen: Mapping[str, Any], latency_p99_ms: float | None, latency_p50_ms: float | None
+) -> list[str]:
+    """Why one load worker (a ``load_generators`` entry of a client window) could not keep its
+    schedule, naming its node; the same bars as the whole client's."""
+    if gen.get("lost"):
+        return []  # reported as a loss; its numbers are not known
+    node = str(gen.get("address") or gen.get("node") or "?")
+    node_id = str(gen.get("node") or "")
+    if node_id and node_id != node:
+        node = f"{node} ({node_id[:12]})"
+    who = f"load worker {gen.get('worker')} on node {node}"
+    reasons: list[str] = []
+    cpu = gen.get("cpu_percent")
+    if cpu is not None and float(cpu) >= CPU_TRIP_PERCENT:
+        reasons.append(f"{who} at {float(cpu):.0f}% of a core")
+    lag = gen.get("loop_lag_p90_ms")
+    if lag is not None and float(lag) >= LOOP_LAG_P90_TRIP_MS:
+        if latency_p50_ms is None or float(lag) >= LAG_SHARE_OF_P50 * latency_p50_ms:
+            reasons.append(f"{who}: event loop lagged {float(lag):.1f} ms at p90")
+    late, slip = gen.get("late_fraction"), gen.get("slip_p99_ms")
+    if late is not None and slip is not None and float(late) >= LATE_FRACTION_TRIP:
+        if latency_p99_ms is None or float(slip) >= SLIP_SHARE_OF_P99 * latency_p99_ms:
+            reasons.append(
+                f"{who}: {float(late):.0%} of its requests left late (slip p99 "
+                f"{float(slip):.1f} ms)"
+            )
+    return reasons
 
 
 def client_gate(windows: Sequence[tuple[Any, ...]]) -> GateResult:

@@ -90,6 +90,14 @@ def diagnose(
         str | None,
         typer.Option(help="auto, aiohttp or fast \\[default: auto].", rich_help_panel=LOAD),
     ] = None,
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            help="Run the --workers as Ray actors spread over this cluster's nodes: auto, "
+            "host:port or ray://host:10001 (needs pathprobe\\[ray]).",
+            rich_help_panel=LOAD,
+        ),
+    ] = None,
     max_records: Annotated[
         int | None,
         typer.Option(
@@ -265,6 +273,7 @@ def diagnose(
         "workers": workers,
         "max_records": max_records,
         "engine": engine,
+        "ray": ray,
         "method": method,
         "header": header or None,
         "body_file": str(body_file) if body_file is not None else None,

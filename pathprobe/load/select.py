@@ -65,9 +65,14 @@ def make_engine(
 
     With ``profile.workers > 1`` the result is a :class:`~pathprobe.load.workers.WorkerPool` that
     runs the chosen engine in that many processes; call its ``close()`` when done and give
-    ``worker_pids()`` to the client probe.
+    ``worker_pids()`` to the client probe. With ``profile.ray`` it is a
+    :class:`~pathprobe.load.ray_pool.RayWorkerPool` of that many Ray actors instead.
     """
     name = engine_name(profile, urls)
+    if profile.ray is not None:  # the same workers, as actors on a Ray cluster
+        from pathprobe.load.ray_pool import RayWorkerPool
+
+        return RayWorkerPool(profile, pool, options, stop, engine=name)
     if profile.workers > 1:
         from pathprobe.load.workers import WorkerPool
 

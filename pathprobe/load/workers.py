@@ -3,9 +3,9 @@
 The unit of load is :func:`run_slice`: a pure function of (:class:`SliceSpec`, payload pool) — the
 worker's share of the plan, its seed-determined payloads, the target and a shared absolute start
 time — returning a :class:`SliceResult` that :func:`~pathprobe.load.merge.merge_results` merges
-without loss. :class:`WorkerPool` runs that unit in N local processes; the same function can run
-unchanged as a Ray task when one machine is not enough (``ray.remote(run_slice_sync)``), so there
-is no cluster protocol here, only a pipe per local process.
+without loss. :class:`WorkerPool` runs that unit in N local processes; ``--ray`` runs the same
+function unchanged in Ray actors (:mod:`pathprobe.load.ray_pool`) when one machine is not enough,
+so there is no cluster protocol here, only a pipe per local process.
 
 Splitting. Open loop: request ``i`` goes to worker ``i mod N`` (round-robin), keeping its due time
 and payload, so the union of the slices is the plan, request for request. Closed loop: the
@@ -340,7 +340,7 @@ class WorkerPool:
         replies = [o for o in outcomes if isinstance(o, SliceResult)]
         parts = [r.result for r in replies]
         self.last_stats = [
-            _stats(spec.index, reply) for spec, reply in zip(specs, replies, strict=True)
+            worker_stats(spec.index, reply) for spec, reply in zip(specs, replies, strict=True)
         ]
         if plan.offsets_ns is not None:
             return merge_results(parts, first_measured_seq=plan.first_measured_seq)
@@ -407,7 +407,8 @@ def _main_module_hidden() -> Iterator[None]:
         main.__file__ = path
 
 
-def _stats(index: int, reply: SliceResult) -> WorkerStats:
+def worker_stats(index: int, reply: SliceResult) -> WorkerStats:
+    """Worker ``index``'s cost of one step, from its reply (local process or Ray actor)."""
     lag = reply.result.loop_lag_ns
     return WorkerStats(
         index=index,

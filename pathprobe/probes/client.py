@@ -211,8 +211,15 @@ class ClientProbe:
 
     name = "client"
 
-    def __init__(self, pids_provider: Callable[[], Sequence[int]]) -> None:
+    def __init__(
+        self,
+        pids_provider: Callable[[], Sequence[int]],
+        generators_provider: Callable[[], list[JSONDict]] | None = None,
+    ) -> None:
         self.pids_provider = pids_provider
+        # Load workers that measure themselves (Ray actors): their accounts of the window that
+        # just ran, filed with it for the client gate.
+        self.generators_provider = generators_provider
         self.unavailable: Unavailable | None = None
         self.windows: list[JSONDict] = []
         self._sampler: _CpuSampler | None = None
@@ -275,6 +282,12 @@ class ClientProbe:
             summary["timeline"] = []
         lag = np.array([v for t, v in self._lag.values() if start <= t <= end], dtype=np.int64)
         summary["loop_lag_ms"] = _pcts_ms(lag, ("p50", "p99", "max"))
+        if self.generators_provider is not None:
+            generators: list[JSONDict] = []
+            with contextlib.suppress(Exception):  # a provider bug must not lose the window
+                generators = self.generators_provider()
+            if generators:
+                summary["load_generators"] = generators
         self.windows.append(summary)
         return summary
 

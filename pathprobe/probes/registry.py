@@ -12,21 +12,26 @@ from collections.abc import Callable, Sequence
 
 from pathprobe.config import DiagnoseConfig
 from pathprobe.load.grpc_url import is_grpc_url
-from pathprobe.probes.base import Probe
+from pathprobe.probes.base import JSONDict, Probe
 from pathprobe.probes.client import ClientProbe
 from pathprobe.probes.network import NetworkProbe
 from pathprobe.probes.server import make_server_probe
 
 
-def build_probes(config: DiagnoseConfig, client_pids: Callable[[], Sequence[int]]) -> list[Probe]:
+def build_probes(
+    config: DiagnoseConfig,
+    client_pids: Callable[[], Sequence[int]],
+    load_generators: Callable[[], list[JSONDict]] | None = None,
+) -> list[Probe]:
     """The probes for ``config``, in the order they are started (client first).
 
     Every probe is always listed: one that cannot observe (no root, no ``--server-pid``,
     ``--no-capture``) says why in its report section instead of being silently left out.
     The server probe is the agent-backed one when ``--agent URL`` is given.
+    ``load_generators`` gives the accounts of workers that measure themselves (Ray actors).
     """
     probes: list[Probe] = [
-        ClientProbe(client_pids),
+        ClientProbe(client_pids, load_generators),
         NetworkProbe(config.probes, [p.url for p in config.paths]),
         make_server_probe(config.probes),
     ]

@@ -65,6 +65,7 @@ def build_report(
             "config": config_json(run.config),
             "versions": versions(),
             "host": host_facts(),
+            "load_generators": run.load_generators,
         },
     }
 

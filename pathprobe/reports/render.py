@@ -705,8 +705,31 @@ def _client_view(report: Mapping[str, Any]) -> dict[str, Any]:
         "missing": missing if not (rows or floor) else None,
         "floor": {k: fmt_ms(v) for k, v in floor.items() if num(v) is not None},
         "rows": rows,
+        "generators": _generators_rows(report),
         "chart": Markup(charts.series_chart(panels)) if panels else None,
     }
+
+
+def _generators_rows(report: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """run.load_generators (one row per load worker on Ray): where it ran, what it sent."""
+    rows = []
+    for g in (as_map(x) for x in as_list(get(report, "run", "load_generators"))[:256]):
+        lost = as_map(g.get("lost"))
+        offset, spread = num(g.get("clock_offset_ms")), num(g.get("clock_uncertainty_ms"))
+        where = f"{clip(lost.get('path'), 40)}, step {fmt_num((num(lost.get('step')) or 0) + 1)}"
+        rows.append(
+            {
+                "worker": fmt_num(g.get("worker")),
+                "node": clip(g.get("address"), 60),
+                "node_id": clip(g.get("node"), 16),
+                "requests": fmt_num(g.get("requests")),
+                "cpu": fmt_pct(g.get("cpu_percent"), True),
+                "cpu_hot": (num(g.get("cpu_percent")) or 0) >= 90,
+                "clock": "—" if offset is None else f"{offset:+.3f} ± {spread or 0:.3f} ms",
+                "lost": f"{where}: {fmt_num(lost.get('unsent_requests'))} not sent" if lost else "",
+            }
+        )
+    return rows
 
 
 def _network_view(report: Mapping[str, Any]) -> dict[str, Any]:
