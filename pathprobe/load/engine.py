@@ -15,9 +15,10 @@ import errno
 import socket
 import ssl
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 import numpy as np
@@ -53,6 +54,35 @@ ABORT_MIN_REQUESTS = 50
 ABORT_CHECK_INTERVAL_S = 0.5
 ABORT_WINDOW = 500
 SPIN_NS = 1_000_000
+
+
+def abort_reason(finished: int, recent: Sequence[bool], threshold: float) -> str | None:
+    """The abort rule, shared by every engine: why a step stops early (nearly everything fails:
+    the service is down, or we are hurting it), or None. ``recent`` holds the outcomes (True:
+    failed) of the last :data:`ABORT_WINDOW` requests; ``finished`` counts all of the step's."""
+    if threshold >= 1.0 or finished < ABORT_MIN_REQUESTS or not recent:
+        return None
+    rate = sum(recent) / len(recent)
+    if rate < threshold:
+        return None
+    return (
+        f"stopped early: {rate:.0%} of the last {len(recent)} requests failed "
+        f"(--abort-on-error-rate {threshold:g})"
+    )
+
+
+class _LagSink(Protocol):
+    def append(self, value: int, /) -> None: ...
+
+
+async def measure_loop_lag(sink: _LagSink) -> None:
+    """Append, every :data:`LOOP_LAG_TICK_S`, how late a periodic timer ran (ns): how long the
+    event loop was too busy to run it. Runs until cancelled."""
+    loop = asyncio.get_running_loop()
+    while True:
+        expected = loop.time() + LOOP_LAG_TICK_S
+        await asyncio.sleep(LOOP_LAG_TICK_S)
+        sink.append(int(max(loop.time() - expected, 0.0) * 1e9))
 
 
 @dataclass(frozen=True)
@@ -326,7 +356,7 @@ class _StepRun:
         )
         self.start_ns = time.monotonic_ns()
         self.store.begin(self.start_ns + self.plan.warmup_ns, self.start_ns + self.plan.total_ns)
-        lag_task = asyncio.create_task(self._measure_loop_lag())
+        lag_task = asyncio.create_task(measure_loop_lag(self.loop_lag))
         abort_task = asyncio.create_task(self._watch_errors())
         try:
             if self.plan.offsets_ns is not None:
@@ -511,30 +541,15 @@ class _StepRun:
             index = self.replica_index[name] = len(self.replica_index)
         return index
 
-    async def _measure_loop_lag(self) -> None:
-        """A periodic timer's lateness: how long the event loop was too busy to run it."""
-        loop = asyncio.get_running_loop()
-        while True:
-            expected = loop.time() + LOOP_LAG_TICK_S
-            await asyncio.sleep(LOOP_LAG_TICK_S)
-            self.loop_lag.append(int(max(loop.time() - expected, 0.0) * 1e9))
-
     async def _watch_errors(self) -> None:
-        """Stop the step when nearly everything fails (service down, or we are hurting it)."""
-        threshold = self.options.abort_on_error_rate
-        if threshold >= 1.0:
+        """Stop the step when :func:`abort_reason` says so."""
+        if self.options.abort_on_error_rate >= 1.0:
             return
-        while True:
+        while self.aborted is None:
             await asyncio.sleep(ABORT_CHECK_INTERVAL_S)
-            recent = self.recent
-            if self.finished >= ABORT_MIN_REQUESTS and len(recent) > 0:
-                rate = sum(recent) / len(recent)
-                if rate >= threshold:
-                    self.aborted = (
-                        f"stopped early: {rate:.0%} of the last {len(recent)} requests failed "
-                        f"(--abort-on-error-rate {threshold:g})"
-                    )
-                    return
+            self.aborted = abort_reason(
+                self.finished, self.recent, self.options.abort_on_error_rate
+            )
 
     def _result(self) -> StepResult:
         return build_step_result(

@@ -42,12 +42,13 @@ from pathprobe.config import LoadProfile
 from pathprobe.errors import UsageError
 from pathprobe.load.engine import (
     ABORT_CHECK_INTERVAL_S,
-    ABORT_MIN_REQUESTS,
+    ABORT_WINDOW,
     LOOP_LAG_TICK_S,
     MAX_HEADER_VALUE_CHARS,
     MAX_IN_FLIGHT,
     EngineOptions,
     StepResult,
+    abort_reason,
     build_step_result,
 )
 from pathprobe.load.payloads import PayloadPool
@@ -437,7 +438,7 @@ class _StepRun:
         self.submitted = 0
         self.in_flight = 0
         self.in_flight_cap_hits = 0
-        self.recent: collections.deque[bool] = collections.deque(maxlen=500)
+        self.recent: collections.deque[bool] = collections.deque(maxlen=ABORT_WINDOW)
         self.track_errors = options.abort_on_error_rate < 1.0
         self.finished = 0
         self.aborted: str | None = None
@@ -831,18 +832,11 @@ class _StepRun:
         self._periodic["sweep"] = self.loop.call_later(self._sweep_interval_s(), self._sweep)
 
     def _check_errors(self) -> None:
-        threshold = self.options.abort_on_error_rate
-        recent = self.recent
-        if self.finished >= ABORT_MIN_REQUESTS and len(recent) > 0:
-            rate = sum(recent) / len(recent)
-            if rate >= threshold:
-                self.aborted = (
-                    f"stopped early: {rate:.0%} of the last {len(recent)} requests failed "
-                    f"(--abort-on-error-rate {threshold:g})"
-                )
-                self.sending_done = True
-                self._check_done()
-                return
+        self.aborted = abort_reason(self.finished, self.recent, self.options.abort_on_error_rate)
+        if self.aborted is not None:
+            self.sending_done = True
+            self._check_done()
+            return
         self._periodic["errors"] = self.loop.call_later(ABORT_CHECK_INTERVAL_S, self._check_errors)
 
     # --- the result ----------------------------------------------------------------------------

@@ -47,15 +47,15 @@ from pathprobe.config import LoadProfile, TLSOptions  # noqa: E402
 from pathprobe.grpcproto import grpc_predict_v2_pb2 as pb  # noqa: E402
 from pathprobe.load.engine import (  # noqa: E402
     ABORT_CHECK_INTERVAL_S,
-    ABORT_MIN_REQUESTS,
     ABORT_WINDOW,
-    LOOP_LAG_TICK_S,
     MAX_HEADER_VALUE_CHARS,
     MAX_IN_FLIGHT,
     SPIN_NS,
     EngineOptions,
     StepResult,
+    abort_reason,
     build_step_result,
+    measure_loop_lag,
 )
 from pathprobe.load.grpc_url import GrpcTarget, parse_grpc_url  # noqa: E402
 from pathprobe.load.oip import model_prefix  # noqa: E402
@@ -258,7 +258,7 @@ class _StepRun:
         self._open_channels()
         self.start_ns = time.monotonic_ns()
         self.store.begin(self.start_ns + self.plan.warmup_ns, self.start_ns + self.plan.total_ns)
-        lag_task = asyncio.create_task(self._measure_loop_lag())
+        lag_task = asyncio.create_task(measure_loop_lag(self.loop_lag))
         abort_task = asyncio.create_task(self._watch_errors())
         try:
             if self.plan.offsets_ns is not None:
@@ -450,28 +450,15 @@ class _StepRun:
             index = self.replica_index[name] = len(self.replica_index)
         return index
 
-    async def _measure_loop_lag(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            expected = loop.time() + LOOP_LAG_TICK_S
-            await asyncio.sleep(LOOP_LAG_TICK_S)
-            self.loop_lag.append(int(max(loop.time() - expected, 0.0) * 1e9))
-
     async def _watch_errors(self) -> None:
-        threshold = self.options.abort_on_error_rate
-        if threshold >= 1.0:
+        """Stop the step when :func:`~pathprobe.load.engine.abort_reason` says so."""
+        if self.options.abort_on_error_rate >= 1.0:
             return
-        while True:
+        while self.aborted is None:
             await asyncio.sleep(ABORT_CHECK_INTERVAL_S)
-            recent = self.recent
-            if self.finished >= ABORT_MIN_REQUESTS and len(recent) > 0:
-                rate = sum(recent) / len(recent)
-                if rate >= threshold:
-                    self.aborted = (
-                        f"stopped early: {rate:.0%} of the last {len(recent)} requests failed "
-                        f"(--abort-on-error-rate {threshold:g})"
-                    )
-                    return
+            self.aborted = abort_reason(
+                self.finished, self.recent, self.options.abort_on_error_rate
+            )
 
 
 def _metadata_values(*blocks: Any) -> dict[str, str]:
