@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from pathprobe.load.records import ErrorKind, Records, completed, error_kinds
 from pathprobe.load.store import Tally
@@ -145,12 +146,12 @@ class ServerEvidence:
     # Wall time of the server's CPU work over its CPU time: 1 + run-queue wait / CPU (schedstat).
     cpu_stretch: float = 1.0
 
-    def set_work(self, work_ms: Any) -> None:
+    def set_work(self, work_ms: npt.NDArray[np.float64] | None) -> None:
         """The share of the server's uncontended work (ms per request, an array) its CPU did:
         the wall time of its CPU per request (CPU × stretch: waiting for a core is part of
         computing) over the mean work, at most 1 (a multi-threaded kernel may use more CPU than
         wall time). Unknown without the server's CPU."""
-        if self.cpu_ms_per_request is None or work_ms is None or not len(work_ms):
+        if self.cpu_ms_per_request is None or work_ms is None or not work_ms.size:
             return
         mean = float(np.mean(work_ms))
         if mean > 0:
