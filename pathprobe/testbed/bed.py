@@ -33,6 +33,8 @@ from shutil import which
 from types import TracebackType
 from typing import Any
 
+import psutil
+
 from pathprobe.errors import CannotRunError, UsageError
 from pathprobe.signals import signals_ignored
 from pathprobe.testbed import cgroup, netns, state
@@ -285,6 +287,9 @@ class Testbed:
             self._wait_http(
                 f"http://{self.host}:{server_ports[replica]}/healthz", f"server-{replica}"
             )
+        # One worker answering /healthz is not all of them: the memory limit below is taken from
+        # the usage of every worker, and a diagnosis must meet the server's full concurrency.
+        self._wait_workers()
         if self.cgroups:
             headroom = int(self.magnitudes["oom_headroom_mb"] * 1024 * 1024)
             for cg in self.cgroups:
@@ -451,6 +456,21 @@ class Testbed:
                 last = str(exc)
             time.sleep(0.1)
         raise CannotRunError(f"{what} did not answer at {url} within {timeout_s:.0f} s ({last})")
+
+    def _wait_workers(self, timeout_s: float = START_TIMEOUT_S) -> None:
+        """Until every server master has forked all its workers (gunicorn boots them one by one)."""
+        expected = ServerSettings(faults=self.faults, magnitudes=dict(self.magnitudes)).workers
+        deadline = time.monotonic() + timeout_s
+        for pid in self.server_pids:
+            master = psutil.Process(pid)
+            while len(master.children()) < expected:
+                self._check_alive()
+                if time.monotonic() > deadline:
+                    raise CannotRunError(
+                        f"server {pid} started {len(master.children())} of {expected} workers "
+                        f"within {timeout_s:.0f} s"
+                    )
+                time.sleep(0.05)
 
     def _wait_tcp(self, url: str, what: str, timeout_s: float = START_TIMEOUT_S) -> None:
         """Until ``url``'s port accepts connections (gRPC has no /healthz to poll over HTTP/1)."""
