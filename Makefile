@@ -41,7 +41,7 @@ demo: $(DEMO_STAMP)
 test: $(TEST_STAMP)
 	$(BIN)/ruff check pathprobe tests benchmarks
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -q -p no:cacheprovider -rs
+	$(BIN)/python -m pytest -q -p no:cacheprovider -rs --durations=40
 
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check pathprobe tests benchmarks
