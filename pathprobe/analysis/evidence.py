@@ -27,10 +27,12 @@ RETRANS_COUNT_MIN = 5
 RTT_RISE_FACTOR = 2.0
 RTT_RISE_MIN_MS = 5.0
 #: Transient failures that OOM kills produce at the client: the connection dies mid-request (reset,
-#: truncated response) or the proxy in front answers 502/503/504.
+#: truncated response) or the proxy in front answers 502/503/504. Over gRPC both arrive as
+#: UNAVAILABLE ("Socket closed"; a proxy's 502/503/504 maps to it, gRPC's HTTP-status mapping).
 OOM_ERROR_KINDS = frozenset(
-    {ErrorKind.RESET, ErrorKind.PROTOCOL, ErrorKind.HTTP_5XX, ErrorKind.REFUSED}
-)
+    {ErrorKind.RESET, ErrorKind.PROTOCOL, ErrorKind.HTTP_5XX, ErrorKind.REFUSED,
+     ErrorKind.GRPC_UNAVAILABLE}
+)  # fmt: skip
 #: Usage at or above this share of the cgroup limit is "at the limit": the kernel reclaims, then
 #: kills, within the last few percent (page cache is squeezed out first).
 MEMORY_NEAR_LIMIT = 0.95

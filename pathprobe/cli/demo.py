@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from pathprobe.cli.testbed import (
+    BARE_OPTION,
     check_faults,
     check_testbed_ready,
     parse_magnitudes,
@@ -58,7 +59,8 @@ def demo_raw_config(bed: Testbed, out: Path, rates: tuple[float, ...] = DEMO_RAT
         "payload": DEMO_PAYLOAD,
         "server_pid": list(bed.server_pids),
         "replica_header": bed.replica_header,
-        "lb_timers_header": bed.lb_timers_header,
+        # A bare testbed's haproxy adds no timers header: nothing to read.
+        **({"lb_timers_header": bed.lb_timers_header} if bed.instrumented else {}),
         "target_p99": DEMO_TARGET_P99_MS,
         "target_error_rate": DEMO_TARGET_ERROR_RATE,
         "seed": 1,
@@ -89,6 +91,7 @@ def demo(
     duration: Annotated[
         float, typer.Option(help="Seconds per step and path.", min=1.0, max=60.0)
     ] = DEMO_DURATION_S,
+    bare: Annotated[bool, BARE_OPTION] = False,
 ) -> None:
     """Start the testbed with a fault (heavy_preprocessing unless --fault), run `diagnose` on
     direct, proxy and lb, say what was injected and what was found, tear down. Needs root."""
@@ -107,9 +110,9 @@ def demo(
     check_testbed_ready(faults, stack)
     check_out_dir(out)  # before anything starts: an unwritable --out is a usage error
     sigterm_as_interrupt()
-    bed = Testbed(faults=faults, stack=stack, magnitudes=magnitudes)
+    bed = Testbed(faults=faults, stack=stack, magnitudes=magnitudes, instrumented=not bare)
     label = ", ".join(faults) or "no fault"
-    typer.echo(f"starting the testbed ({stack}, {label}) …", err=True)
+    typer.echo(f"starting the testbed ({stack}{', bare' if bare else ''}, {label}) …", err=True)
     code = 0
     try:
         bed.start()

@@ -58,6 +58,13 @@ def parse_magnitudes(values: list[str] | None) -> dict[str, float]:
     return parsed
 
 
+#: ``--bare``, shared by ``testbed up`` and ``demo``.
+BARE_OPTION = typer.Option(
+    help="No timing headers anywhere: the servers send no Server-Timing, nginx and haproxy add "
+    "none (as most production services run)."
+)
+
+
 def check_faults(faults: list[str] | None, stack: str) -> tuple[list[str], str]:
     for name in faults or []:
         if name not in FAULTS:
@@ -87,11 +94,21 @@ def up(
         list[str] | None,
         typer.Option("--fault", help=f"Fault to inject; repeatable. One of: {', '.join(FAULTS)}."),
     ] = None,
-    stack: Annotated[str, typer.Option(help="Model server stack: fastapi or aiohttp.")] = "fastapi",
+    stack: Annotated[
+        str, typer.Option(help=f"Model server stack: {', '.join(STACKS)}.")
+    ] = "fastapi",
     magnitude: Annotated[
         list[str] | None,
         typer.Option("--magnitude", help="Override a fault magnitude, KEY=NUMBER; repeatable."),
     ] = None,
+    bare: Annotated[bool, BARE_OPTION] = False,
+    grpc: Annotated[
+        bool,
+        typer.Option(
+            help="Also serve ModelInfer over gRPC, through nginx grpc_pass and haproxy in "
+            "HTTP/2 (aiohttp stack); its URLs are grpc_urls."
+        ),
+    ] = False,
     server_cpu: Annotated[
         int, typer.Option(help="CPU the testbed is pinned to (-1: no pinning).")
     ] = 1,
@@ -112,6 +129,8 @@ def up(
         server_cpu=None if server_cpu < 0 else server_cpu,
         magnitudes=parse_magnitudes(magnitude),
         state_file=state_file,
+        instrumented=not bare,
+        grpc=grpc,
     )
     bed.start()
     info = bed.describe()

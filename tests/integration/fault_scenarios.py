@@ -49,14 +49,18 @@ Report = dict[str, Any]
 
 @dataclass(frozen=True)
 class Variant:
-    """A server stack, with or without timing headers on every hop."""
+    """A server stack, with or without timing headers on every hop, over HTTP or gRPC."""
 
     stack: str
     instrumented: bool
+    # ModelInfer (Open Inference Protocol) through nginx grpc_pass and haproxy in HTTP/2: the
+    # aiohttp stack serves both protocols from one code path, so its faults hold for both.
+    grpc: bool = False
 
     @property
     def id(self) -> str:
-        return self.stack if self.instrumented else f"{self.stack}-bare"
+        name = f"{self.stack}-grpc" if self.grpc else self.stack
+        return name if self.instrumented else f"{name}-bare"
 
 
 VARIANTS = (
@@ -65,6 +69,9 @@ VARIANTS = (
     Variant("fastapi", False),
     Variant("aiohttp", False),
     Variant("wsgi", False),  # never sends Server-Timing: only bare makes sense
+    # gRPC bare (issue 16): no Server-Timing in the metadata, no timing header from nginx or
+    # haproxy; the diagnosis stands on the profile, the capture and the client's records.
+    Variant("aiohttp", False, grpc=True),
 )
 
 
@@ -100,12 +107,15 @@ class Scenario:
     options: Mapping[str, Any] = field(default_factory=dict)  # more diagnose keys
     duration_s: float = 3.0
     on_instrumented: bool = True  # runs on the instrumented variants
-    on_bare: bool = False  # runs on the bare variants
+    on_bare: bool = False  # runs on the bare HTTP variants
+    on_grpc: bool = False  # runs on the gRPC variant
     # The check on bare variants (``magnitude`` serves the instrumented ones): no header there,
     # so it predicts from Facts alone.
     bare_magnitude: Check | None = None
 
     def runs_on(self, variant: Variant) -> bool:
+        if variant.grpc:
+            return self.on_grpc
         return self.on_instrumented if variant.instrumented else self.on_bare
 
     def magnitudes_for(self, variant: Variant) -> dict[str, float]:
@@ -247,7 +257,7 @@ SCENARIOS: dict[str, Scenario] = {
     s.name: s
     for s in (
         Scenario("healthy", (), "none", paths=("direct", "proxy", "lb"),
-                 targets={"target_p99": 250}, on_bare=True),
+                 targets={"target_p99": 250}, on_bare=True, on_grpc=True),
         # A starved client also parses its captures slowly: capture off keeps the run short.
         Scenario("client", ("starved_client",), "client", load={"rate": 40},
                  targets={"target_p99": 250}, options={"no_capture": True}),
@@ -270,7 +280,7 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario("proxy", ("proxy_queue",), "proxy", paths=("direct", "proxy"),
                  load={"concurrency": QUEUE_USERS}, targets={"target_p99": 100},
                  magnitude=_hop("proxy", "proxy"),
-                 on_bare=True, bare_magnitude=_bare_proxy(QUEUE_USERS)),
+                 on_bare=True, on_grpc=True, bare_magnitude=_bare_proxy(QUEUE_USERS)),
         # Two replicas at maxconn 1: each request waits for (users - 2) / 2 services ahead of it,
         # so the lb tail is ~3 services (~100 ms aiohttp, ~130 ms fastapi) against a healthy
         # tail of ~1 service (37 / 46 ms on the proxy path): the target sits between, 1.4× off each.
@@ -285,19 +295,20 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario("load_balancer", ("lb_queue",), "load_balancer", paths=("proxy", "lb"),
                  load={"concurrency": QUEUE_USERS}, targets={"target_p99": 70},
                  magnitude=_hop("load_balancer", "load_balancer"),
-                 on_bare=True, bare_magnitude=_bare_lb(QUEUE_USERS)),
+                 on_bare=True, on_grpc=True, bare_magnitude=_bare_lb(QUEUE_USERS)),
         # 6 users on a one-at-a-time server: each waits 5 services (~200 ms) before its own.
         # On wsgi the one at a time is gunicorn's sync worker and its wait a socket read.
         Scenario("server_concurrency", ("single_concurrency",), "server_concurrency",
                  load={"concurrency": QUEUE_USERS}, magnitude=_queue(QUEUE_USERS),
-                 on_bare=True, bare_magnitude=_bare_queue(QUEUE_USERS)),
+                 on_bare=True, on_grpc=True, bare_magnitude=_bare_queue(QUEUE_USERS)),
         # wsgi: 60 ms of Pillow filters against ~40 ms of healthy request (35 ms device wait).
         Scenario("preprocessing", ("heavy_preprocessing",), "preprocessing",
                  load={"rate": 4}, targets={"target_p99": 80}, duration_s=6.0,
                  magnitudes={"fastapi": {"heavy_preprocessing_ms": 70.0},
                              "aiohttp": {"heavy_preprocessing_ms": 55.0},
                              "wsgi": {"heavy_preprocessing_ms": 60.0}},
-                 magnitude=_preprocessing, on_bare=True, bare_magnitude=_preprocessing),
+                 magnitude=_preprocessing, on_bare=True, on_grpc=True,
+                 bare_magnitude=_preprocessing),
         # Bare, a profile sees only the model's CPU; the device wait is idle time that nothing
         # ties to the model (see _bare_inference). The CPU must dominate that wait by ≥ 1.5×:
         # 60 / 50 / 60 ms (fastapi / aiohttp / wsgi) against 40 / 30 / 35 ms.
@@ -323,7 +334,7 @@ SCENARIOS: dict[str, Scenario] = {
         # bench_repeatability.py still runs it instrumented).
         Scenario("oom", ("oom",), "oom", load={"rate": 6}, payload="image:64-480",
                  targets={"target_p99": 1000, "target_error_rate": 0.01}, on_bare=True,
-                 on_instrumented=False),
+                 on_instrumented=False, on_grpc=True),
         Scenario("two_faults", ("slow_inference", "net_delay"), "inference",
                  load={"rate": 3}, targets={"target_p99": 120}, duration_s=5.0,
                  magnitudes={"fastapi": {"slow_inference_ms": 80.0, "net_delay_ms": 25.0},
@@ -382,15 +393,19 @@ def diagnose(tb: Testbed, scenario: Scenario, seed: int = 1, **overrides: Any) -
     """
     if tb.client_cpu is not None:
         os.sched_setaffinity(0, {tb.client_cpu})
-    endpoint = "/predict/image"
-    engine = {"engine": "aiohttp"} if tb.instrumented else {}
+    # gRPC: the engine follows the grpc:// URLs; the image goes in as the model's BYTES input.
+    urls = tb.grpc_urls if tb.grpc else {p: u + "/predict/image" for p, u in tb.urls.items()}
+    engine = {"engine": "aiohttp"} if tb.instrumented and not tb.grpc else {}
     raw: dict[str, Any] = {
-        "path": {p: tb.urls[p] + endpoint for p in scenario.paths},
+        "path": {p: urls[p] for p in scenario.paths},
         "payload": scenario.payload,
         "duration": scenario.duration_s,
         "warmup": 0.5,
         "server_pid": list(tb.server_pids),
         "seed": seed,
+        # The latency-floor calibration feeds no verdict (it is a report section, tested in
+        # test_calibration_run.py): 0.7 s per case saved.
+        "no_calibrate": True,
         **engine,
         "out": tempfile.mkdtemp(prefix=f"pp-matrix-{scenario.name}-"),
         **scenario.load,
@@ -403,24 +418,30 @@ def diagnose(tb: Testbed, scenario: Scenario, seed: int = 1, **overrides: Any) -
 
 
 def make_testbed(
-    scenario: Scenario, stack: str, scale: float = 1.0, instrumented: bool = True
+    scenario: Scenario,
+    stack: str,
+    scale: float = 1.0,
+    instrumented: bool = True,
+    grpc: bool = False,
 ) -> Testbed:
     """The testbed of ``scenario`` on ``stack``; ``scale`` multiplies the fault magnitudes."""
-    mags = scenario.magnitudes_for(Variant(stack, instrumented))
+    mags = scenario.magnitudes_for(Variant(stack, instrumented, grpc))
     if scale != 1.0:
         mags = {k: v * scale for k, v in mags.items()}
-    return Testbed(
-        faults=list(scenario.faults), stack=stack, magnitudes=mags, instrumented=instrumented
-    )
+    return Testbed(faults=list(scenario.faults), stack=stack, magnitudes=mags,
+                   instrumented=instrumented, grpc=grpc)  # fmt: skip
 
 
 def lone_request_ms(tb: Testbed, side_px: int = 64, requests: int = 7) -> float:
     """Median wall time of ``requests`` sequential image requests on the direct path, after one
     to warm up: the service time S of a request that waits for nothing. Plain urllib, a new
-    connection each, so nothing of pathprobe's client is in it."""
+    connection each (or a bare grpcio channel on a gRPC testbed), so nothing of pathprobe's
+    client is in it."""
     pixels = np.random.default_rng(5).integers(0, 256, (side_px, side_px, 3), dtype=np.uint8)
     buf = io.BytesIO()
     Image.fromarray(pixels).save(buf, "JPEG", quality=90)
+    if tb.grpc:
+        return _lone_grpc_ms(tb.grpc_urls["direct"], buf.getvalue(), requests)
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     times: list[float] = []
     for _ in range(requests + 1):
@@ -430,6 +451,29 @@ def lone_request_ms(tb: Testbed, side_px: int = 64, requests: int = 7) -> float:
         with opener.open(request, timeout=30) as resp:
             resp.read()
         times.append((time.perf_counter() - started) * 1e3)
+    return statistics.median(times[1:])
+
+
+def _lone_grpc_ms(url: str, jpeg: bytes, requests: int) -> float:
+    """As :func:`lone_request_ms` over gRPC: ModelInfer with the JPEG as its BYTES input."""
+    import grpc
+
+    from pathprobe.grpcproto import grpc_predict_v2_pb2 as pb
+    from pathprobe.load.grpc_url import parse_grpc_url
+    from pathprobe.load.oip import bytes_element
+
+    target = parse_grpc_url(url)
+    request = pb.ModelInferRequest(model_name=target.model)
+    request.inputs.add(name="image", datatype="BYTES", shape=[1])
+    request.raw_input_contents.append(bytes_element(jpeg))
+    body = request.SerializeToString()
+    times: list[float] = []
+    with grpc.insecure_channel(target.address) as channel:
+        infer = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
+        for _ in range(requests + 1):
+            started = time.perf_counter()
+            infer(body, timeout=30)
+            times.append((time.perf_counter() - started) * 1e3)
     return statistics.median(times[1:])
 
 

@@ -12,6 +12,10 @@ The bare cases (ids ``<stack>-bare-<scenario>``) run the same faults with no tim
 hop — the two stacks above without them, and a Flask stack under gunicorn threads that never had
 them — on the default engine, and check magnitudes against the testbed measured apart from the
 report (``fault_scenarios.Facts``).
+
+The gRPC cases (``aiohttp-grpc-bare-<scenario>``, issue 16) send ModelInfer through nginx's
+``grpc_pass`` and haproxy in HTTP/2 mode, with no timing metadata anywhere: healthy,
+preprocessing, server_concurrency, proxy, load_balancer and oom, checked against the same Facts.
 """
 
 from __future__ import annotations
@@ -52,7 +56,8 @@ def restore_affinity() -> Iterator[None]:
 def test_fault_is_diagnosed(variant: Variant, name: str) -> None:
     scenario = SCENARIOS[name]
     check = scenario.check(variant)
-    with make_testbed(scenario, variant.stack, instrumented=variant.instrumented) as tb:
+    with make_testbed(scenario, variant.stack, instrumented=variant.instrumented,
+                      grpc=variant.grpc) as tb:  # fmt: skip
         # Measured before the load, on a server that is otherwise idle (bare checks need it).
         service_ms = lone_request_ms(tb) if check is not None and not tb.instrumented else 0.0
         cpu = CpuStretch(list(tb.server_pids))

@@ -3,15 +3,18 @@ remains — no process (of any recorded process group), namespace, veth, cgroup 
 
 from __future__ import annotations
 
+import io
 import json
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
+from PIL import Image
 
 from pathprobe.errors import CannotRunError
 from pathprobe.testbed import Testbed, bed, cgroup, netns
@@ -86,6 +89,37 @@ def test_up_status_down_leave_nothing_behind(tmp_path: Path) -> None:
     assert leftovers(state) == []
     assert ours_by_tag(state["tag"]) == []
     assert not state_file.exists()
+
+
+def test_up_bare_with_grpc_times_nothing_and_serves_both_protocols(tmp_path: Path) -> None:
+    state_dir = tmp_path / "state"
+    up = subprocess.run([*PATHPROBE, "testbed", "up", "--bare", "--grpc", "--stack", "aiohttp",
+                         "--state-dir", str(state_dir)],
+                        capture_output=True, text=True, timeout=180)  # fmt: skip
+    state_file = state_dir / "state.json"
+    state = json.loads(state_file.read_text()) if state_file.exists() else {}
+    try:
+        assert up.returncode == 0, up.stderr
+        info = json.loads(up.stdout)
+        assert info["instrumented"] is False
+        assert set(info["grpc_urls"]) == {"direct", "proxy", "lb"}
+        # Through every hop: an answer, and no header that times anything.
+        buf = io.BytesIO()
+        Image.new("RGB", (64, 48), (120, 30, 200)).save(buf, "JPEG")
+        jpeg = buf.getvalue()
+        request = urllib.request.Request(info["urls"]["lb"] + "/predict/image", data=jpeg,
+                                         headers={"Content-Type": "image/jpeg"})  # fmt: skip
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with opener.open(request, timeout=30) as resp:
+            assert resp.status == 200
+            names = {name.lower() for name in resp.headers}
+        assert "x-replica" in names
+        assert not names & {"server-timing", "x-haproxy-timers", "x-upstream-header-time"}
+    finally:
+        down = subprocess.run([*PATHPROBE, "testbed", "down", "--state-dir", str(state_dir)],
+                              capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert down.returncode == 0, down.stderr
+    assert leftovers(state) == []
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])

@@ -10,12 +10,17 @@ received without stopping it.
 
 It answers ``server-timing: inference;dur=…`` in the initial metadata, NOT_FOUND for any model but
 MODEL (default ``m``) on ModelReady and ModelInfer, and keeps Triton-style cumulative statistics
-(ModelStatistics: success count, queue 0, compute_infer = the delay).
+(ModelStatistics: success count, queue = the wait for a slot, compute_infer = the delay).
+
+Environment: ``GRPC_INFER_SLOTS=N`` serves at most N requests at a time (the rest wait, as in
+Triton's scheduler queue; default unlimited); ``GRPC_INFER_TIMING=0`` sends no Server-Timing, as
+Triton does not.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import os
@@ -65,6 +70,10 @@ class Service(pb_grpc.GRPCInferenceServiceServicer):
         self.dirty = False
         self.success = 0
         self.infer_ns = 0
+        self.queue_ns = 0
+        slots = int(os.environ.get("GRPC_INFER_SLOTS", "0"))
+        self.slots = asyncio.Semaphore(slots) if slots > 0 else None
+        self.timing = os.environ.get("GRPC_INFER_TIMING", "1") != "0"
 
     async def ModelReady(self, request: Any, context: Any) -> Any:  # noqa: N802 - gRPC's name
         if request.name != self.model:
@@ -85,14 +94,18 @@ class Service(pb_grpc.GRPCInferenceServiceServicer):
         self.dirty = True
         if request.model_name != self.model:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown model '{request.model_name}'")
-        started = time.perf_counter_ns()
-        await asyncio.sleep(self.delay_s)
-        spent_ns = time.perf_counter_ns() - started
+        queued = time.perf_counter_ns()
+        async with self.slots or contextlib.nullcontext():
+            started = time.perf_counter_ns()
+            await asyncio.sleep(self.delay_s)
+            spent_ns = time.perf_counter_ns() - started
         self.success += 1
         self.infer_ns += spent_ns
-        await context.send_initial_metadata(
-            (("server-timing", f"inference;dur={spent_ns / 1e6:.3f}"),)
-        )
+        self.queue_ns += started - queued
+        if self.timing:
+            await context.send_initial_metadata(
+                (("server-timing", f"inference;dur={spent_ns / 1e6:.3f}"),)
+            )
         return pb.ModelInferResponse(
             model_name=request.model_name,
             id=request.id,
@@ -106,7 +119,7 @@ class Service(pb_grpc.GRPCInferenceServiceServicer):
         done = pb.StatisticDuration(count=self.success, ns=self.infer_ns)
         stats = pb.InferStatistics(
             success=done,
-            queue=pb.StatisticDuration(count=self.success, ns=0),
+            queue=pb.StatisticDuration(count=self.success, ns=self.queue_ns),
             compute_infer=done,
         )
         model = pb.ModelStatistics(
