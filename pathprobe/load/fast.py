@@ -47,14 +47,14 @@ from pathprobe.load.engine import (
     MAX_HEADER_VALUE_CHARS,
     MAX_IN_FLIGHT,
     EngineOptions,
-    StepResult,
     abort_reason,
     build_step_result,
 )
 from pathprobe.load.payloads import PayloadPool
-from pathprobe.load.records import ErrorKind
 from pathprobe.load.schedule import StepPlan
 from pathprobe.load.store import BoundedSamples, RecordStore
+from pathprobe.model.records import ErrorKind
+from pathprobe.model.results import StepResult
 
 # A response whose header block grows beyond this is garbage (aiohttp's own limits are similar).
 MAX_HEADER_BYTES = 64 << 10
