@@ -208,7 +208,7 @@ def test_engine_choice() -> None:
 
 def test_request_bytes() -> None:
     """What goes on the wire: aiohttp's default headers, user overrides, bodies, keep-alive off."""
-    from pathprobe.load.fast import build_requests
+    from pathprobe.load.http1 import build_requests
     from pathprobe.load.payloads import Payload
 
     profile, _ = config_for(
