@@ -35,13 +35,14 @@ from typing import Any
 import numpy as np
 
 from pathprobe.config import LoadProfile, ProbeOptions
-from pathprobe.load.engine import EngineOptions, measured, tally_of
+from pathprobe.decode.pcap import read_pcap
+from pathprobe.load.engine import EngineOptions
 from pathprobe.load.payloads import PayloadPool
-from pathprobe.load.records import completed
 from pathprobe.load.schedule import plan_step
 from pathprobe.load.select import build_engine
+from pathprobe.model.records import completed
+from pathprobe.model.results import measured, tally_of
 from pathprobe.probes.base import Window
-from pathprobe.probes.capture import read_pcap
 from pathprobe.probes.network import NetworkProbe
 
 NGINX_CONF = """

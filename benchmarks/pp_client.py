@@ -24,12 +24,13 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pathprobe.config import LoadProfile  # noqa: E402
-from pathprobe.load.engine import EngineOptions, StepResult, tally_of  # noqa: E402
+from pathprobe.load.engine import EngineOptions  # noqa: E402
 from pathprobe.load.payloads import PayloadPool  # noqa: E402
-from pathprobe.load.records import completed  # noqa: E402
 from pathprobe.load.schedule import plan_step  # noqa: E402
 from pathprobe.load.select import build_engine, loop_factory  # noqa: E402
 from pathprobe.load.workers import WorkerPool  # noqa: E402
+from pathprobe.model.records import completed  # noqa: E402
+from pathprobe.model.results import StepResult, tally_of  # noqa: E402
 
 
 def main() -> None:

@@ -460,8 +460,8 @@ def wire_ttfb(port: int, enabled: bool) -> Iterator[dict[str, Any]]:
     if not enabled or shutil.which("tcpdump") is None:
         yield found
         return
-    from pathprobe.probes.capture import PcapInfo, iter_pcap
-    from pathprobe.probes.tcpflows import analyze
+    from pathprobe.decode.pcap import PcapInfo, iter_pcap
+    from pathprobe.decode.tcpflows import analyze
 
     with tempfile.TemporaryDirectory() as tmp:
         pcap = Path(tmp) / "floor.pcap"

@@ -21,8 +21,8 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pathprobe.errors import UsageError
-from pathprobe.load.grpc_url import is_grpc_url, parse_grpc_url
-from pathprobe.load.store import DEFAULT_MAX_RECORDS
+from pathprobe.grpc_url import is_grpc_url, parse_grpc_url
+from pathprobe.model.records import DEFAULT_MAX_RECORDS
 from pathprobe.model.stages import CATEGORY_COLOURS, STAGE_NAMES
 
 #: The verdict's vocabulary (design.md §2), from its one definition.

@@ -9,7 +9,7 @@ import numpy as np
 import numpy.typing as npt
 
 from pathprobe.config import DiagnoseConfig
-from pathprobe.load.engine import StepResult
+from pathprobe.model.results import StepResult
 
 
 @dataclass

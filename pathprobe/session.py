@@ -27,21 +27,22 @@ from pathprobe.analysis.steps import step_summary
 from pathprobe.analysis.targets import judge
 from pathprobe.analysis.verdict import decide
 from pathprobe.config import DiagnoseConfig, TLSOptions, check_out_dir
+from pathprobe.decode.hopheaders import summarize_hop_headers
 from pathprobe.errors import (
     EXIT_INTERRUPTED,
     EXIT_TARGETS_MET,
     EXIT_TARGETS_MISSED,
     CannotRunError,
 )
-from pathprobe.load.engine import EngineOptions, StepResult, header_values
+from pathprobe.grpc_url import is_grpc_url
+from pathprobe.load.engine import EngineOptions
 from pathprobe.load.generators import GeneratorLedger
-from pathprobe.load.grpc_url import is_grpc_url
 from pathprobe.load.payloads import PayloadPool, build_pool
-from pathprobe.load.records import completed
 from pathprobe.load.schedule import StepPlan, plan_step
 from pathprobe.load.select import Engine, engine_name, loop_factory, make_engine
+from pathprobe.model.records import completed
+from pathprobe.model.results import StepResult, header_values
 from pathprobe.probes.base import Probe, Window
-from pathprobe.probes.hopheaders import summarize_hop_headers
 from pathprobe.probes.registry import build_probes
 from pathprobe.redact import redact_url
 from pathprobe.reports.payload import build_report, write_json_atomic, write_text_atomic

@@ -1,1 +1,2 @@
-"""The server-side agent for remote profiling (``pathprobe agent``) and its client probe."""
+"""The server-side agent for remote profiling (``pathprobe agent``); its client is
+:mod:`pathprobe.probes.remote`."""

@@ -61,10 +61,10 @@ from pathprobe.analysis.server_work import (
     split_work_and_wait,
 )
 from pathprobe.analysis.stats import wilson_interval
-from pathprobe.load.engine import StepResult, header_values, measured, tally_of
-from pathprobe.load.records import Records, completed
+from pathprobe.decode.hopheaders import per_request_hop_times
+from pathprobe.model.records import Records, completed
+from pathprobe.model.results import StepResult, header_values, measured, tally_of
 from pathprobe.model.stages import RANKED_STAGES
-from pathprobe.probes.hopheaders import per_request_hop_times
 from pathprobe.run import RunResult
 
 FloatArray = npt.NDArray[np.float64]

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from pathprobe.load.records import Records
+from pathprobe.model.records import Records
 
 #: A request that slipped by more than one mean inter-arrival gap left after its successor was due:
 #: the client is a whole request behind its schedule (see probes.client.client_schedule_summary).

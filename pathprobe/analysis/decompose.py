@@ -34,7 +34,7 @@ import numpy as np
 import numpy.typing as npt
 
 from pathprobe.analysis.server_work import WorkModel
-from pathprobe.load.records import ErrorKind, Records, completed
+from pathprobe.model.records import ErrorKind, Records, completed
 
 FloatArray = npt.NDArray[np.float64]
 NS_PER_MS = 1e6
@@ -160,7 +160,7 @@ def decompose(
     wait = np.maximum(ok["conn_wait_ns"], 0) / NS_PER_MS
     connect = np.maximum(ok["connect_ns"], 0) / NS_PER_MS
     tls = np.maximum(ok["tls_ns"], 0) / NS_PER_MS
-    # Records count TTFB from when a pooled connection was free (load/records.py); here it is
+    # Records count TTFB from when a pooled connection was free (model/records.py); here it is
     # needed from the dispatch, like end − actual, so the pool wait is added back.
     ttfb = (
         np.where(

@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from pathprobe.load.records import ErrorKind, Records, completed, error_kinds
-from pathprobe.load.store import Tally
+from pathprobe.model.records import ErrorKind, Records, completed, error_kinds
+from pathprobe.model.results import Tally
 
 #: Retransmission evidence: at least this share of data segments and this many segments. On
 #: loopback and healthy LANs the rate is 0; 1 % of segments lost means ~1 in 20 requests of ~5

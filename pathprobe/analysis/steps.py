@@ -14,10 +14,9 @@ from pathprobe.analysis.stats import (
     percentile_summary,
     quick_summary,
 )
-from pathprobe.load.engine import StepResult, measured, tally_of
-from pathprobe.load.histograms import percentile_ns
-from pathprobe.load.records import ErrorKind, Records, completed, error_kinds, is_error
-from pathprobe.load.store import Tally
+from pathprobe.model.histograms import percentile_ns
+from pathprobe.model.records import ErrorKind, Records, completed, error_kinds, is_error
+from pathprobe.model.results import StepResult, Tally, measured, tally_of
 
 NS_PER_MS = 1e6
 TIMELINE_MAX_POINTS = 300
@@ -30,7 +29,7 @@ def latency_ms(records: Records) -> npt.NDArray[np.float64]:
 
 
 def service_ms(records: Records) -> npt.NDArray[np.float64]:
-    """Actual send (a connection was free) → last byte, ms; see :mod:`pathprobe.load.records`."""
+    """Actual send (a connection was free) → last byte, ms; see :mod:`pathprobe.model.records`."""
     wait = np.maximum(records["conn_wait_ns"], 0)
     return np.asarray(
         (records["end_ns"] - records["actual_ns"] - wait) / NS_PER_MS, dtype=np.float64

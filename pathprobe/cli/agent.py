@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from pathprobe.agent.server import AgentSettings
 
 # The agent's defaults, as its flags show them. Copies, on purpose: the modules that own them
-# (agent.server, agent.client, probes.pyspy) import aiohttp, asyncio and the server probe, which
+# (agent.server, probes.remote, probes.pyspy) import aiohttp, asyncio and the server probe, which
 # `pathprobe --help` and every other command would then pay for (tests/unit/test_cli_startup.py
 # checks each copy against its owner).
 TOKEN_ENV = "PATHPROBE_AGENT_TOKEN"

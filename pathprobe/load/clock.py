@@ -1,6 +1,6 @@
 """Clocks of load workers on other machines: the offset to the driver, and moving results over.
 
-Every timestamp in a :class:`~pathprobe.load.engine.StepResult` is ``time.monotonic_ns()`` of the
+Every timestamp in a :class:`~pathprobe.model.results.StepResult` is ``time.monotonic_ns()`` of the
 process that took it. On one host that clock is shared (CLOCK_MONOTONIC), so local workers need
 nothing here. A worker on another machine has its own: the driver measures the offset NTP-style
 (:func:`estimate_offset`), converts the agreed start into the worker's clock, and moves the
@@ -15,8 +15,7 @@ import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from pathprobe.load.engine import StepResult
-from pathprobe.load.store import Tally
+from pathprobe.model.results import StepResult, Tally
 
 #: Columns of a record that hold instants (every other ``*_ns`` column is a duration).
 INSTANT_COLUMNS = ("intended_ns", "actual_ns", "end_ns")

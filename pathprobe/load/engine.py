@@ -16,26 +16,19 @@ import socket
 import ssl
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any, Protocol
 
 import aiohttp
-import numpy as np
-import numpy.typing as npt
 
 from pathprobe.config import LoadProfile
 from pathprobe.load.payloads import PayloadPool
-from pathprobe.load.records import RECORD_DTYPE, ErrorKind, Records
 from pathprobe.load.schedule import StepPlan
-from pathprobe.load.store import (
-    DEFAULT_MAX_RECORDS,
-    BoundedSamples,
-    RecordStore,
-    Tally,
-    tally_records,
-)
+from pathprobe.load.store import BoundedSamples, RecordStore
 from pathprobe.load.tls import TimedSSLObject, client_context
+from pathprobe.model.records import DEFAULT_MAX_RECORDS, RECORD_DTYPE, ErrorKind
+from pathprobe.model.results import StepResult
 
 # Response bodies are read and counted, never kept; above this size the request fails TOO_LARGE
 # (a hostile or broken server answering 2 GB must not exhaust the client).
@@ -97,44 +90,6 @@ class EngineOptions:
     # A load worker's own seq i is the plan's seq i × seq_scale + seq_offset (for thinning).
     seq_scale: int = 1
     seq_offset: int = 0
-
-
-@dataclass
-class StepResult:
-    """Everything one (path, step) window produced. ``records`` is sorted by ``seq``.
-
-    Warm-up requests are kept (``seq < first_measured_seq``) so pairing by ``seq`` works; analysis
-    drops them. ``records`` holds every request when ``sample_stride`` is 1, else only those whose
-    ``seq`` is a multiple of it (:mod:`pathprobe.load.store`); ``tally`` counts every request
-    either way (``None`` only for results built by hand: see :func:`tally_of`).
-    """
-
-    path: str
-    url: str
-    step: int
-    offered_rps: float | None
-    concurrency: int | None
-    engine: str
-    records: Records
-    first_measured_seq: int
-    start_ns: int
-    measured_start_ns: int
-    measured_end_ns: int
-    replicas: list[str] = field(default_factory=list)
-    headers: dict[str, list[str | None]] = field(default_factory=dict)
-    loop_lag_ns: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
-    in_flight_cap_hits: int = 0
-    aborted: str | None = None
-    interrupted: bool = False
-    tally: Tally | None = None
-    sample_stride: int = 1
-
-
-def tally_of(result: StepResult) -> Tally:
-    """The exact counts of ``result``'s window (computed from the records when not stored)."""
-    if result.tally is not None:
-        return result.tally
-    return tally_records(result.records, result.measured_start_ns, result.measured_end_ns)
 
 
 def build_step_result(
@@ -572,18 +527,3 @@ def _clip(value: str | None, limit: int = MAX_HEADER_VALUE_CHARS) -> str | None:
     if value is None:
         return None
     return value if len(value) <= limit else value[:limit]
-
-
-def measured(result: StepResult) -> Records:
-    """The records of the measured window (warm-up dropped)."""
-    recs: Records = result.records[result.records["seq"] >= result.first_measured_seq]
-    return recs
-
-
-def header_values(result: StepResult, name: str) -> list[str | None]:
-    """Captured values of header ``name`` for the measured requests (aligned with ``measured``)."""
-    values = result.headers.get(name, [])
-    if not values:
-        return []
-    keep = result.records["seq"] >= result.first_measured_seq
-    return [v for v, k in zip(values, keep.tolist(), strict=True) if k]

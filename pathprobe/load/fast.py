@@ -6,14 +6,15 @@ the bottleneck (issue 7). What it gives up: TLS (``https://`` needs the aiohttp 
 requests (the response parser cannot know that such a response has no body) and credentials in
 the URL; :func:`check_supported` says so, and ``--engine auto`` then picks aiohttp.
 
-How it stays cheap: one Protocol object per connection carries the state of the request on it (no
-task, future or object per request); rows are plain tuples, batched into numpy by
-:class:`~pathprobe.load.store.RecordStore`; timeouts are checked by a periodic sweep rather than one
-timer per request.
+How it stays cheap: one Protocol object per connection (:mod:`pathprobe.load.http1`) carries the
+state of the request on it (no task, future or object per request); rows are plain tuples, batched
+into numpy by :class:`~pathprobe.load.store.RecordStore`; timeouts are checked by a periodic sweep
+rather than one timer per request.
 
-Open-loop sends are timed with a ``timerfd`` (Linux, absolute CLOCK_MONOTONIC, no timer slack): the
-event loops' own timers round to the millisecond, which would add up to a millisecond of schedule
-slip to every latency. Under load, completions also send whatever has fallen due.
+Open-loop sends are timed with a ``timerfd`` (:mod:`pathprobe.load.timers`; Linux, absolute
+CLOCK_MONOTONIC, no timer slack): the event loops' own timers round to the millisecond, which
+would add up to a millisecond of schedule slip to every latency. Under load, completions also send
+whatever has fallen due.
 
 Timing of one request (all ``time.monotonic_ns()``): ``actual`` when the engine takes the request
 up (before waiting for a connection, as the aiohttp engine does); ``conn_wait`` the time spent
@@ -28,15 +29,11 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import ctypes
 import errno
-import os
 import socket
 import time
 from collections.abc import Callable
 from urllib.parse import urlsplit
-
-import httptools
 
 from pathprobe.config import LoadProfile
 from pathprobe.errors import UsageError
@@ -44,22 +41,19 @@ from pathprobe.load.engine import (
     ABORT_CHECK_INTERVAL_S,
     ABORT_WINDOW,
     LOOP_LAG_TICK_S,
-    MAX_HEADER_VALUE_CHARS,
     MAX_IN_FLIGHT,
     EngineOptions,
-    StepResult,
     abort_reason,
     build_step_result,
 )
+from pathprobe.load.http1 import CapturingConn, Conn, build_requests
 from pathprobe.load.payloads import PayloadPool
-from pathprobe.load.records import ErrorKind
 from pathprobe.load.schedule import StepPlan
 from pathprobe.load.store import BoundedSamples, RecordStore
+from pathprobe.load.timers import make_precise_timer
+from pathprobe.model.records import ErrorKind
+from pathprobe.model.results import StepResult
 
-# A response whose header block grows beyond this is garbage (aiohttp's own limits are similar).
-MAX_HEADER_BYTES = 64 << 10
-# Bodies up to this size are sent in the same write as the request head.
-JOIN_BODY_BYTES = 64 << 10
 # Offsets are turned into absolute due times this many at a time (a Python list of a million
 # ints would cost ~36 MB).
 DUE_CHUNK = 4096
@@ -82,140 +76,6 @@ def check_supported(url: str, profile: LoadProfile) -> str | None:
     if parts.username is not None:
         return "the fast engine does not send credentials from the URL (use aiohttp)"
     return None
-
-
-def build_requests(
-    profile: LoadProfile, url: str, pool: PayloadPool
-) -> tuple[list[tuple[bytes, ...]], bytes]:
-    """The wire bytes of every request: one entry per payload, plus the request without a body.
-
-    Headers match what the aiohttp engine sends (``User-Agent: pathprobe``, ``Accept: */*``,
-    ``Accept-Encoding: gzip, deflate``) so both engines ask the server for the same work.
-    """
-    parts = urlsplit(url)
-    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    host = parts.netloc.rsplit("@", 1)[-1]
-    if parts.port == 80:
-        host = host.rsplit(":", 1)[0]
-    base: dict[str, tuple[str, str]] = {}
-    for name, value in (
-        ("Host", host),
-        ("User-Agent", "pathprobe"),
-        ("Accept", "*/*"),
-        ("Accept-Encoding", "gzip, deflate"),
-        *profile.headers,
-    ):
-        if any(ch in name or ch in value for ch in "\r\n\0"):
-            raise UsageError(f"header {name!r} contains a line break")
-        base[name.lower()] = (name, value)
-
-    def head(body: bytes | None, content_type: str | None) -> bytes:
-        headers = dict(base)
-        if body is not None and content_type and "content-type" not in headers:
-            headers["content-type"] = ("Content-Type", content_type)
-        headers.pop("content-length", None)
-        lines = [f"{profile.method} {target} HTTP/1.1"]
-        lines += [f"{name}: {value}" for name, value in headers.values()]
-        if body is not None:
-            lines.append(f"Content-Length: {len(body)}")
-        elif profile.method in ("POST", "PUT", "PATCH"):
-            lines.append("Content-Length: 0")
-        if not profile.keepalive:
-            lines.append("Connection: close")
-        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-
-    requests: list[tuple[bytes, ...]] = []
-    for payload in pool.payloads:
-        h = head(payload.body, payload.content_type)
-        if len(payload.body) <= JOIN_BODY_BYTES:
-            requests.append((h + payload.body,))
-        else:
-            requests.append((h, payload.body))
-    return requests, head(None, None)
-
-
-class _Timespec(ctypes.Structure):
-    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
-
-
-class _Itimerspec(ctypes.Structure):
-    _fields_ = [("it_interval", _Timespec), ("it_value", _Timespec)]
-
-
-class _Timerfd:
-    """A one-shot timer at an absolute CLOCK_MONOTONIC time with microsecond precision.
-
-    Linux ``timerfd`` through libc (``os.timerfd_create`` arrives only in Python 3.13): the loop
-    watches the fd like a socket, so the wake-up costs no thread and no GIL hand-off.
-    """
-
-    CLOCK_MONOTONIC = 1
-    TFD_NONBLOCK = 0o4000
-    TFD_CLOEXEC = 0o2000000
-    TFD_TIMER_ABSTIME = 1
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> None:
-        libc = ctypes.CDLL(None, use_errno=True)
-        self._settime = libc.timerfd_settime
-        fd = int(libc.timerfd_create(self.CLOCK_MONOTONIC, self.TFD_NONBLOCK | self.TFD_CLOEXEC))
-        if fd < 0:
-            raise OSError(ctypes.get_errno(), "timerfd_create failed")
-        self._fd = fd
-        self._spec = _Itimerspec()
-        self._spec_ref = ctypes.byref(self._spec)
-        self._loop = loop
-        self._callback = callback
-        loop.add_reader(fd, self._fire)
-
-    def arm(self, at_ns: int) -> None:
-        at_ns = max(at_ns, 1)  # 0 would disarm
-        self._spec.it_value.tv_sec = at_ns // 1_000_000_000
-        self._spec.it_value.tv_nsec = at_ns % 1_000_000_000
-        self._settime(self._fd, self.TFD_TIMER_ABSTIME, self._spec_ref, None)
-
-    def _fire(self) -> None:
-        try:
-            os.read(self._fd, 8)
-        except BlockingIOError:  # re-armed after it became readable
-            return
-        self._callback()
-
-    def close(self) -> None:
-        self._loop.remove_reader(self._fd)
-        os.close(self._fd)
-
-
-class _LoopTimer:
-    """Fallback where ``timerfd`` is missing: the loop's own (millisecond) timers."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> None:
-        self._loop = loop
-        self._callback = callback
-        self._handle: asyncio.TimerHandle | None = None
-
-    def arm(self, at_ns: int) -> None:
-        if self._handle is not None:
-            self._handle.cancel()
-        delay_s = max(at_ns - time.monotonic_ns(), 0) / 1e9
-        self._handle = self._loop.call_later(delay_s, self._callback)
-
-    def close(self) -> None:
-        if self._handle is not None:
-            self._handle.cancel()
-
-
-def make_precise_timer(
-    loop: asyncio.AbstractEventLoop, callback: Callable[[], None]
-) -> _Timerfd | _LoopTimer:
-    """A re-armable one-shot timer: ``arm(at_ns)`` runs ``callback`` in ``loop`` at ``at_ns``.
-
-    ``at_ns`` is CLOCK_MONOTONIC (``time.monotonic_ns()``). Microsecond precision with
-    ``timerfd`` (Linux); elsewhere the loop's own millisecond timers. ``close()`` when done.
-    """
-    try:
-        return _Timerfd(loop, callback)
-    except (OSError, AttributeError, NotImplementedError):
-        return _LoopTimer(loop, callback)
 
 
 class FastEngine:
@@ -250,148 +110,6 @@ class FastEngine:
         return await run.run(start_ns)
 
 
-class _Conn(asyncio.Protocol):
-    """One keep-alive connection and the request currently on it (at most one: no pipelining)."""
-
-    def __init__(self, run: _StepRun) -> None:
-        self.run = run
-        self.parser = httptools.HttpResponseParser(self)
-        self.transport: asyncio.Transport | None = None
-        self.dead = False
-        self.eof = False
-        self.busy = False
-        self.replica = -2  # not looked up yet; the replica header wins when present
-        self.peer: str | None = None
-        self.seq = 0
-        self.intended_ns = 0
-        self.actual_ns = 0
-        self.conn_wait_ns = 0
-        self.connect_ns = -1
-        self.payload_idx = -1
-        self.bytes_out = 0
-        self.first_ns = -1
-        self.read_bytes = 0
-        self.bytes_in = 0
-        self.status = 0
-        self.headers_done = False
-        self.complete = False
-        self.length_known = False
-        self.keep_alive = False
-        self.fault = ErrorKind.NONE
-        self.captured: dict[bytes, str] | None = None
-
-    # --- the request ---------------------------------------------------------------------------
-
-    def send(
-        self, seq: int, intended_ns: int, actual_ns: int, conn_wait_ns: int, connect_ns: int,
-        payload_idx: int,
-    ) -> None:  # fmt: skip
-        self.busy = True
-        self.seq = seq
-        self.intended_ns = intended_ns
-        self.actual_ns = actual_ns
-        self.conn_wait_ns = conn_wait_ns
-        self.connect_ns = connect_ns
-        self.payload_idx = payload_idx
-        self.first_ns = -1
-        self.read_bytes = 0
-        self.bytes_in = 0
-        self.status = 0
-        self.headers_done = False
-        self.complete = False
-        self.length_known = False
-        self.fault = ErrorKind.NONE
-        self.captured = None
-        run = self.run
-        assert self.transport is not None
-        if payload_idx >= 0:
-            parts = run.requests[payload_idx]
-            self.bytes_out = run.body_sizes[payload_idx]
-            if len(parts) == 1:
-                self.transport.write(parts[0])
-            else:
-                self.transport.writelines(parts)
-        else:
-            self.bytes_out = 0
-            self.transport.write(run.bare_request)
-
-    # --- asyncio.Protocol ----------------------------------------------------------------------
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's transports do not subclass asyncio.Transport; they have the same methods.
-        self.transport = transport  # type: ignore[assignment]
-
-    def data_received(self, data: bytes) -> None:
-        if not self.busy:
-            # Bytes nobody asked for: the connection's framing can no longer be trusted.
-            self.run.drop(self)
-            return
-        if self.first_ns < 0:
-            self.first_ns = time.monotonic_ns()
-        try:
-            self.parser.feed_data(data)
-        except Exception:  # HttpParserError, or _Stop re-raised from a callback
-            self.run.fail(self, self.fault or ErrorKind.PROTOCOL)
-            return
-        if not self.headers_done:
-            self.read_bytes += len(data)
-            if self.read_bytes > MAX_HEADER_BYTES:  # a header block without end
-                self.run.fail(self, ErrorKind.PROTOCOL)
-                return
-        if self.fault:
-            self.run.fail(self, self.fault)
-        elif self.complete:
-            self.run.complete(self)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.eof = True
-        self.run.lost(self, exc)
-
-    # --- httptools callbacks --------------------------------------------------------------------
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        # Only the framing headers matter here (called for every header: keep it cheap).
-        size = len(name)
-        if size == 14 or size == 17:
-            key = name.lower()
-            if key == b"content-length" or key == b"transfer-encoding":
-                self.length_known = True
-
-    def on_headers_complete(self) -> None:
-        self.headers_done = True
-        self.status = self.parser.get_status_code()
-        # Asked now: once the message completes the parser has reset for the next one.
-        self.keep_alive = self.parser.should_keep_alive()
-
-    def on_body(self, body: bytes) -> None:
-        self.bytes_in += len(body)
-        if self.bytes_in > self.run.max_response_bytes:
-            self.fault = ErrorKind.TOO_LARGE
-            raise _Stop
-
-    def on_message_complete(self) -> None:
-        self.complete = True
-
-
-class _CapturingConn(_Conn):
-    """A connection that also keeps the first value of each wanted response header."""
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        key = name.lower()
-        if key == b"content-length" or key == b"transfer-encoding":
-            self.length_known = True
-        if key in self.run.wanted_headers:
-            if self.captured is None:
-                self.captured = {}
-            if key not in self.captured:  # the first value, as aiohttp's headers.get() gives
-                text = value.decode("latin-1")
-                self.captured[key] = text[:MAX_HEADER_VALUE_CHARS]
-
-
-class _Stop(Exception):
-    """Raised inside a parser callback to stop parsing; httptools re-raises it from feed_data."""
-
-
 class _StepRun:
     """The state of one step in flight: the pool, the schedule, the rows."""
 
@@ -418,15 +136,15 @@ class _StepRun:
             options.replica_header.lower().encode("latin-1") if options.replica_header else None
         )
         self.keepalive = profile.keepalive
-        self.conn_class: Callable[[], _Conn] = (
-            (lambda: _CapturingConn(self)) if self.wanted_headers else (lambda: _Conn(self))
+        self.conn_class: Callable[[], Conn] = (
+            (lambda: CapturingConn(self)) if self.wanted_headers else (lambda: Conn(self))
         )
         self.limit = profile.connections
         self.timeout_ns = int(profile.timeout_s * 1e9)
         self.connect_timeout_s = profile.connect_timeout_s
         # The pool.
-        self.idle: list[_Conn] = []
-        self.conns: set[_Conn] = set()
+        self.idle: list[Conn] = []
+        self.conns: set[Conn] = set()
         self.open_count = 0  # connecting or open
         self.pending: collections.deque[tuple[int, int, int]] = collections.deque()
         self.connecting: set[asyncio.Task[None]] = set()
@@ -623,14 +341,14 @@ class _StepRun:
             return
         conn.send(seq, intended_ns, actual_ns, max(t0 - actual_ns, 0), t1 - t0, pidx)
 
-    def _peer_name(self, conn: _Conn) -> str | None:
+    def _peer_name(self, conn: Conn) -> str | None:
         assert conn.transport is not None
         peer = conn.transport.get_extra_info("peername")
         if isinstance(peer, tuple) and len(peer) >= 2:
             return f"{peer[0]}:{peer[1]}"
         return None
 
-    def _conn_replica(self, conn: _Conn) -> int:
+    def _conn_replica(self, conn: Conn) -> int:
         """The replica of ``conn`` by its peer address (named in the table on first use)."""
         if conn.replica == -2:
             conn.replica = self._replica_id(conn.peer) if conn.peer is not None else -1
@@ -646,7 +364,7 @@ class _StepRun:
 
     # --- outcomes ------------------------------------------------------------------------------
 
-    def complete(self, conn: _Conn) -> None:
+    def complete(self, conn: Conn) -> None:
         """A full response arrived on ``conn``."""
         end_ns = time.monotonic_ns()
         conn.busy = False
@@ -679,7 +397,7 @@ class _StepRun:
             self.drop(conn, graceful=True)
         self._after()
 
-    def fail(self, conn: _Conn, kind: ErrorKind) -> None:
+    def fail(self, conn: Conn, kind: ErrorKind) -> None:
         """The request on ``conn`` failed; the connection is closed (its framing is lost)."""
         if not conn.busy:
             self.drop(conn)
@@ -693,7 +411,7 @@ class _StepRun:
         self.drop(conn)
         self._after()
 
-    def lost(self, conn: _Conn, exc: Exception | None) -> None:
+    def lost(self, conn: Conn, exc: Exception | None) -> None:
         """The connection closed under us."""
         if conn.busy:
             if conn.headers_done and not conn.length_known and exc is None:
@@ -713,7 +431,7 @@ class _StepRun:
         self._dispatch_pending()
         self._check_done()
 
-    def drop(self, conn: _Conn, graceful: bool = False) -> None:
+    def drop(self, conn: Conn, graceful: bool = False) -> None:
         """Forget ``conn`` and close it; its slot in the pool frees up.
 
         ``graceful`` after a complete response (a FIN); otherwise abort (an RST): the connection's
@@ -732,7 +450,7 @@ class _StepRun:
             else:
                 conn.transport.abort()
 
-    def _release(self, conn: _Conn) -> None:
+    def _release(self, conn: Conn) -> None:
         """``conn`` is free: it takes the longest-waiting request, or goes idle."""
         if self.pending:
             seq, intended_ns, actual_ns = self.pending.popleft()

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from pathprobe.analysis.client_gate import late_threshold_ms, slip_ms
-from pathprobe.load.engine import StepResult, tally_of
+from pathprobe.model.results import StepResult, tally_of
 
 
 @dataclass(frozen=True)

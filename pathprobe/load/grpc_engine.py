@@ -44,6 +44,7 @@ import grpc  # noqa: E402
 import grpc.aio  # noqa: E402
 
 from pathprobe.config import LoadProfile, TLSOptions  # noqa: E402
+from pathprobe.grpc_url import GrpcTarget, parse_grpc_url  # noqa: E402
 from pathprobe.grpcproto import grpc_predict_v2_pb2 as pb  # noqa: E402
 from pathprobe.load.engine import (  # noqa: E402
     ABORT_CHECK_INTERVAL_S,
@@ -52,17 +53,16 @@ from pathprobe.load.engine import (  # noqa: E402
     MAX_IN_FLIGHT,
     SPIN_NS,
     EngineOptions,
-    StepResult,
     abort_reason,
     build_step_result,
     measure_loop_lag,
 )
-from pathprobe.load.grpc_url import GrpcTarget, parse_grpc_url  # noqa: E402
 from pathprobe.load.oip import model_prefix  # noqa: E402
 from pathprobe.load.payloads import PayloadPool  # noqa: E402
-from pathprobe.load.records import RECORD_DTYPE, ErrorKind  # noqa: E402
 from pathprobe.load.schedule import StepPlan  # noqa: E402
 from pathprobe.load.store import BoundedSamples, RecordStore  # noqa: E402
+from pathprobe.model.records import RECORD_DTYPE, ErrorKind  # noqa: E402
+from pathprobe.model.results import StepResult  # noqa: E402
 
 INFER_METHOD = "/inference.GRPCInferenceService/ModelInfer"
 READY_METHOD = "/inference.GRPCInferenceService/ModelReady"

@@ -14,9 +14,9 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-from pathprobe.load.engine import StepResult, tally_of
-from pathprobe.load.records import Records
-from pathprobe.load.store import Tally, kept_mask
+from pathprobe.load.store import kept_mask
+from pathprobe.model.records import Records
+from pathprobe.model.results import StepResult, Tally, tally_of
 
 
 def merge_results(

@@ -45,7 +45,7 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 from pathprobe.config import LoadProfile
 from pathprobe.errors import CannotRunError, PathprobeError
 from pathprobe.load.clock import ClockOffset, estimate_offset, shift_result
-from pathprobe.load.engine import EngineOptions, StepResult
+from pathprobe.load.engine import EngineOptions
 from pathprobe.load.generators import (
     GeneratorWindow,
     WindowCpu,
@@ -64,6 +64,7 @@ from pathprobe.load.workers import (
     slice_specs,
     worker_stats,
 )
+from pathprobe.model.results import StepResult
 
 #: Actors import numpy, aiohttp and uvloop when they start, and a cluster may have to start a
 #: worker process for each: slow on a busy node, but bounded.

@@ -16,11 +16,12 @@ from typing import TYPE_CHECKING, Protocol
 
 from pathprobe.config import LoadProfile
 from pathprobe.errors import UsageError
-from pathprobe.load.engine import AiohttpEngine, EngineOptions, StepResult
+from pathprobe.grpc_url import is_grpc_url, require_grpc
+from pathprobe.load.engine import AiohttpEngine, EngineOptions
 from pathprobe.load.fast import FastEngine, check_supported
-from pathprobe.load.grpc_url import is_grpc_url, require_grpc
 from pathprobe.load.payloads import PayloadPool
 from pathprobe.load.schedule import StepPlan
+from pathprobe.model.results import StepResult
 
 if TYPE_CHECKING:
     from pathprobe.load.grpc_engine import GrpcEngine

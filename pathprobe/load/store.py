@@ -2,7 +2,7 @@
 
 Every request is **counted exactly** in a :class:`Tally` (requests, errors by kind, statuses, bytes,
 connections, and HdrHistograms of latency and service time at 0.1 % precision, see
-:mod:`pathprobe.load.histograms`). The per-request **rows** are kept whole up to ``max_records``;
+:mod:`pathprobe.model.histograms`). The per-request **rows** are kept whole up to ``max_records``;
 beyond that the store keeps a sample by sequence number: the rows whose :func:`sample_key` (a fixed
 mix of ``seq``) is a multiple of ``stride``, doubling ``stride`` whenever the cap is reached again.
 So a soak holds at most ``max_records`` rows (≈ 81 bytes each) however long it runs, and because the
@@ -19,142 +19,20 @@ Captured header values follow their rows (kept only for kept ``seq``).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 import numpy as np
 import numpy.typing as npt
-from hdrh.histogram import HdrHistogram
 
-from pathprobe.load.histograms import histogram_ns, new_histogram
-from pathprobe.load.records import (
-    RECORD_DTYPE,
-    ErrorKind,
-    Records,
-    completed,
-    empty_records,
-    error_kinds,
-    is_error,
-)
+from pathprobe.model.records import DEFAULT_MAX_RECORDS, RECORD_DTYPE, Records, empty_records
+from pathprobe.model.results import Tally
 
-#: Rows kept whole per (path, step): 65,536 × 81 B ≈ 5.3 MB. Past it, the sample never holds fewer
-#: than half of this, so a p99 read from it still has ≥ 327 requests above it, and the bootstrap
-#: intervals of the hop deltas are as tight as they will get; counts and the latency and service
-#: percentiles come from the exact tally anyway.
-DEFAULT_MAX_RECORDS = 1 << 16
 #: Rows are buffered as tuples (cheapest to append) and moved to numpy this many at a time.
 FLUSH_ROWS = 8192
 #: Loop-lag samples kept per window (one per 10 ms tick: 5.5 minutes whole, then thinned).
 MAX_LAG_SAMPLES = 1 << 15
 
 T = TypeVar("T")
-
-
-@dataclass
-class Tally:
-    """Exact counts over every request of one window, however thinly its rows are kept.
-
-    ``requests`` … ``service_ns`` cover the measured requests (warm-up excluded; ``requests`` also
-    excludes ``cancelled`` ones, in flight when the run was interrupted). ``in_window`` counts
-    responses of any request that ended inside the measured window (``achieved_rps``). The
-    ``all_*`` fields cover every request of the window, warm-up included (what a capture saw).
-    """
-
-    requests: int = 0
-    responses: int = 0
-    cancelled: int = 0
-    errors_by_kind: dict[int, int] = field(default_factory=dict)
-    status_codes: dict[int, int] = field(default_factory=dict)
-    bytes_out: int = 0
-    bytes_in: int = 0
-    connections_opened: int = 0
-    in_window: int = 0
-    last_end_ns: int = 0
-    all_requests: int = 0
-    all_connections_opened: int = 0
-    all_bytes_out: int = 0
-    all_bytes_in: int = 0
-    latency_ns: HdrHistogram = field(default_factory=new_histogram)
-    service_ns: HdrHistogram = field(default_factory=new_histogram)
-
-    @property
-    def errors(self) -> int:
-        return sum(self.errors_by_kind.values())
-
-    def add(self, rows: Records, measured_start_ns: int, measured_end_ns: int) -> None:
-        """Count ``rows`` (any subset of the window's requests, each counted once)."""
-        if len(rows) == 0:
-            return
-        self.all_requests += len(rows)
-        self.all_connections_opened += int((rows["connect_ns"] >= 0).sum())
-        self.all_bytes_out += int(rows["bytes_out"].sum())
-        self.all_bytes_in += int(rows["bytes_in"].sum())
-        done = completed(rows)
-        ends = rows["end_ns"]
-        inside = done & (ends >= measured_start_ns) & (ends <= measured_end_ns)
-        self.in_window += int(inside.sum())
-        self.last_end_ns = max(self.last_end_ns, int(ends.max()))
-        measured = rows["intended_ns"] >= measured_start_ns
-        kinds = error_kinds(rows)
-        cancelled = kinds == ErrorKind.CANCELLED
-        counted = measured & ~cancelled
-        self.cancelled += int((measured & cancelled).sum())
-        self.requests += int(counted.sum())
-        self.bytes_out += int(rows["bytes_out"][counted].sum())
-        self.bytes_in += int(rows["bytes_in"][counted].sum())
-        self.connections_opened += int((rows["connect_ns"][counted] >= 0).sum())
-        errs = kinds[counted & is_error(kinds)]
-        _add_counts(self.errors_by_kind, errs)
-        ok = rows[counted & done]
-        self.responses += len(ok)
-        _add_counts(self.status_codes, ok["status"])
-        if len(ok):
-            wait = np.maximum(ok["conn_wait_ns"], 0)
-            self.latency_ns.add(histogram_ns(ok["end_ns"] - ok["intended_ns"]))
-            self.service_ns.add(histogram_ns(ok["end_ns"] - ok["actual_ns"] - wait))
-
-    def __getstate__(self) -> dict[str, object]:
-        # HdrHistogram does not pickle (load workers send their tallies back): ship it encoded.
-        state = dict(self.__dict__)
-        state["latency_ns"] = self.latency_ns.encode()
-        state["service_ns"] = self.service_ns.encode()
-        return state
-
-    def __setstate__(self, state: dict[str, object]) -> None:
-        for name in ("latency_ns", "service_ns"):
-            state[name] = HdrHistogram.decode(state[name])
-        self.__dict__.update(state)
-
-    def merge(self, other: Tally) -> None:
-        """Add ``other`` (another worker's share of the same window)."""
-        for name in (
-            "requests", "responses", "cancelled", "bytes_out", "bytes_in", "connections_opened",
-            "in_window", "all_requests", "all_connections_opened", "all_bytes_out",
-            "all_bytes_in",
-        ):  # fmt: skip
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-        self.last_end_ns = max(self.last_end_ns, other.last_end_ns)
-        for mine, theirs in (
-            (self.errors_by_kind, other.errors_by_kind),
-            (self.status_codes, other.status_codes),
-        ):
-            for key, count in theirs.items():
-                mine[key] = mine.get(key, 0) + count
-        self.latency_ns.add(other.latency_ns)
-        self.service_ns.add(other.service_ns)
-
-
-def _add_counts(counts: dict[int, int], values: npt.NDArray[np.integer]) -> None:
-    keys, n = np.unique(values, return_counts=True)
-    for key, count in zip(keys.tolist(), n.tolist(), strict=True):
-        counts[int(key)] = counts.get(int(key), 0) + int(count)
-
-
-def tally_records(records: Records, measured_start_ns: int, measured_end_ns: int) -> Tally:
-    """The tally of a window whose every record is at hand (nothing thinned)."""
-    tally = Tally()
-    tally.add(records, measured_start_ns, measured_end_ns)
-    return tally
 
 
 _MIX = 0x9E3779B97F4A7C15  # Fibonacci hashing: odd, so the map is a bijection on 64 bits
@@ -198,7 +76,7 @@ class RecordStore:
     """The rows of one window as the engine produces them, counted, kept or thinned.
 
     ``fields`` names the columns of the row tuples passed to :meth:`add` (``seq`` first); columns
-    not named keep :func:`~pathprobe.load.records.empty_records`' "absent" values.
+    not named keep :func:`~pathprobe.model.records.empty_records`' "absent" values.
     """
 
     def __init__(

@@ -34,10 +34,11 @@ import numpy as np
 
 from pathprobe.config import LoadProfile
 from pathprobe.errors import CannotRunError, PathprobeError
-from pathprobe.load.engine import EngineOptions, StepResult
+from pathprobe.load.engine import EngineOptions
 from pathprobe.load.merge import merge_results
 from pathprobe.load.payloads import PayloadPool
 from pathprobe.load.schedule import StepPlan
+from pathprobe.model.results import StepResult
 
 # Starting a worker imports numpy, aiohttp and uvloop: slow on a busy machine, but bounded.
 READY_TIMEOUT_S = 60.0

@@ -1,1 +1,4 @@
-"""Samplers that run beside the load: client, network, server, hop headers."""
+"""Samplers that run beside the load: client, network, server (local or through a remote agent).
+
+What they read is decoded by :mod:`pathprobe.decode` (hop headers, pcap, TCP flows).
+"""

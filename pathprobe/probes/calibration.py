@@ -73,9 +73,9 @@ async def calibrate_async(
     from pathprobe.errors import PathprobeError
     from pathprobe.load.engine import EngineOptions
     from pathprobe.load.payloads import PayloadPool
-    from pathprobe.load.records import completed
     from pathprobe.load.schedule import plan_step
     from pathprobe.load.select import build_engine
+    from pathprobe.model.records import completed
 
     server_core, client_cores = _pick_cores()
     proc = await asyncio.create_subprocess_exec(

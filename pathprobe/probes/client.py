@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from pathprobe.load.records import Records
 from pathprobe.load.store import BoundedSamples
+from pathprobe.model.records import Records
 from pathprobe.probes.base import JSONDict, Unavailable, Window
 
 CPU_SAMPLE_INTERVAL_S = 0.1

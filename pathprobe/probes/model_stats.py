@@ -71,7 +71,7 @@ class ModelStatsProbe:
     name = "model_stats"
 
     def __init__(self, config: DiagnoseConfig) -> None:
-        from pathprobe.load.grpc_url import parse_grpc_url
+        from pathprobe.grpc_url import parse_grpc_url
 
         inner = config.paths[0]
         self._url = inner.url

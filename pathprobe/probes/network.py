@@ -2,7 +2,7 @@
 
 For every window it runs tcpdump on the interface that routes to that path's target (or
 ``--capture-iface``) with the kernel filter ``tcp and host H and port P``, then parses the pcap and
-folds it with :func:`pathprobe.probes.tcpflows.analyze`. In :meth:`NetworkProbe.open`, before any
+folds it with :func:`pathprobe.decode.tcpflows.analyze`. In :meth:`NetworkProbe.open`, before any
 load, it times a few TCP connects to each target: ``idle_rtt_ms``, the baseline that "RTT rose under
 load" is judged against.
 
@@ -31,22 +31,21 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from pathprobe.config import ProbeOptions
+from pathprobe.decode.pcap import PcapInfo, iter_pcap
+from pathprobe.decode.tcpflows import TcpPacket, analyze, dedupe_loopback, distribution_ms
 from pathprobe.probes.base import JSONDict, Unavailable, Window
 from pathprobe.probes.capture import (
     CaptureError,
-    PcapInfo,
     Tcpdump,
     bpf_filter,
     die_with_parent,
     find_tcpdump,
     has_capture_privilege,
     iface_rx_dropped,
-    iter_pcap,
     summarize_stats,
     tcpdump_argv,
 )
 from pathprobe.probes.routes import capture_iface_for, resolve_host
-from pathprobe.probes.tcpflows import TcpPacket, analyze, dedupe_loopback, distribution_ms
 
 #: Idle-RTT connects per target (each connect ≈ one round trip) and the bound on each.
 IDLE_CONNECTS = 12

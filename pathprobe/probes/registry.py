@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from pathprobe.config import DiagnoseConfig
-from pathprobe.load.grpc_url import is_grpc_url
+from pathprobe.grpc_url import is_grpc_url
 from pathprobe.probes.base import JSONDict, Probe
 from pathprobe.probes.client import ClientProbe
 from pathprobe.probes.network import NetworkProbe

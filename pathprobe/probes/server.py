@@ -464,7 +464,7 @@ class ServerProbe:
 def make_server_probe(options: ProbeOptions, **kwargs: Any) -> Probe:
     """The server probe for ``options``: remote through ``--agent URL``, else local PIDs."""
     if options.agent_url:
-        from pathprobe.agent.client import AgentServerProbe
+        from pathprobe.probes.remote import AgentServerProbe
 
         probe: Probe = AgentServerProbe(options.agent_url, options.agent_token)
         return probe

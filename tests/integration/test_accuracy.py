@@ -15,11 +15,12 @@ import numpy as np
 import pytest
 
 from pathprobe.config import build_config
-from pathprobe.load.engine import EngineOptions, StepResult, measured
+from pathprobe.load.engine import EngineOptions
 from pathprobe.load.payloads import build_pool
-from pathprobe.load.records import completed
 from pathprobe.load.schedule import plan_step
 from pathprobe.load.select import build_engine, loop_factory
+from pathprobe.model.records import completed
+from pathprobe.model.results import StepResult, measured
 from tests.servers.process import pinned, serve
 
 pytestmark = pytest.mark.integration

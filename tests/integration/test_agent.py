@@ -25,8 +25,8 @@ import psutil
 import pytest
 from serverprobe_helpers import App, drive, start_app
 
-from pathprobe.agent.client import AgentServerProbe
 from pathprobe.probes.base import Window
+from pathprobe.probes.remote import AgentServerProbe
 
 pytestmark = [pytest.mark.integration, pytest.mark.root]
 

@@ -9,10 +9,11 @@ import pytest
 
 from pathprobe.analysis.steps import achieved_rps, latency_ms, service_ms
 from pathprobe.config import build_config
-from pathprobe.load.engine import EngineOptions, StepResult, measured
+from pathprobe.load.engine import EngineOptions
 from pathprobe.load.payloads import build_pool
 from pathprobe.load.schedule import plan_step
 from pathprobe.load.select import loop_factory, make_engine
+from pathprobe.model.results import StepResult, measured
 from tests.servers.process import pinned, serve
 
 pytestmark = pytest.mark.integration

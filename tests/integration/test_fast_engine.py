@@ -16,11 +16,12 @@ import pytest
 
 from pathprobe.config import LoadProfile, build_config
 from pathprobe.errors import UsageError
-from pathprobe.load.engine import EngineOptions, StepResult, measured
+from pathprobe.load.engine import EngineOptions
 from pathprobe.load.payloads import PayloadPool, build_pool
-from pathprobe.load.records import ErrorKind, completed, error_kinds
 from pathprobe.load.schedule import plan_step
 from pathprobe.load.select import build_engine, engine_name, loop_factory
+from pathprobe.model.records import ErrorKind, completed, error_kinds
+from pathprobe.model.results import StepResult, measured
 from tests.conftest import ServerProc
 from tests.servers.process import pinned, serve
 
@@ -207,7 +208,7 @@ def test_engine_choice() -> None:
 
 def test_request_bytes() -> None:
     """What goes on the wire: aiohttp's default headers, user overrides, bodies, keep-alive off."""
-    from pathprobe.load.fast import build_requests
+    from pathprobe.load.http1 import build_requests
     from pathprobe.load.payloads import Payload
 
     profile, _ = config_for(

@@ -24,10 +24,11 @@ import pytest
 from pathprobe.analysis.steps import step_summary
 from pathprobe.config import build_config
 from pathprobe.grpcproto import grpc_predict_v2_pb2 as pb
-from pathprobe.load.engine import EngineOptions, StepResult
+from pathprobe.load.engine import EngineOptions
 from pathprobe.load.oip import build_grpc_pool
 from pathprobe.load.schedule import plan_step
 from pathprobe.load.select import build_engine, engine_name, loop_factory
+from pathprobe.model.results import StepResult
 from tests.conftest import free_env
 from tests.helpers.certs import make_tls_files
 from tests.servers.process import pinned, serve

@@ -31,7 +31,7 @@ ray = pytest.importorskip("ray")
 from ray.cluster_utils import Cluster  # noqa: E402 - after the skip
 
 from pathprobe.config import DiagnoseConfig, build_config  # noqa: E402
-from pathprobe.load.engine import EngineOptions, StepResult  # noqa: E402
+from pathprobe.load.engine import EngineOptions  # noqa: E402
 from pathprobe.load.payloads import build_pool  # noqa: E402
 from pathprobe.load.ray_pool import (  # noqa: E402
     LIVENESS_INTERVAL_S,
@@ -41,6 +41,7 @@ from pathprobe.load.ray_pool import (  # noqa: E402
 from pathprobe.load.schedule import plan_step  # noqa: E402
 from pathprobe.load.select import loop_factory  # noqa: E402
 from pathprobe.load.workers import WorkerPool  # noqa: E402
+from pathprobe.model.results import StepResult  # noqa: E402
 from pathprobe.run import RunResult  # noqa: E402
 from pathprobe.session import Session, finish, prepare  # noqa: E402
 from tests.servers.process import serve  # noqa: E402

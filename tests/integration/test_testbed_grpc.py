@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from pathprobe.grpc_url import parse_grpc_url
 from pathprobe.grpcproto import grpc_predict_v2_pb2 as pb
-from pathprobe.load.grpc_url import parse_grpc_url
 from pathprobe.load.oip import bytes_element
 from pathprobe.testbed import Testbed
 from tests.conftest import free_env

@@ -16,8 +16,8 @@ import pytest
 
 from pathprobe import session as session_mod
 from pathprobe.config import build_config
-from pathprobe.load.engine import StepResult
 from pathprobe.load.schedule import StepPlan
+from pathprobe.model.results import StepResult
 from pathprobe.session import Session, run_diagnosis
 from tests.servers.process import serve
 

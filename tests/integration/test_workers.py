@@ -14,13 +14,14 @@ import pytest
 from pathprobe.analysis.steps import step_summary
 from pathprobe.config import build_config
 from pathprobe.errors import UsageError
-from pathprobe.load.engine import EngineOptions, StepResult
+from pathprobe.load.engine import EngineOptions
 from pathprobe.load.payloads import build_pool
-from pathprobe.load.records import ErrorKind, completed
 from pathprobe.load.schedule import plan_step
 from pathprobe.load.select import build_engine, loop_factory, make_engine
 from pathprobe.load.store import kept_mask
 from pathprobe.load.workers import WorkerPool, run_slice_sync, slice_specs
+from pathprobe.model.records import ErrorKind, completed
+from pathprobe.model.results import StepResult
 from tests.servers.process import serve
 
 pytestmark = pytest.mark.integration

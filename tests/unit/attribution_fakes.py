@@ -18,8 +18,8 @@ import numpy as np
 from pathprobe.analysis.steps import step_summary
 from pathprobe.analysis.targets import judge
 from pathprobe.config import build_config
-from pathprobe.load.engine import StepResult
-from pathprobe.load.records import ErrorKind, empty_records
+from pathprobe.model.records import ErrorKind, empty_records
+from pathprobe.model.results import StepResult
 from pathprobe.run import RunResult
 
 MS = 1_000_000
@@ -74,7 +74,7 @@ def make_step(
     rec["actual_ns"] = rec["intended_ns"] + (slip * MS).astype(np.int64)
     rec["conn_wait_ns"] = (pool * MS).astype(np.int64)
     rec["connect_ns"] = -1
-    # As the engines record it: TTFB from when a pooled connection was free (load/records.py).
+    # As the engines record it: TTFB from when a pooled connection was free (model/records.py).
     rec["ttfb_ns"] = ((ttfb - pool) * MS).astype(np.int64)
     rec["end_ns"] = rec["actual_ns"] + ((ttfb + body) * MS).astype(np.int64)
     rec["status"] = 200

@@ -18,8 +18,8 @@ from pathprobe.analysis.decompose import (
 )
 from pathprobe.analysis.evidence import ServerEvidence
 from pathprobe.config import ProbeOptions
-from pathprobe.load.engine import header_values, measured
-from pathprobe.probes.hopheaders import per_request_hop_times
+from pathprobe.decode.hopheaders import per_request_hop_times
+from pathprobe.model.results import header_values, measured
 
 
 def dec_of(path: str, parts: Parts, rtt: float = 0.0, slope: float = 0.0):  # noqa: ANN201

@@ -13,16 +13,14 @@ from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import CookedLinux, CookedLinuxV2, Dot1Q, Ether
 from scapy.packet import Raw
 
-from pathprobe.probes.capture import (
+from pathprobe.decode.pcap import (
     LINKTYPE_ETHERNET,
     LINKTYPE_LINUX_SLL,
     LINKTYPE_LINUX_SLL2,
-    bpf_filter,
-    parse_tcpdump_stats,
     read_pcap,
-    tcpdump_argv,
 )
-from pathprobe.probes.tcpflows import PACKET_OUTGOING
+from pathprobe.decode.tcpflows import PACKET_OUTGOING
+from pathprobe.probes.capture import bpf_filter, parse_tcpdump_stats, tcpdump_argv
 
 
 def _write(path: Path, pkts: list, *, nano: bool = False, snaplen: int = 128) -> None:

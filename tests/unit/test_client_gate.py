@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from pathprobe.analysis.client_gate import client_gate, window_gate
-from pathprobe.load.records import empty_records
+from pathprobe.model.records import empty_records
 
 
 def records(n: int, gap_ms: float, slip_ms: np.ndarray, pool_ms: float = 0.0) -> np.ndarray:

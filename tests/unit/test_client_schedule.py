@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pathprobe.load.records import empty_records
+from pathprobe.model.records import empty_records
 from pathprobe.probes.client import client_overhead_ms, client_schedule_summary
 
 MS = 1_000_000

@@ -16,11 +16,11 @@ import pytest
 
 from pathprobe.config import PayloadSpec, build_config
 from pathprobe.errors import UsageError
+from pathprobe.grpc_url import is_grpc_url, parse_grpc_url
 from pathprobe.grpcproto import grpc_predict_v2_pb2 as pb
 from pathprobe.load.grpc_engine import classify_status
-from pathprobe.load.grpc_url import is_grpc_url, parse_grpc_url
 from pathprobe.load.oip import build_grpc_pool, model_prefix, parse_json_request, serialize
-from pathprobe.load.records import ErrorKind
+from pathprobe.model.records import ErrorKind
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pathprobe.config import ProbeOptions
-from pathprobe.probes.hopheaders import (
+from pathprobe.decode.hopheaders import (
     HaproxyTimers,
     ServerTimingMetric,
     distribution,

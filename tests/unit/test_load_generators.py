@@ -19,7 +19,6 @@ from pathprobe.analysis.verdict import decide
 from pathprobe.config import build_config
 from pathprobe.errors import UsageError
 from pathprobe.load.clock import estimate_offset, shift_result
-from pathprobe.load.engine import StepResult
 from pathprobe.load.generators import (
     GeneratorLedger,
     WindowCpu,
@@ -28,8 +27,8 @@ from pathprobe.load.generators import (
     lost_window,
 )
 from pathprobe.load.merge import merge_results
-from pathprobe.load.records import empty_records
-from pathprobe.load.store import tally_records
+from pathprobe.model.records import empty_records
+from pathprobe.model.results import StepResult, tally_records
 from pathprobe.reports.render import render_html
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"

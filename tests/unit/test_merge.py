@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 
 from pathprobe.config import LoadProfile
-from pathprobe.load.engine import StepResult
-from pathprobe.load.histograms import (
+from pathprobe.load.merge import merge_results
+from pathprobe.load.schedule import plan_step
+from pathprobe.load.workers import share, split_plan
+from pathprobe.model.histograms import (
     HDR_RELATIVE_PRECISION,
     bucket_floor_ns,
     histogram_ns,
@@ -15,10 +17,8 @@ from pathprobe.load.histograms import (
     nearest_rank_ns,
     percentile_ns,
 )
-from pathprobe.load.merge import merge_results
-from pathprobe.load.records import empty_records
-from pathprobe.load.schedule import plan_step
-from pathprobe.load.workers import share, split_plan
+from pathprobe.model.records import empty_records
+from pathprobe.model.results import StepResult
 
 START_NS = 10**12
 

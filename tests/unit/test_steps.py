@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from pathprobe.analysis.steps import achieved_rps, step_summary
-from pathprobe.load.engine import StepResult
-from pathprobe.load.records import ErrorKind, empty_records
+from pathprobe.model.records import ErrorKind, empty_records
+from pathprobe.model.results import StepResult
 
 MS = 1_000_000
 S = 1_000_000_000

@@ -8,18 +8,11 @@ import numpy as np
 import pytest
 
 from pathprobe.analysis.steps import step_summary
-from pathprobe.load.engine import StepResult
-from pathprobe.load.histograms import HDR_RELATIVE_PRECISION, nearest_rank_ns
 from pathprobe.load.merge import merge_results
-from pathprobe.load.records import RECORD_DTYPE, ErrorKind, Records
-from pathprobe.load.store import (
-    BoundedSamples,
-    RecordStore,
-    kept_mask,
-    sample_key,
-    sample_keys,
-    tally_records,
-)
+from pathprobe.load.store import BoundedSamples, RecordStore, kept_mask, sample_key, sample_keys
+from pathprobe.model.histograms import HDR_RELATIVE_PRECISION, nearest_rank_ns
+from pathprobe.model.records import RECORD_DTYPE, ErrorKind, Records
+from pathprobe.model.results import StepResult, tally_records
 
 START_NS = 10**12
 GAP_NS = 1_000_000  # 1000 requests/s

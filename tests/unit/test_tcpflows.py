@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pathprobe.probes.tcpflows import (
+from pathprobe.decode.tcpflows import (
     ACK,
     PACKET_HOST,
     PACKET_OUTGOING,

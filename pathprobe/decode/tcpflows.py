@@ -1,6 +1,6 @@
 """Pure analysis of captured TCP packets for one server endpoint: the network probe's numbers.
 
-Input is a list of :class:`TcpPacket` in capture order (as :mod:`pathprobe.probes.capture` parses
+Input is a list of :class:`TcpPacket` in capture order (as :mod:`pathprobe.decode.pcap` parses
 them from tcpdump's pcap) and the server's ``(addresses, port)``; output is the window summary the
 report and the attribution read. No sockets, no clocks: everything here is unit-testable with
 hand-made packets.
