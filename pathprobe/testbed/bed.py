@@ -33,8 +33,6 @@ from shutil import which
 from types import TracebackType
 from typing import Any
 
-import psutil
-
 from pathprobe.errors import CannotRunError, UsageError
 from pathprobe.signals import signals_ignored
 from pathprobe.testbed import cgroup, netns, state
@@ -459,6 +457,8 @@ class Testbed:
 
     def _wait_workers(self, timeout_s: float = START_TIMEOUT_S) -> None:
         """Until every server master has forked all its workers (gunicorn boots them one by one)."""
+        import psutil  # here: `pathprobe --help` imports this module and must stay light
+
         expected = ServerSettings(faults=self.faults, magnitudes=dict(self.magnitudes)).workers
         deadline = time.monotonic() + timeout_s
         for pid in self.server_pids:

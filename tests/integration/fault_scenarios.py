@@ -458,8 +458,8 @@ def _lone_grpc_ms(url: str, jpeg: bytes, requests: int) -> float:
     """As :func:`lone_request_ms` over gRPC: ModelInfer with the JPEG as its BYTES input."""
     import grpc
 
+    from pathprobe.grpc_url import parse_grpc_url
     from pathprobe.grpcproto import grpc_predict_v2_pb2 as pb
-    from pathprobe.load.grpc_url import parse_grpc_url
     from pathprobe.load.oip import bytes_element
 
     target = parse_grpc_url(url)

@@ -107,7 +107,8 @@ def test_server_settings_round_trip(monkeypatch: pytest.MonkeyPatch) -> None:
     assert ServerSettings.from_env().replica, "falls back to the host name"
 
 
-def test_demo_config_is_a_valid_diagnosis(tmp_path: Path) -> None:
+@pytest.mark.parametrize("instrumented", [True, False])
+def test_demo_config_is_a_valid_diagnosis(tmp_path: Path, instrumented: bool) -> None:
     from pathprobe.cli.demo import demo_raw_config
 
     ports = {"direct": 1001, "proxy": 1002, "lb": 1003}
@@ -116,8 +117,12 @@ def test_demo_config_is_a_valid_diagnosis(tmp_path: Path) -> None:
         server_pids=[os.getpid()],
         replica_header="x-replica",
         lb_timers_header="x-haproxy-timers",
+        instrumented=instrumented,
     )
-    cfg = build_config(demo_raw_config(bed, tmp_path / "out"))  # type: ignore[arg-type]
+    raw = demo_raw_config(bed, tmp_path / "out")  # type: ignore[arg-type]
+    # A bare testbed's haproxy sends no timers header: the demo does not look for one.
+    assert ("lb_timers_header" in raw) is instrumented
+    cfg = build_config(raw)
     assert [p.name for p in cfg.paths] == ["direct", "proxy", "lb"]
     assert cfg.paths[-1].url == "http://127.0.0.1:1003/predict/image"
     assert cfg.load.payload.kind == "image"
