@@ -99,13 +99,21 @@ class Analysis:
 
     def failures_stage(self) -> str | None:
         """The stage that clears its bar on the most failed requests, if any does."""
-        failing = [f for f in self.findings.values() if f.clears_bar and f.failures_explained > 0]
+        failing = [
+            finding
+            for finding in self.findings.values()
+            if finding.clears_bar and finding.failures_explained > 0
+        ]
         if not failing:
             return None
-        return max(failing, key=lambda f: f.failures_explained).stage
+        return max(failing, key=lambda finding: finding.failures_explained).stage
 
     def ranking(self) -> list[StageFinding]:
-        found = [f for f in self.findings.values() if f.evidence or f.explains_ms > 0]
+        found = [
+            finding
+            for finding in self.findings.values()
+            if finding.evidence or finding.explains_ms > 0
+        ]
         # A tripped client gate heads the ranking whatever it explains: the rest was measured
         # through a client that could not keep up, so its numbers carry the client's delay.
         first = "client" if self.gate.tripped and not self.local_oom_kills else None
@@ -116,7 +124,11 @@ class Analysis:
             first = self.failures_stage()
         return sorted(
             found,
-            key=lambda f: (f.stage != first, -f.explains_ms, RANKED_STAGES.index(f.stage)),
+            key=lambda finding: (
+                finding.stage != first,
+                -finding.explains_ms,
+                RANKED_STAGES.index(finding.stage),
+            ),
         )
 
 

@@ -269,13 +269,13 @@ def _server_components(
 ) -> tuple[dict[str, FloatArray], bool]:
     """The server's time split by its Server-Timing metrics (and ``server_queue``, the rest), or
     unsplit as ``server``; and whether Server-Timing was there."""
-    st = {
+    server_timing = {
         k.removeprefix("server_timing."): v
         for k, v in hop_times.items()
         if k.startswith("server_timing.")
     }
     st_stage: dict[str, FloatArray] = {}
-    for name, arr in st.items():
+    for name, arr in server_timing.items():
         stage = metric_stage(name)
         if stage is None:
             continue

@@ -100,8 +100,8 @@ def map_to_stages(
         others = {k: v for k, v in out.items() if k != "client" and v > 0}
         total = sum(others.values())
         if total > 0:
-            for k, v in others.items():
-                out[k] += pool * v / total
+            for key, value in others.items():
+                out[key] += pool * value / total
         else:
             add("pool_wait", pool)
     return out
@@ -152,15 +152,17 @@ def path_sets(dec: Decomposition, server: ServerEvidence, oom_bar: bool) -> Path
     The tail set is the k slowest requests, failures first (they rank above every success).
     """
     n_all = dec.total_ms.size + dec.failed_ms.size
-    label, q = tail_percentile(n_all)
-    k = max(1, math.ceil(n_all * (1.0 - q / 100.0)))
-    failed_in = min(k, dec.failed_ms.size)
+    label, percentile = tail_percentile(n_all)
+    tail_size = max(1, math.ceil(n_all * (1.0 - percentile / 100.0)))
+    failed_in = min(tail_size, dec.failed_ms.size)
     ok_total = dec.total_ms
-    ok_tail_cut = float(np.percentile(ok_total, q, method="higher")) if ok_total.size else 0.0
+    ok_tail_cut = (
+        float(np.percentile(ok_total, percentile, method="higher")) if ok_total.size else 0.0
+    )
     tail_mask = np.zeros(ok_total.size, bool)
-    if failed_in < k:
+    if failed_in < tail_size:
         order = np.argsort(-ok_total, kind="stable")
-        tail_mask[order[: k - failed_in]] = True
+        tail_mask[order[: tail_size - failed_in]] = True
     failed_cost = (
         float(np.maximum(np.sort(dec.failed_ms)[::-1][:failed_in], ok_tail_cut).mean())
         if failed_in
@@ -169,7 +171,7 @@ def path_sets(dec: Decomposition, server: ServerEvidence, oom_bar: bool) -> Path
     median_mask = _median_mask(ok_total)
     return PathSets(
         label=label,
-        tail_requests=int(k),
+        tail_requests=int(tail_size),
         tail=map_to_stages(_set_means(dec, tail_mask, failed_in, failed_cost), server, oom_bar),
         p50=map_to_stages(_set_means(dec, median_mask, 0, 0.0), server, oom_bar),
         tail_latency_ms=ok_tail_cut if ok_total.size else None,
@@ -194,13 +196,12 @@ def _set_means(
     dec: Decomposition, mask: BoolArray, failed_in_set: int, failed_ms: float
 ) -> dict[str, float]:
     """Mean of each component over the masked successes plus ``failed_in_set`` failures."""
-    n_ok = int(mask.sum())
-    n = n_ok + failed_in_set
-    if n == 0:
+    in_set = int(mask.sum()) + failed_in_set
+    if in_set == 0:
         return {}
-    out = {k: float(v[mask].sum()) / n for k, v in dec.components.items()}
+    out = {k: float(v[mask].sum()) / in_set for k, v in dec.components.items()}
     if failed_in_set:
-        out["failed"] = failed_ms * failed_in_set / n
+        out["failed"] = failed_ms * failed_in_set / in_set
     return out
 
 
@@ -221,7 +222,7 @@ def _ledger(parts: Mapping[str, float], measured_ms: float | None) -> dict[str, 
 
 def _tail_mean(ok_tail_ms: FloatArray, failed_in_set: int, failed_ms: float) -> float | None:
     """Mean latency of a tail set (failures counted at ``failed_ms``, as in :func:`_set_means`)."""
-    n = ok_tail_ms.size + failed_in_set
-    if n == 0:
+    in_set = ok_tail_ms.size + failed_in_set
+    if in_set == 0:
         return None
-    return (float(ok_tail_ms.sum()) + failed_ms * failed_in_set) / n
+    return (float(ok_tail_ms.sum()) + failed_ms * failed_in_set) / in_set
