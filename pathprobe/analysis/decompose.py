@@ -156,6 +156,37 @@ def decompose(
     ok = records[done]
     failed = records[~done & (records["error"] != ErrorKind.CANCELLED)]  # cancelled: no verdict
     total = (ok["end_ns"] - ok["intended_ns"]) / NS_PER_MS
+    comps, rest = _client_and_network(
+        ok, rtt_ms, slope_ms_per_byte, wire_ttfb_ms, retrans_stalls, uploads
+    )
+    hop_comps, hop_source, server = _hop_components(
+        total, rest, hop_times, hops_outer_first, inner_totals, done
+    )
+    comps.update(hop_comps)
+    server_comps, has_st = _server_components(server, hop_times, done)
+    comps.update(server_comps)
+    return Decomposition(
+        path=path,
+        seq=ok["seq"].astype(np.int64),
+        total_ms=np.asarray(total, np.float64),
+        components={k: np.asarray(v, np.float64) for k, v in comps.items()},
+        failed_seq=failed["seq"].astype(np.int64),
+        failed_ms=np.asarray((failed["end_ns"] - failed["intended_ns"]) / NS_PER_MS, np.float64),
+        hop_source=hop_source,
+        has_server_timing=has_st,
+    )
+
+
+def _client_and_network(
+    ok: Records,
+    rtt_ms: float,
+    slope_ms_per_byte: float,
+    wire_ttfb_ms: Mapping[str, Any] | None,
+    retrans_stalls: Mapping[str, Any] | None,
+    uploads: Mapping[str, Any] | None,
+) -> tuple[dict[str, FloatArray], FloatArray]:
+    """The ``client``, ``pool_wait`` and ``network`` components of the completed requests ``ok``,
+    and the time left from the request going on the wire to its first byte (hops and server)."""
     slip = np.maximum((ok["actual_ns"] - ok["intended_ns"]) / NS_PER_MS, 0.0)
     wait = np.maximum(ok["conn_wait_ns"], 0) / NS_PER_MS
     connect = np.maximum(ok["connect_ns"], 0) / NS_PER_MS
@@ -192,12 +223,25 @@ def decompose(
     rest = rest - overhead
     exchange = np.minimum(rest, rtt_ms + upload)
     rest = rest - exchange
-
     comps: dict[str, FloatArray] = {
         "client": slip + overhead,
         "pool_wait": wait,
         "network": connect + tls + exchange + body + stalled,
     }
+    return comps, rest
+
+
+def _hop_components(
+    total: FloatArray,
+    rest: FloatArray,
+    hop_times: Mapping[str, FloatArray],
+    hops_outer_first: Sequence[str],
+    inner_totals: Mapping[str, FloatArray] | None,
+    done: npt.NDArray[np.bool_],
+) -> tuple[dict[str, FloatArray], dict[str, str], FloatArray]:
+    """Each hop's own time, outermost first, cut from ``rest``: (components, their sources, the
+    time left behind the last hop — the server's)."""
+    comps: dict[str, FloatArray] = {}
     hop_source: dict[str, str] = {}
     current = rest.copy()
     for hop in hops_outer_first:
@@ -217,43 +261,41 @@ def decompose(
         else:
             hop_source[hop] = "none"
         comps[hop] = own
-    server = current
-    st = {
+    return comps, hop_source, current
+
+
+def _server_components(
+    server: FloatArray, hop_times: Mapping[str, FloatArray], done: npt.NDArray[np.bool_]
+) -> tuple[dict[str, FloatArray], bool]:
+    """The server's time split by its Server-Timing metrics (and ``server_queue``, the rest), or
+    unsplit as ``server``; and whether Server-Timing was there."""
+    server_timing = {
         k.removeprefix("server_timing."): v
         for k, v in hop_times.items()
         if k.startswith("server_timing.")
     }
     st_stage: dict[str, FloatArray] = {}
-    for name, arr in st.items():
+    for name, arr in server_timing.items():
         stage = metric_stage(name)
         if stage is None:
             continue
         vals = np.nan_to_num(np.asarray(arr, np.float64)[done], nan=0.0)
         st_stage[stage] = st_stage.get(stage, np.zeros_like(server)) + np.maximum(vals, 0.0)
     has_st = bool(st_stage) and any(float(v.sum()) > 0 for v in st_stage.values())
-    if has_st:
-        st_sum = np.sum(np.stack(list(st_stage.values())), axis=0)
-        # A server's own timers cannot exceed the time we saw behind the last hop; scale down.
-        scale = np.where(
-            st_sum > server,
-            np.divide(server, st_sum, where=st_sum > 0, out=np.ones_like(st_sum)),
-            1.0,
-        )
-        for stage, arr in st_stage.items():
-            comps[stage] = arr * scale
-        comps["server_queue"] = server - st_sum * scale
-    else:
-        comps["server"] = server
-    return Decomposition(
-        path=path,
-        seq=ok["seq"].astype(np.int64),
-        total_ms=np.asarray(total, np.float64),
-        components={k: np.asarray(v, np.float64) for k, v in comps.items()},
-        failed_seq=failed["seq"].astype(np.int64),
-        failed_ms=np.asarray((failed["end_ns"] - failed["intended_ns"]) / NS_PER_MS, np.float64),
-        hop_source=hop_source,
-        has_server_timing=has_st,
+    if not has_st:
+        return {"server": server}, False
+    comps: dict[str, FloatArray] = {}
+    st_sum = np.sum(np.stack(list(st_stage.values())), axis=0)
+    # A server's own timers cannot exceed the time we saw behind the last hop; scale down.
+    scale = np.where(
+        st_sum > server,
+        np.divide(server, st_sum, where=st_sum > 0, out=np.ones_like(st_sum)),
+        1.0,
     )
+    for stage, arr in st_stage.items():
+        comps[stage] = arr * scale
+    comps["server_queue"] = server - st_sum * scale
+    return comps, True
 
 
 #: The capture's wire TTFB distribution is used for the client-overhead correction only with at

@@ -178,7 +178,8 @@ class ServerEvidence:
         """The kernel or the cgroup says memory ran out, or usage reached its limit.
 
         Worker deaths alone are not memory evidence (a crash, a deploy); they count with
-        failures that prefer large inputs (see attribution._oom).
+        failures that prefer large inputs (see
+        :func:`pathprobe.analysis.findings.oom.oom_evidence`).
         """
         near_limit = bool(
             self.memory_max_bytes

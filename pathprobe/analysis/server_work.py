@@ -19,7 +19,7 @@ taken for waiting; a request that found the server empty waited 0.
 
 Whether that waiting was for the CPU (then the work's stages explain it) or for a worker, thread
 or lock while CPU was to spare (``server_concurrency``) is decided downstream by the CPU the
-server used (:func:`pathprobe.analysis.attribution.cpu_caused_wait_ms`).
+server used (:func:`pathprobe.analysis.server_split.cpu_caused_wait_ms`).
 """
 
 from __future__ import annotations

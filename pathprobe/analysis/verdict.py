@@ -21,7 +21,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from pathprobe.analysis.attribution import Analysis, StageFinding, analyze
+from pathprobe.analysis.attribution import Analysis, analyze
+from pathprobe.analysis.findings import StageFinding
 from pathprobe.config import Targets
 from pathprobe.model.stages import STAGES
 from pathprobe.run import RunResult

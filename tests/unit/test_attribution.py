@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 from attribution_fakes import HOPS, Parts, make_step
 
-from pathprobe.analysis.attribution import map_to_stages, reassign_waiting
 from pathprobe.analysis.decompose import (
     decompose,
     loss_stalls_ms,
@@ -17,6 +16,8 @@ from pathprobe.analysis.decompose import (
     wire_upload_ms,
 )
 from pathprobe.analysis.evidence import ServerEvidence
+from pathprobe.analysis.server_split import reassign_waiting
+from pathprobe.analysis.stage_means import map_to_stages
 from pathprobe.config import ProbeOptions
 from pathprobe.decode.hopheaders import per_request_hop_times
 from pathprobe.model.results import header_values, measured
