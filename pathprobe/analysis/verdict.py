@@ -152,11 +152,13 @@ def _summary(
             if not targets_met
             else (f"Targets met on {outer}, but workers ran out of memory")
         )
-        return (
-            f"{lead}: at {at}, {top.evidence[0] if top.evidence else 'requests failed'}; "
+        cost = (
             f"counting each failure as at least a {a.tail_label} answer, oom explains "
-            f"{top.explains_ms:.1f} ms of the tail."
+            f"{top.explains_ms:.1f} ms of the tail"
+            if top.explains_ms > 0
+            else "the requests the killed workers held were lost"
         )
+        return f"{lead}: at {at}, {top.evidence[0] if top.evidence else 'requests failed'}; {cost}."
     if top.failures_explained > 0 and (targets_met or a.missed_only_errors):
         # Named for the failures it adds, not for milliseconds.
         lead = (

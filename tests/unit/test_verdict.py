@@ -155,6 +155,24 @@ def test_oom_needs_failures_and_memory_evidence() -> None:
     assert decide(built, judged(built))["bottleneck"] != "oom"
 
 
+def test_an_oom_kill_in_the_window_is_named_even_when_every_request_succeeded() -> None:
+    # The worker died holding a request sent before the window (as the baseline's): the
+    # window's requests all succeeded and the targets are met, but the kill is the fault.
+    deaths = [{"pid": 7, "t_ms": 100.0, "oom_killed": True}]
+    probes = {"server": server_probe(0.3, {"inference": 1.0}, worker_deaths=deaths)}
+    v = verdict(FakeRun(parts=lambda p, s: Parts(inf=20 + noise(2)), probes=probes))
+    assert v["targets_met"] is True
+    assert v["bottleneck"] == "oom"
+    oom = next(entry for entry in v["ranking"] if entry["stage"] == "oom")
+    assert "killed by the OOM killer" in oom["evidence"][0]
+    assert "the requests the killed workers held were lost" in v["summary"]
+    # A worker that died of something else is not an OOM.
+    crashed = [{"pid": 7, "t_ms": 100.0, "oom_killed": False}]
+    probes = {"server": server_probe(0.3, {"inference": 1.0}, worker_deaths=crashed)}
+    v = verdict(FakeRun(parts=lambda p, s: Parts(inf=20 + noise(2)), probes=probes))
+    assert v["bottleneck"] == "none"
+
+
 def test_starved_client_trips_the_gate_and_marks_the_rest_untrustworthy() -> None:
     v = verdict(FakeRun(parts=lambda p, s: Parts(slip=60 + noise(30), proxy=30)))
     assert v["bottleneck"] == "client"

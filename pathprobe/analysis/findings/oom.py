@@ -19,7 +19,9 @@ def oom_evidence(
 ) -> OomEvidence:
     """OOM clears its bar when failures of the OOM kinds coincide with memory evidence in the same
     window (worker deaths, cgroup OOM events, kernel OOM lines) — or, with no server probe, when
-    failures strongly prefer large payloads."""
+    failures strongly prefer large payloads — or when the OOM killer took a server worker during
+    the window although none of its requests failed: the kill is the fault itself, and the
+    requests that worker held were lost (e.g. one sent before the window, as the baseline's)."""
     evidence: list[str] = []
     clears_bar = False
     for name in names:
@@ -36,6 +38,9 @@ def oom_evidence(
                 f"{path_failures.oom_like} failures on {name} with no server probe to confirm "
                 "memory, but they prefer large inputs"
             )
+        elif path_server.oom_killed:
+            clears_bar = True
+            evidence.append(_memory_sentence(name, path_server, path_failures))
         if (
             path_failures.oom_like
             and path_failures.large_rate is not None
