@@ -45,6 +45,7 @@ from pathprobe.analysis.findings import (
 )
 from pathprobe.analysis.knee import find_knee
 from pathprobe.analysis.lookup import hop_times_of, offered_at, result_at, summary_at
+from pathprobe.analysis.model_split import model_phases
 from pathprobe.analysis.server_split import baseline_samples, reassign_waiting, split_server_wait
 from pathprobe.analysis.stage_means import HOP_STAGES, path_sets
 from pathprobe.analysis.transfer import transfer_slope
@@ -277,6 +278,9 @@ def _path_evidence(run: RunResult, names: Sequence[str], focus: int) -> PathEvid
         recs = measured(found)
         evidence.network[name] = network_evidence(run.probes, name, focus, recs)
         evidence.server[name] = server_evidence(run.probes, name, focus)
+        evidence.server[name].model_phases = model_phases(
+            run.probes.get("model_stats"), name, focus
+        )
         evidence.server[name].set_requests(tally_of(found).requests)
         evidence.failures[name] = failure_evidence(recs, tally_of(found))
         evidence.hop_times[name] = hop_times_of(found, run)
@@ -317,6 +321,7 @@ def _decompositions(
         if not dec.has_server_timing:
             dec.work_model = split_server_wait(dec, found, baseline)
             evidence.server[name].set_work(dec.components.get("server"))
+            evidence.server[name].set_unsplit(dec.components.get("server"), dec.work_model)
         reassign_waiting(dec, evidence.server[name])
         decompositions[name] = dec
     return decompositions

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from pathprobe.analysis.model_split import ModelPhases
 from pathprobe.model.records import ErrorKind, Records, completed, error_kinds
 from pathprobe.model.results import Tally
 
@@ -147,6 +148,12 @@ class ServerEvidence:
     cpu_share_of_work: float | None = None  # without Server-Timing: see set_work
     # Wall time of the server's CPU work over its CPU time: 1 + run-queue wait / CPU (schedstat).
     cpu_stretch: float = 1.0
+    # The model's own statistics for this window (Triton's extension, probes.model_stats), and
+    # what they split (see analysis/model_split.py): the window's mean unsplit server time per
+    # request, and whether its waiting was already cut out of it (the work model).
+    model_phases: ModelPhases | None = None
+    unsplit_mean_ms: float = 0.0
+    queue_cut_out: bool = False
 
     def set_work(self, work_ms: npt.NDArray[np.float64] | None) -> None:
         """The share of the server's uncontended work (ms per request, an array) its CPU did:
@@ -159,6 +166,13 @@ class ServerEvidence:
         if mean > 0:
             on_cpu = self.cpu_ms_per_request * self.cpu_stretch
             self.cpu_share_of_work = min(on_cpu / mean, 1.0)
+
+    def set_unsplit(self, server_ms: npt.NDArray[np.float64] | None, work_model: object) -> None:
+        """What the model's statistics split: the mean unsplit server time per request, and
+        whether a work model already cut the waiting out of it."""
+        if server_ms is not None and server_ms.size:
+            self.unsplit_mean_ms = float(np.mean(server_ms))
+        self.queue_cut_out = work_model is not None
 
     def set_requests(self, n: int) -> None:
         """CPU per request from the window's CPU seconds and its ``n`` requests."""

@@ -71,7 +71,7 @@ def model_phases(model_stats: Mapping[str, Any] | None, path: str, step: int) ->
 
 
 def split_unsplit(
-    unsplit_ms: float, phases: ModelPhases, window_unsplit_ms: float
+    unsplit_ms: float, phases: ModelPhases, window_unsplit_ms: float, queue_cut_out: bool = False
 ) -> dict[str, float]:
     """Cut one request set's unsplit server time (mean ms per request) into stages.
 
@@ -82,7 +82,9 @@ def split_unsplit(
     own thread pool), which the statistics do not time. It is shared the way the window's means
     share it: the queue's mean against the frontend's, the window's mean unsplit server time
     (``window_unsplit_ms``, over all its requests) less every phase. The frontend's part stays
-    ``server`` (unsplit): no statistic says what it was.
+    ``server`` (unsplit): no statistic says what it was. With ``queue_cut_out`` the waiting was
+    already taken out of the server's time (the work model's ``server_queue``): the queue's mean
+    is then not in ``window_unsplit_ms`` and the rest is all frontend.
     """
     if unsplit_ms <= 0:
         return {}
@@ -93,8 +95,8 @@ def split_unsplit(
     }
     rest = unsplit_ms - work * scale
     if rest > 0:
-        queue = phases.stage_ms.get("server_concurrency", 0.0)
-        frontend = max(window_unsplit_ms - phases.total_ms, 0.0)
+        queue = 0.0 if queue_cut_out else phases.stage_ms.get("server_concurrency", 0.0)
+        frontend = max(window_unsplit_ms - phases.work_ms - queue, 0.0)
         if queue + frontend > 0:
             out["server_concurrency"] = rest * queue / (queue + frontend)
             out["server"] = rest * frontend / (queue + frontend)

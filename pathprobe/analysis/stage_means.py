@@ -14,8 +14,9 @@ them to stages:
   explains goes to the CPU stages by their profile shares (or Server-Timing proportions without a
   usable profile), the rest — waiting while CPU was to spare — to ``server_concurrency``. Without
   a server probe it all goes to ``server_concurrency`` (and the evidence says so).
-* an unsplit ``server`` (no Server-Timing) is split by the profile's busy shares when there is a
-  profile, else stays the category ``server``.
+* an unsplit ``server`` (no Server-Timing) is split by the server's own statistics when it keeps
+  them (:mod:`~pathprobe.analysis.model_split`, Triton's extension), else by the profile's busy
+  shares when there is a profile, else stays the category ``server``.
 * failed requests rank above every success; in the tail set each contributes
   max(its elapsed time, the tail latency of the successes) — a failure costs the user at least a
   slow answer — to ``oom`` when the OOM evidence clears its bar, else to the category ``errors``.
@@ -34,6 +35,7 @@ import numpy.typing as npt
 from pathprobe.analysis.decompose import Decomposition
 from pathprobe.analysis.deltas import tail_percentile
 from pathprobe.analysis.evidence import ServerEvidence
+from pathprobe.analysis.model_split import split_unsplit
 from pathprobe.analysis.server_split import (
     MIN_PROFILE_SAMPLES_ALONE,
     cpu_caused_wait_ms,
@@ -81,7 +83,14 @@ def map_to_stages(
     if unsplit:
         busy = {k: v for k, v in server.stage_share.items() if k != "idle"}
         total = sum(busy.values())
-        if total > 0 and server.busy_samples >= MIN_PROFILE_SAMPLES_ALONE:
+        if server.model_phases is not None:
+            # The server's own account of its phases is more direct than a sampled profile.
+            phases = split_unsplit(
+                unsplit, server.model_phases, server.unsplit_mean_ms, server.queue_cut_out
+            )
+            for stage, value in phases.items():
+                add(stage, value)
+        elif total > 0 and server.busy_samples >= MIN_PROFILE_SAMPLES_ALONE:
             # The profile sees where the CPU went; the part of the work the CPU did not do (a
             # device, a downstream call, an await) no profile can place, and no stage is given it.
             on_cpu = unsplit * (

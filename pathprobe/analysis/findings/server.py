@@ -16,6 +16,7 @@ from pathprobe.analysis.decompose import Decomposition
 from pathprobe.analysis.evidence import ServerEvidence, share_text
 from pathprobe.analysis.findings.context import FindingContext, StageFinding
 from pathprobe.analysis.lookup import summary_at
+from pathprobe.analysis.model_split import ModelPhases
 from pathprobe.analysis.server_split import profile_share_bounds
 from pathprobe.analysis.stats import wilson_interval
 
@@ -46,6 +47,10 @@ def _work_finding(ctx: FindingContext, stage: str) -> StageFinding:
             f"in the {ctx.where} tail (incl. its share of CPU queueing)"
         )
         finding.direct_evidence = True
+    stats = server.model_phases if not timed else None
+    if stats is not None:
+        finding.evidence.append(_statistics_sentence(stats, stage))
+        finding.direct_evidence = True
     bounds = profile_share_bounds(server, stage)
     if server.stage_share:
         finding.evidence.append(
@@ -60,7 +65,7 @@ def _work_finding(ctx: FindingContext, stage: str) -> StageFinding:
             )
         )
         finding.direct_evidence = True
-    if timed or bounds is None or bounds[0] <= 0:
+    if timed or stats is not None or bounds is None or bounds[0] <= 0:
         finding.clears_bar = finding.explains_ms >= ctx.bar_ms
     else:
         # The split came from the profile alone: the stage clears its bar only if it would
@@ -81,6 +86,9 @@ def _concurrency_finding(ctx: FindingContext) -> StageFinding:
         finding.evidence.append(_littles_law(decomposition, achieved))
     finding.evidence.append(_waiting_sentence(ctx, finding.explains_ms))
     server = ctx.outer_server
+    if server.model_phases is not None:
+        finding.evidence.append(_statistics_sentence(server.model_phases, "server_concurrency"))
+        finding.direct_evidence = True
     if server.utilisation is not None:
         finding.evidence.append(
             f"server CPU {server.cores_used or 0:.2f} of {server.cores_available or 0:g} core(s) "
@@ -104,6 +112,19 @@ def _concurrency_finding(ctx: FindingContext) -> StageFinding:
         queue_tail + work_tail, 1e-9
     )
     return finding
+
+
+#: How the statistics name each stage's phases (analysis/model_split.PHASE_STAGES).
+_PHASE_NAMES = {"server_concurrency": "queue", "preprocessing": "compute_input",
+                "inference": "compute_infer + compute_output"}  # fmt: skip
+
+
+def _statistics_sentence(stats: ModelPhases, stage: str) -> str:
+    """The server's own statistics for ``stage`` (model-wide: every client's requests count)."""
+    return (
+        f"the server's statistics (ModelStatistics, model-wide, {stats.requests} requests in the "
+        f"window): {_PHASE_NAMES[stage]} {stats.stage_ms.get(stage, 0.0):.1f} ms per request"
+    )
 
 
 def _littles_law(decomposition: Decomposition, achieved_rps: float) -> str:
