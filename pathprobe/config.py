@@ -1,19 +1,19 @@
 """The resolved configuration of one diagnosis, and the one place that validates it.
 
 Flags and the TOML file both arrive as a *raw mapping* keyed by the flag's name with ``_`` for
-``-`` (design.md §5). :func:`build_config` turns the merged mapping into frozen dataclasses or
-raises :class:`UsageError` with one line naming the problem, before any load is sent.
+``-`` (design.md §5; every key is declared in :mod:`pathprobe.options`, with its default and the
+check of a value on its own). :func:`build_config` turns the merged mapping into frozen
+dataclasses or raises :class:`UsageError` with one line naming the problem, before any load is
+sent; the rules that join several keys live here.
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import math
 import os
 import re
 import ssl
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,8 +22,8 @@ from urllib.parse import urlsplit
 
 from pathprobe.errors import UsageError
 from pathprobe.grpc_url import is_grpc_url, parse_grpc_url
-from pathprobe.model.records import DEFAULT_MAX_RECORDS
-from pathprobe.model.stages import CATEGORY_COLOURS, STAGE_NAMES
+from pathprobe.model.stages import STAGE_NAMES
+from pathprobe.options import KNOWN_KEYS, as_float, as_int, default, read
 
 #: The verdict's vocabulary (design.md §2), from its one definition.
 STAGES = STAGE_NAMES
@@ -40,15 +40,13 @@ GrpcDatatype = Literal["BYTES", "UINT8"]
 MAX_RATE_RPS = 20_000.0
 MAX_DURATION_S = 600.0
 MAX_CONCURRENCY = 2_000
-# --max-records below this would leave a thinned window's sample p99 on ~5 requests.
-MIN_MAX_RECORDS = 1024
 # Whole-run ceilings: 50 steps of 600 s on three paths is 25 hours, and 20 000/s over it would
 # plan (and hold in memory, 8 bytes per due time) billions of requests.
 MAX_RUN_S = 4 * 3600.0
 MAX_PLANNED_REQUESTS = 50_000_000
 DEFAULT_RATE_RPS = 10.0
-DEFAULT_DURATION_S = 10.0
-DEFAULT_TIMEOUT_S = 30.0
+DEFAULT_DURATION_S: float = default("duration")
+DEFAULT_TIMEOUT_S: float = default("timeout")
 # A ramp around --target-rps when no load shape is given: below, at and above the target, so the
 # knee is visible on both sides of it.
 TARGET_RAMP_FACTORS = (0.5, 1.0, 1.5)
@@ -71,12 +69,12 @@ class PayloadSpec:
     payload_dir: Path | None = None
     image_min_px: int = 0
     image_max_px: int = 0
-    encoding: Encoding = "raw"
+    encoding: Encoding = default("encoding")
     pool_size: int = 32
     # gRPC paths: the input tensor a file or generated image goes into (config keys grpc_input,
     # grpc_datatype); a JSON request names its own inputs.
-    grpc_input: str = "image"
-    grpc_datatype: GrpcDatatype = "BYTES"
+    grpc_input: str = default("grpc_input")
+    grpc_datatype: GrpcDatatype = default("grpc_datatype")
 
 
 @dataclass(frozen=True)
@@ -98,19 +96,19 @@ class LoadProfile:
     rates: tuple[float, ...] | None
     concurrency: int | None
     duration_s: float = DEFAULT_DURATION_S
-    warmup_s: float = 1.0
-    arrival: Arrival = "uniform"
-    seed: int = 1
-    connections: int = 100
+    warmup_s: float = default("warmup")
+    arrival: Arrival = default("arrival")
+    seed: int = default("seed")
+    connections: int = default("connections")
     keepalive: bool = True
     timeout_s: float = DEFAULT_TIMEOUT_S
-    connect_timeout_s: float = 5.0
+    connect_timeout_s: float = default("connect_timeout")
     method: str = "GET"
     headers: tuple[tuple[str, str], ...] = ()
     payload: PayloadSpec = field(default_factory=PayloadSpec)
     tls: TLSOptions = field(default_factory=TLSOptions)
-    engine: Engine = "auto"
-    workers: int = 1
+    engine: Engine = default("engine")
+    workers: int = default("workers")
     # A Ray cluster's address (``auto``, ``host:port``, ``ray://host:10001``): the workers run
     # there as actors (pathprobe.load.ray_pool) instead of as local processes.
     ray: str | None = None
@@ -144,13 +142,13 @@ class ProbeOptions:
     capture: bool = True
     capture_iface: str | None = None
     profile: bool = True
-    replica_header: str = "x-replica"
+    replica_header: str = default("replica_header")
     # (regex on a frame's "function (file)" text, stage); user rules are tried before the defaults.
     stage_rules: tuple[tuple[str, str], ...] = ()
-    server_timing_header: str = "server-timing"
-    upstream_time_header: str = "x-upstream-header-time"
-    lb_timers_header: str = "x-haproxy-timers"
-    envoy_time_header: str = "x-envoy-upstream-service-time"
+    server_timing_header: str = default("server_timing_header")
+    upstream_time_header: str = default("upstream_time_header")
+    lb_timers_header: str = default("lb_timers_header")
+    envoy_time_header: str = default("envoy_time_header")
 
 
 @dataclass(frozen=True)
@@ -160,8 +158,8 @@ class DiagnoseConfig:
     targets: Targets
     probes: ProbeOptions
     out_dir: Path
-    abort_on_error_rate: float = 0.9
-    max_records: int = DEFAULT_MAX_RECORDS
+    abort_on_error_rate: float = default("abort_on_error_rate")
+    max_records: int = default("max_records")
     dry_run: bool = False
     allow_high_load: bool = False
     #: Measure pathprobe's own latency floor against a local null server before the first step.
@@ -173,52 +171,7 @@ class DiagnoseConfig:
         return self.paths[-1]
 
 
-# Every key a flag or the TOML file may set, with the flag it mirrors. Unknown keys are errors.
-KNOWN_KEYS = frozenset(
-    {
-        "path", "rate", "rates", "concurrency", "duration", "warmup", "arrival", "method", "header",
-        "body_file", "payload", "payload_dir", "encoding", "server_pid", "agent", "agent_token",
-        "target_p99", "target_rps", "target_error_rate", "seed", "out", "connections",
-        "no_keepalive", "cacert", "cert", "key", "insecure", "timeout", "connect_timeout",
-        "workers", "engine", "capture_iface", "no_capture", "no_profile", "replica_header",
-        "abort_on_error_rate", "dry_run", "allow_high_load", "stage_rules", "max_records",
-        "no_calibrate",
-        "server_timing_header", "upstream_time_header", "lb_timers_header", "envoy_time_header",
-        "grpc_input", "grpc_datatype",
-        "ray",
-    }
-)  # fmt: skip
-
-# Bounded digit counts: int() of a 5000-digit string raises, and no image side needs more.
-_IMAGE_SPEC = re.compile(r"^image:(\d{1,9})-(\d{1,9})$")
-_HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _PATH_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
-
-
-def load_toml(path: Path) -> dict[str, Any]:
-    """Read a config file; every key must be a known flag name."""
-    try:
-        with path.open("rb") as fh:
-            data = tomllib.load(fh)
-    except FileNotFoundError:
-        raise UsageError(f"config file not found: {path}") from None
-    except PermissionError:
-        raise UsageError(f"config file not readable: {path}") from None
-    except OSError as exc:  # a directory, an I/O error: still bad input, not a crash
-        raise UsageError(f"config file not readable: {path} ({exc.strerror or exc})") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise UsageError(f"config file {path} is not valid TOML: {exc}") from None
-    unknown = sorted(set(data) - KNOWN_KEYS)
-    if unknown:
-        raise UsageError(f"unknown key in {path}: {unknown[0]!r}")
-    return data
-
-
-def merge(file_values: Mapping[str, Any], flag_values: Mapping[str, Any]) -> dict[str, Any]:
-    """Flags override the file; a flag left at ``None`` means "not given"."""
-    merged = dict(file_values)
-    merged.update({k: v for k, v in flag_values.items() if v is not None})
-    return merged
 
 
 def build_config(raw: Mapping[str, Any]) -> DiagnoseConfig:
@@ -226,20 +179,20 @@ def build_config(raw: Mapping[str, Any]) -> DiagnoseConfig:
     unknown = sorted(set(raw) - KNOWN_KEYS)
     if unknown:
         raise UsageError(f"unknown option: {unknown[0]!r}")
-    allow_high = _bool(raw, "allow_high_load")
+    allow_high: bool = read(raw, "allow_high_load")
     paths = _paths(raw.get("path"))
     targets = Targets(
-        p99_ms=_positive(raw, "target_p99"),
-        rps=_positive(raw, "target_rps"),
-        error_rate=_fraction(raw, "target_error_rate"),
+        p99_ms=read(raw, "target_p99"),
+        rps=read(raw, "target_rps"),
+        error_rate=read(raw, "target_error_rate"),
     )
     load = _load_profile(raw, targets, allow_high)
     probes = _probe_options(raw)
     out = raw.get("out")
     if out is None or str(out).strip() == "":
         raise UsageError("--out DIR is required")
-    abort = _fraction(raw, "abort_on_error_rate")
-    max_records = _int(raw, "max_records", minimum=MIN_MAX_RECORDS)
+    abort: float = read(raw, "abort_on_error_rate")
+    max_records: int = read(raw, "max_records")
     _check_credentials(paths, load.headers)
     _check_grpc(paths, load)
     if not allow_high:
@@ -250,11 +203,11 @@ def build_config(raw: Mapping[str, Any]) -> DiagnoseConfig:
         targets=targets,
         probes=probes,
         out_dir=Path(str(out)),
-        abort_on_error_rate=0.9 if abort is None else abort,
-        max_records=DEFAULT_MAX_RECORDS if max_records is None else max_records,
-        dry_run=_bool(raw, "dry_run"),
+        abort_on_error_rate=abort,
+        max_records=max_records,
+        dry_run=read(raw, "dry_run"),
         allow_high_load=allow_high,
-        calibrate=not _bool(raw, "no_calibrate"),
+        calibrate=not read(raw, "no_calibrate"),
     )
 
 
@@ -414,7 +367,7 @@ def _load_profile(raw: Mapping[str, Any], targets: Targets, allow_high: bool) ->
     elif raw.get("rates") is not None:
         rates = _rates(raw["rates"], allow_high)
     elif raw.get("concurrency") is not None:
-        concurrency = _int(raw, "concurrency", minimum=1)
+        concurrency = read(raw, "concurrency")
         assert concurrency is not None
         if concurrency > MAX_CONCURRENCY and not allow_high:
             raise UsageError(
@@ -427,38 +380,26 @@ def _load_profile(raw: Mapping[str, Any], targets: Targets, allow_high: bool) ->
     else:
         rates = (DEFAULT_RATE_RPS,)
 
-    duration = _positive(raw, "duration")
-    duration = DEFAULT_DURATION_S if duration is None else duration
+    duration: float = read(raw, "duration")
     if duration > MAX_DURATION_S and not allow_high:
         raise UsageError(
             f"--duration {duration:g} s is above {MAX_DURATION_S:g} s per step; "
             "add --allow-high-load if you mean it"
         )
-    warmup = _non_negative(raw, "warmup")
-    timeout = _positive(raw, "timeout")
-    connect_timeout = _positive(raw, "connect_timeout")
     # Every run is bounded in time: a warm-up or a request timeout may not stretch it without
     # the same explicit flag a long step needs.
-    bounded = (("warmup", warmup), ("timeout", timeout), ("connect_timeout", connect_timeout))
-    for key, value in bounded:
-        if value is not None and value > MAX_DURATION_S and not allow_high:
+    bounded = {key: read(raw, key) for key in ("warmup", "timeout", "connect_timeout")}
+    for key, value in bounded.items():
+        if value > MAX_DURATION_S and not allow_high:
             raise UsageError(
-                f"{_flag(key)} {value:g} s is above {MAX_DURATION_S:g} s; "
+                f"--{key.replace('_', '-')} {value:g} s is above {MAX_DURATION_S:g} s; "
                 "add --allow-high-load if you mean it"
             )
-    arrival = str(raw.get("arrival", "uniform"))
-    if arrival not in ("uniform", "poisson"):
-        raise UsageError(f"--arrival must be uniform or poisson, got {arrival!r}")
-    engine = str(raw.get("engine", "auto"))
-    if engine not in ("auto", "aiohttp", "fast"):
-        raise UsageError(f"--engine must be auto, aiohttp or fast, got {engine!r}")
-    seed = _int(raw, "seed", minimum=0)
-    connections = _int(raw, "connections", minimum=1)
-    workers = _int(raw, "workers", minimum=1)
-    if workers is not None and workers > 64:
-        raise UsageError(f"--workers {workers} is above 64")
-    ray = _ray_address(raw)
-    headers = _headers(raw.get("header"))
+    arrival = read(raw, "arrival")
+    engine = read(raw, "engine")
+    seed, connections, workers = (read(raw, key) for key in ("seed", "connections", "workers"))
+    ray = read(raw, "ray")
+    headers = read(raw, "header")
     payload = _payload(raw)
     method = raw.get("method")
     if method is None:
@@ -467,10 +408,10 @@ def _load_profile(raw: Mapping[str, Any], targets: Targets, allow_high: bool) ->
     if not re.fullmatch(r"[A-Z]{1,16}", method):
         raise UsageError(f"--method {method!r} is not an HTTP method")
     tls = TLSOptions(
-        cacert=_existing_file(raw, "cacert"),
-        cert=_existing_file(raw, "cert"),
-        key=_existing_file(raw, "key"),
-        insecure=_bool(raw, "insecure"),
+        cacert=read(raw, "cacert"),
+        cert=read(raw, "cert"),
+        key=read(raw, "key"),
+        insecure=read(raw, "insecure"),
     )
     if tls.key is not None and tls.cert is None:
         raise UsageError("--key needs --cert")
@@ -479,35 +420,21 @@ def _load_profile(raw: Mapping[str, Any], targets: Targets, allow_high: bool) ->
         rates=rates,
         concurrency=concurrency,
         duration_s=duration,
-        warmup_s=1.0 if warmup is None else warmup,
-        arrival=arrival,  # type: ignore[arg-type]
-        seed=1 if seed is None else seed,
-        connections=100 if connections is None else connections,
-        keepalive=not _bool(raw, "no_keepalive"),
-        timeout_s=DEFAULT_TIMEOUT_S if timeout is None else timeout,
-        connect_timeout_s=5.0 if connect_timeout is None else connect_timeout,
+        warmup_s=bounded["warmup"],
+        arrival=arrival,
+        seed=seed,
+        connections=connections,
+        keepalive=not read(raw, "no_keepalive"),
+        timeout_s=bounded["timeout"],
+        connect_timeout_s=bounded["connect_timeout"],
         method=method,
         headers=headers,
         payload=payload,
         tls=tls,
-        engine=engine,  # type: ignore[arg-type]
-        workers=1 if workers is None else workers,
+        engine=engine,
+        workers=workers,
         ray=ray,
     )
-
-
-def _ray_address(raw: Mapping[str, Any]) -> str | None:
-    """``--ray ADDRESS``, checked for shape and for Ray being installed (before any load)."""
-    value = raw.get("ray")
-    if value is None:
-        return None
-    address = str(value).strip()
-    if not address or any(c.isspace() for c in address) or len(address) > 300:
-        raise UsageError("--ray needs a Ray address: auto, host:port or ray://host:10001")
-    # find_spec, not import: the core install stays light and `import ray` costs seconds.
-    if importlib.util.find_spec("ray") is None:
-        raise UsageError("--ray needs Ray, which is not installed: install pathprobe[ray]")
-    return address
 
 
 def _check_tls_files(tls: TLSOptions) -> None:
@@ -536,47 +463,15 @@ def _payload(raw: Mapping[str, Any]) -> PayloadSpec:
         raise UsageError(
             f"give only one of --body-file, --payload, --payload-dir ({', '.join(given)})"
         )
-    encoding = str(raw.get("encoding", "raw"))
-    if encoding not in ("raw", "multipart", "base64-json"):
-        raise UsageError(f"--encoding must be raw, multipart or base64-json, got {encoding!r}")
-    enc: Encoding = encoding  # type: ignore[assignment]
-    grpc_input = str(raw.get("grpc_input", "image"))
-    if not grpc_input or len(grpc_input) > 256 or any(ord(ch) < 0x20 for ch in grpc_input):
-        raise UsageError(f"grpc_input must be a tensor name, got {grpc_input!r}"[:200])
-    grpc_datatype = str(raw.get("grpc_datatype", "BYTES"))
-    if grpc_datatype not in ("BYTES", "UINT8"):
-        raise UsageError(f"grpc_datatype must be BYTES or UINT8, got {grpc_datatype!r}"[:200])
     enc_kw: dict[str, Any] = {
-        "encoding": enc, "grpc_input": grpc_input, "grpc_datatype": grpc_datatype,
-    }  # fmt: skip
+        key: read(raw, key) for key in ("encoding", "grpc_input", "grpc_datatype")
+    }
     if raw.get("body_file") is not None:
-        path = _existing_file(raw, "body_file")
-        return PayloadSpec(kind="body_file", body_file=path, **enc_kw)
+        return PayloadSpec(kind="body_file", body_file=read(raw, "body_file"), **enc_kw)
     if raw.get("payload_dir") is not None:
-        directory = Path(str(raw["payload_dir"]))
-        try:
-            is_dir = directory.is_dir()
-        except OSError as exc:
-            raise UsageError(f"--payload-dir {_short(directory)}: {exc.strerror or exc}") from None
-        if not is_dir:
-            raise UsageError(f"--payload-dir {_short(directory)} is not a directory")
-        try:
-            has_file = any(p.is_file() for p in directory.iterdir())
-        except OSError as exc:
-            raise UsageError(
-                f"--payload-dir {directory} is not readable ({exc.strerror or exc})"
-            ) from None
-        if not has_file:
-            raise UsageError(f"--payload-dir {directory} holds no files")
-        return PayloadSpec(kind="dir", payload_dir=directory, **enc_kw)
+        return PayloadSpec(kind="dir", payload_dir=read(raw, "payload_dir"), **enc_kw)
     if raw.get("payload") is not None:
-        spec = str(raw["payload"]).strip()
-        match = _IMAGE_SPEC.match(spec)
-        if not match:
-            raise UsageError(f"--payload must look like image:MIN-MAX (pixels), got {spec!r}")
-        low, high = int(match.group(1)), int(match.group(2))
-        if low < 8 or high > 8192 or low > high:
-            raise UsageError(f"--payload {spec}: need 8 <= MIN <= MAX <= 8192 pixels")
+        low, high = read(raw, "payload")
         return PayloadSpec(kind="image", image_min_px=low, image_max_px=high, **enc_kw)
     return PayloadSpec(**enc_kw)
 
@@ -589,7 +484,7 @@ def _probe_options(raw: Mapping[str, Any]) -> ProbeOptions:
         pids_raw = [pids_raw]
     pids: list[int] = []
     for value in pids_raw:
-        pid = _as_int(value, "--server-pid")
+        pid = as_int(value, "--server-pid")
         if pid <= 0:
             raise UsageError(f"--server-pid {value} is not a process id")
         if not Path(f"/proc/{pid}").exists():
@@ -603,34 +498,17 @@ def _probe_options(raw: Mapping[str, Any]) -> ProbeOptions:
     agent = raw.get("agent")
     if agent is not None:
         agent = validate_url(str(agent), "--agent")
-    rules_raw = raw.get("stage_rules") or {}
-    if not isinstance(rules_raw, Mapping):
-        raise UsageError("stage_rules must be a table of {regex = stage}")
-    rules: list[tuple[str, str]] = []
-    for pattern, stage in rules_raw.items():
-        if stage not in STAGES and stage not in CATEGORY_COLOURS:
-            raise UsageError(f"stage_rules: {stage!r} is not a stage")
-        try:
-            re.compile(pattern)
-        except re.error as exc:
-            raise UsageError(f"stage_rules: bad regex {pattern!r}: {exc}") from None
-        rules.append((str(pattern), str(stage)))
-    names = {}
-    for key in ("replica_header", "server_timing_header", "upstream_time_header",
-                "lb_timers_header", "envoy_time_header"):  # fmt: skip
-        if raw.get(key) is not None:
-            value = str(raw[key]).strip()
-            if not _HEADER_NAME.match(value):
-                raise UsageError(f"--{key.replace('_', '-')}: {value!r} is not a header name")
-            names[key] = value.lower()
+    rules = read(raw, "stage_rules")
+    names = {key: read(raw, key) for key in ("replica_header", "server_timing_header",
+             "upstream_time_header", "lb_timers_header", "envoy_time_header")}  # fmt: skip
     return ProbeOptions(
         server_pids=tuple(pids),
         agent_url=agent,
-        agent_token=None if raw.get("agent_token") is None else str(raw["agent_token"]),
-        capture=not _bool(raw, "no_capture"),
-        capture_iface=None if raw.get("capture_iface") is None else str(raw["capture_iface"]),
-        profile=not _bool(raw, "no_profile"),
-        stage_rules=tuple(rules),
+        agent_token=read(raw, "agent_token"),
+        capture=not read(raw, "no_capture"),
+        capture_iface=read(raw, "capture_iface"),
+        profile=not read(raw, "no_profile"),
+        stage_rules=rules,
         **names,
     )
 
@@ -667,28 +545,6 @@ def _process_name(pid: int) -> str:
         return "unknown"
 
 
-def _headers(value: Any) -> tuple[tuple[str, str], ...]:
-    if value is None:
-        return ()
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list):
-        raise UsageError("header must be a list of 'Name: value' strings")
-    headers: list[tuple[str, str]] = []
-    for number, item in enumerate(value, start=1):
-        name, sep, val = str(item).partition(":")
-        name = name.strip()
-        if not sep or not _HEADER_NAME.match(name):
-            # The text is not echoed: a mistyped 'Authorization Bearer …' is still a secret.
-            raise UsageError(
-                f"--header #{number} is not 'Name: value' (a token name, a colon, a value)"
-            )
-        if "\r" in val or "\n" in val:
-            raise UsageError(f"--header {name}: value contains a line break")
-        headers.append((name, val.strip()))
-    return tuple(headers)
-
-
 def _rates(value: Any, allow_high: bool) -> tuple[float, ...]:
     items = value.split(",") if isinstance(value, str) else value
     if not isinstance(items, list | tuple) or not items:
@@ -700,7 +556,7 @@ def _rates(value: Any, allow_high: bool) -> tuple[float, ...]:
 
 
 def _rate(value: Any, what: str, allow_high: bool) -> float:
-    rate = _as_float(value, what)
+    rate = as_float(value, what)
     if not math.isfinite(rate) or rate <= 0:
         raise UsageError(f"{what} must be a positive number of requests/s, got {value!r}")
     if rate > MAX_RATE_RPS and not allow_high:
@@ -709,101 +565,3 @@ def _rate(value: Any, what: str, allow_high: bool) -> float:
             "add --allow-high-load if you mean it"
         )
     return rate
-
-
-def _as_float(value: Any, what: str) -> float:
-    if isinstance(value, bool):
-        raise UsageError(f"{what} must be a number, got {value!r}")
-    try:
-        return float(str(value).strip()) if isinstance(value, str) else float(value)
-    except (TypeError, ValueError, OverflowError):
-        raise UsageError(f"{what} must be a number, got {value!r}") from None
-
-
-def _as_int(value: Any, what: str) -> int:
-    if isinstance(value, bool):
-        raise UsageError(f"{what} must be an integer, got {value!r}")
-    if isinstance(value, int):
-        return value
-    try:
-        return int(str(value).strip())
-    except (TypeError, ValueError):
-        raise UsageError(f"{what} must be an integer, got {value!r}") from None
-
-
-def _flag(key: str) -> str:
-    return "--" + key.replace("_", "-")
-
-
-def _positive(raw: Mapping[str, Any], key: str) -> float | None:
-    if raw.get(key) is None:
-        return None
-    value = _as_float(raw[key], _flag(key))
-    if not math.isfinite(value) or value <= 0:
-        raise UsageError(f"{_flag(key)} must be a positive number, got {raw[key]!r}")
-    return value
-
-
-def _non_negative(raw: Mapping[str, Any], key: str) -> float | None:
-    if raw.get(key) is None:
-        return None
-    value = _as_float(raw[key], _flag(key))
-    if not math.isfinite(value) or value < 0:
-        raise UsageError(f"{_flag(key)} must be zero or more, got {raw[key]!r}")
-    return value
-
-
-def _fraction(raw: Mapping[str, Any], key: str) -> float | None:
-    if raw.get(key) is None:
-        return None
-    value = _as_float(raw[key], _flag(key))
-    if not math.isfinite(value) or not 0 <= value <= 1:
-        raise UsageError(f"{_flag(key)} must be a fraction between 0 and 1, got {raw[key]!r}")
-    return value
-
-
-def _int(raw: Mapping[str, Any], key: str, minimum: int) -> int | None:
-    if raw.get(key) is None:
-        return None
-    value = _as_int(raw[key], _flag(key))
-    if value < minimum:
-        raise UsageError(f"{_flag(key)} must be at least {minimum}, got {raw[key]!r}")
-    return value
-
-
-def _bool(raw: Mapping[str, Any], key: str) -> bool:
-    value = raw.get(key)
-    if value is None:
-        return False
-    if not isinstance(value, bool):
-        raise UsageError(f"{key} must be true or false, got {value!r}")
-    return value
-
-
-def _existing_file(raw: Mapping[str, Any], key: str) -> Path | None:
-    if raw.get(key) is None:
-        return None
-    path = Path(str(raw[key]))
-    try:
-        is_dir, is_file = path.is_dir(), path.is_file()
-    except OSError as exc:  # a name too long, a loop of links: pathlib only hides ENOENT & co.
-        raise UsageError(f"{_flag(key)} {_short(path)}: {exc.strerror or exc}") from None
-    if is_dir:
-        raise UsageError(f"{_flag(key)} {path}: is a directory, not a file")
-    if not is_file:
-        raise UsageError(f"{_flag(key)} {_short(path)}: no such file")
-    # Read a byte rather than trust os.access: root passes every permission check, yet a file
-    # can still fail to read (a FUSE or /proc file, an I/O error).
-    try:
-        with path.open("rb") as fh:
-            fh.read(1)
-    except (OSError, ValueError) as exc:
-        reason = getattr(exc, "strerror", None) or str(exc)
-        raise UsageError(f"{_flag(key)} {path}: cannot be read ({reason})") from None
-    return path
-
-
-def _short(path: Path, limit: int = 120) -> str:
-    """A path for a one-line message: absurdly long ones are cut."""
-    text = str(path)
-    return text if len(text) <= limit else text[:limit] + "…"

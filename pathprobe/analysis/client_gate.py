@@ -23,15 +23,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from pathprobe.model.lateness import lateness
 from pathprobe.model.records import Records
 
-#: A request that slipped by more than one mean inter-arrival gap left after its successor was due:
-#: the client is a whole request behind its schedule (see probes.client.client_schedule_summary).
-#: The gap is clamped to [1 ms, 10 ms]: below 1 ms slip is timer granularity; above 10 ms being late
-#: already adds more than most services' own p50.
-LATE_FLOOR_MS = 1.0
-LATE_CAP_MS = 10.0
-#: Share of requests that must be that late. 5 % puts the lateness inside the p95 and therefore the
+#: Share of requests that must be late (pathprobe.model.lateness: slipped by more than one
+#: schedule gap, clamped to [1 ms, 10 ms]). 5 % puts the lateness inside the p95 and therefore the
 #: p99 the targets are judged on: every tail percentile then carries client delay.
 LATE_FRACTION_TRIP = 0.05
 #: ...and the slip must matter against the latency it pollutes: p99 slip at least this share of
@@ -68,25 +64,6 @@ class GateResult:
     checked_windows: int = 0
 
 
-def slip_ms(records: Records) -> npt.NDArray[np.float64]:
-    """Per-request schedule slip (actual − intended send), ms, never negative."""
-    slip = (records["actual_ns"].astype(np.int64) - records["intended_ns"].astype(np.int64)) / 1e6
-    return np.asarray(np.maximum(slip, 0.0), dtype=np.float64)
-
-
-def late_threshold_ms(records: Records, stride: int = 1) -> float:
-    """One mean inter-arrival gap of the schedule, clamped to [LATE_FLOOR_MS, LATE_CAP_MS].
-
-    ``stride``: the records are about one in ``stride`` of the requests (a thinned window), so
-    the schedule's gap is ``stride`` times shorter than theirs.
-    """
-    intended = np.sort(records["intended_ns"].astype(np.int64))
-    gap_ms = LATE_FLOOR_MS
-    if intended.size >= 2 and intended[-1] > intended[0]:
-        gap_ms = float(intended[-1] - intended[0]) / (intended.size - 1) / 1e6 / stride
-    return min(max(gap_ms, LATE_FLOOR_MS), LATE_CAP_MS)
-
-
 def window_gate(
     records: Records,
     latency_p99_ms: float | None,
@@ -98,11 +75,10 @@ def window_gate(
     """The trip reasons of one window (empty when it passed) and its numbers."""
     reasons: list[str] = []
     numbers: dict[str, float | None] = {}
-    if len(records):
-        slip = slip_ms(records)
-        threshold = late_threshold_ms(records, stride)
-        late = float(np.mean(slip > threshold))
-        p99 = float(np.percentile(slip, 99))
+    late_rule = lateness(records["intended_ns"], records["actual_ns"], stride)
+    if late_rule.slip_ms.size:
+        late, threshold = late_rule.late_fraction, late_rule.threshold_ms
+        p99 = float(np.percentile(late_rule.slip_ms, 99))
         numbers.update(slip_p99_ms=p99, late_fraction=late, late_threshold_ms=threshold)
         big_enough = latency_p99_ms is None or p99 >= SLIP_SHARE_OF_P99 * latency_p99_ms
         if late >= LATE_FRACTION_TRIP and big_enough:

@@ -27,8 +27,9 @@ from pathprobe.load.payloads import PayloadPool
 from pathprobe.load.schedule import StepPlan
 from pathprobe.load.store import BoundedSamples, RecordStore
 from pathprobe.load.tls import TimedSSLObject, client_context
-from pathprobe.model.records import DEFAULT_MAX_RECORDS, RECORD_DTYPE, ErrorKind
+from pathprobe.model.records import RECORD_DTYPE, ErrorKind
 from pathprobe.model.results import StepResult
+from pathprobe.options import DEFAULT_MAX_RECORDS
 
 # Response bodies are read and counted, never kept; above this size the request fails TOO_LARGE
 # (a hostile or broken server answering 2 GB must not exhaust the client).

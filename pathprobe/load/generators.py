@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from pathprobe.analysis.client_gate import late_threshold_ms, slip_ms
+from pathprobe.model.lateness import lateness
 from pathprobe.model.results import StepResult, tally_of
 
 
@@ -91,15 +91,11 @@ def generator_window(
     recs = part.records[part.records["seq"] >= part.first_measured_seq]
     slip_p99: float | None = None
     late: float | None = None
-    sent = recs[recs["actual_ns"] > 0]
-    if len(sent):
-        slip = slip_ms(sent)
-        slip_p99 = float(np.percentile(slip, 99))
-        if part.offered_rps is not None:
-            threshold = late_threshold_ms(sent, count * part.sample_stride)
-            late = float(np.mean(slip > threshold))
-        else:
-            late = 0.0  # closed loop: sent when the user was free, nothing to be late for
+    late_rule = lateness(recs["intended_ns"], recs["actual_ns"], count * part.sample_stride)
+    if late_rule.slip_ms.size:
+        slip_p99 = float(np.percentile(late_rule.slip_ms, 99))
+        # Closed loop: sent when the user was free, nothing to be late for.
+        late = late_rule.late_fraction if part.offered_rps is not None else 0.0
     lag = part.loop_lag_ns
     cpu_s = cpu_pct = None
     if window_cpu is not None and window_cpu[1] > 0:

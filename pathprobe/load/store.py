@@ -24,8 +24,9 @@ from typing import Generic, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from pathprobe.model.records import DEFAULT_MAX_RECORDS, RECORD_DTYPE, Records, empty_records
+from pathprobe.model.records import RECORD_DTYPE, Records, empty_records
 from pathprobe.model.results import Tally
+from pathprobe.options import DEFAULT_MAX_RECORDS
 
 #: Rows are buffered as tuples (cheapest to append) and moved to numpy this many at a time.
 FLUSH_ROWS = 8192

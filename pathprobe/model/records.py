@@ -129,10 +129,3 @@ def completed(records: Records) -> npt.NDArray[np.bool_]:
         | (records["error"] == ErrorKind.HTTP_5XX)
     )
     return mask
-
-
-#: Rows kept whole per (path, step): 65,536 × 81 B ≈ 5.3 MB. Past it, the sample never holds fewer
-#: than half of this, so a p99 read from it still has ≥ 327 requests above it, and the bootstrap
-#: intervals of the hop deltas are as tight as they will get; counts and the latency and service
-#: percentiles come from the exact tally anyway.
-DEFAULT_MAX_RECORDS = 1 << 16

@@ -26,6 +26,7 @@ import numpy as np
 import numpy.typing as npt
 
 from pathprobe.load.store import BoundedSamples
+from pathprobe.model.lateness import lateness
 from pathprobe.model.records import Records
 from pathprobe.probes.base import JSONDict, Unavailable, Window
 
@@ -36,15 +37,15 @@ TIMELINE_MAX_POINTS = 200
 # lag, 100 Hz), then evenly thinned: a long soak holds at most ~2 MB of them.
 _MAX_CPU_SAMPLES = 1 << 14
 _MAX_LAG_SAMPLES = 1 << 15
-# Lateness threshold bounds, see client_schedule_summary.
-LATE_FLOOR_MS = 1.0
-LATE_CAP_MS = 10.0
 
 
-def _pcts_ms(values_ns: npt.NDArray[Any], keys: Sequence[str]) -> dict[str, float | int | None]:
-    """Selected statistics of nanosecond values, in ms. Keys: p50/p90/p99/max/mean, plus count."""
+def _pcts_ms(
+    values: npt.NDArray[Any], keys: Sequence[str], unit_ns: float = 1.0
+) -> dict[str, float | int | None]:
+    """Selected statistics of values in units of ``unit_ns`` nanoseconds (1: ns, 1e6: ms), in ms.
+    Keys: p50/p90/p99/max/mean, plus count."""
     out: dict[str, float | int | None] = {}
-    arr = np.asarray(values_ns, dtype=np.float64) / 1e6
+    arr = np.asarray(values, dtype=np.float64) * unit_ns / 1e6
     for key in keys:
         if arr.size == 0:
             out[key] = None
@@ -58,44 +59,30 @@ def _pcts_ms(values_ns: npt.NDArray[Any], keys: Sequence[str]) -> dict[str, floa
     return out
 
 
-def client_schedule_summary(records: Records) -> JSONDict:
+def client_schedule_summary(records: Records, stride: int = 1) -> JSONDict:
     """Schedule slip and pool wait of one window's requests (pure; the engine's records in).
 
     * ``slip_ms`` {p50, p99, max}: ``actual_ns - intended_ns`` — how late the engine started each
       request against its open-loop schedule (0 under closed loop, where intended = actual).
-    * ``late_fraction``: share of requests whose slip exceeds ``late_threshold_ms``. The threshold
-      is the mean inter-arrival gap, clamped to [1 ms, 10 ms]. Why: a request that slips by a
-      whole gap leaves after its successor was due — the client is at least one request behind
-      its own schedule, i.e. requests queue *inside the client* and the offered rate is no longer
-      what was asked. Below 1 ms a slip is indistinguishable from timer granularity (asyncio's
-      clock resolution and wake-up jitter are of that order, see the calibration floor); above
-      10 ms a slip already adds more latency than most services' own p50, so at low rates
-      (100 ms gaps at 10 requests/s) being late by less than a gap is still being late.
+    * ``late_fraction``: share of requests whose slip exceeds ``late_threshold_ms``, one schedule
+      gap (``mean_gap_ms``) clamped to [1 ms, 10 ms]: the rule of
+      :mod:`pathprobe.model.lateness`, the client gate's. ``stride``: the records are one in
+      ``stride`` of the window's requests (``StepResult.sample_stride``).
     * ``pool_wait_ms`` {p50, p99, max}: time requests waited for a pooled connection.
       **Pool wait alone is not client evidence**: a slow server holds every connection longer and
       fills any pool, so requests queue for a connection without the client being at fault. Use
       it with CPU, loop lag and slip, never alone.
     """
     n = len(records)
-    actual = np.asarray(records["actual_ns"], dtype=np.int64)
-    sent = actual > 0  # requests the engine actually started
-    slip: npt.NDArray[np.int64] = np.maximum(
-        actual[sent] - np.asarray(records["intended_ns"], dtype=np.int64)[sent], 0
-    )
-    intended = np.sort(np.asarray(records["intended_ns"], dtype=np.int64)) if n else None
-    gap_ms: float | None = None
-    if intended is not None and len(intended) >= 2 and intended[-1] > intended[0]:
-        gap_ms = float(intended[-1] - intended[0]) / (len(intended) - 1) / 1e6
-    threshold_ms = min(max(gap_ms or LATE_FLOOR_MS, LATE_FLOOR_MS), LATE_CAP_MS)
-    late = float(np.mean(slip > threshold_ms * 1e6)) if slip.size else 0.0
+    late = lateness(records["intended_ns"], records["actual_ns"], stride)
     wait = np.asarray(records["conn_wait_ns"], dtype=np.int64) if n else np.zeros(0, np.int64)
     wait = wait[wait >= 0]
     return {
         "requests": n,
-        "slip_ms": _pcts_ms(slip, ("p50", "p99", "max")),
-        "late_threshold_ms": round(threshold_ms, 4),
-        "mean_gap_ms": None if gap_ms is None else round(gap_ms, 4),
-        "late_fraction": round(late, 6),
+        "slip_ms": _pcts_ms(late.slip_ms, ("p50", "p99", "max"), unit_ns=1e6),
+        "late_threshold_ms": round(late.threshold_ms, 4),
+        "mean_gap_ms": None if late.gap_ms is None else round(late.gap_ms, 4),
+        "late_fraction": round(late.late_fraction, 6),
         "pool_wait_ms": _pcts_ms(wait, ("p50", "p99", "max")),
     }
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pathprobe.config import build_config, load_toml, merge
+from pathprobe.config import build_config
+from pathprobe.options import load_toml, merge
 
 BASE = {"path": {"direct": "http://127.0.0.1:9/"}, "out": "/tmp/pathprobe-unit"}
 

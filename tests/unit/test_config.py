@@ -18,11 +18,10 @@ from pathprobe.config import (
     DiagnoseConfig,
     build_config,
     check_out_dir,
-    load_toml,
     looks_like_python,
-    merge,
 )
 from pathprobe.errors import EXIT_USAGE, UsageError
+from pathprobe.options import load_toml, merge
 
 URL = "http://127.0.0.1:9/"
 

@@ -12,8 +12,9 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pathprobe.config import KNOWN_KEYS, STAGES, DiagnoseConfig, build_config
+from pathprobe.config import STAGES, DiagnoseConfig, build_config
 from pathprobe.errors import UsageError
+from pathprobe.options import KNOWN_KEYS
 
 # TOML can hold: strings, integers (64-bit in TOML; arbitrary here), floats incl. nan/inf,
 # booleans, arrays and tables. None stands for "flag not given".

@@ -20,7 +20,7 @@ README = PACKAGE.parent / "README.md"
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("model", "grpcproto"),
     ("errors", "redact", "signals", "grpc_url"),
-    ("config",),
+    ("config", "options"),
     ("run",),
     ("decode",),
     ("analysis",),

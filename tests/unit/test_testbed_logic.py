@@ -9,8 +9,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from pathprobe.config import build_config, load_toml
+from pathprobe.config import build_config
 from pathprobe.errors import UsageError
+from pathprobe.options import load_toml
 from pathprobe.testbed import DEFAULT_MAGNITUDES, FAULTS, STACKS
 from pathprobe.testbed.faults import relevant_magnitudes, resolve_magnitudes, validate_faults
 from pathprobe.testbed.render import render_haproxy, render_nginx
