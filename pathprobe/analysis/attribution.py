@@ -277,6 +277,8 @@ def _path_evidence(run: RunResult, names: Sequence[str], focus: int) -> PathEvid
             continue
         recs = measured(found)
         evidence.network[name] = network_evidence(run.probes, name, focus, recs)
+        if found.engine == "grpc":
+            evidence.network[name].without_exchanges()
         evidence.server[name] = server_evidence(run.probes, name, focus)
         evidence.server[name].model_phases = model_phases(
             run.probes.get("model_stats"), name, focus

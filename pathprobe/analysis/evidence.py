@@ -67,6 +67,16 @@ class NetworkEvidence:
     uploads: dict[str, Any] | None = None  # tcpflows' request sizes and wire upload times
     missing: str | None = None
 
+    def without_exchanges(self) -> None:
+        """Forget what the capture framed per request/response exchange (wire TTFB, uploads).
+
+        On HTTP/2 (gRPC) the streams in flight on a connection interleave their frames, so an
+        "exchange" the wire sees is a burst of several requests, not one: its upload and first-
+        byte times would charge waiting in the server to the network. What holds per connection
+        stays: the round trip, retransmissions and the stalls they caused."""
+        self.wire_ttfb_ms = None
+        self.uploads = None
+
     @property
     def congested(self) -> bool:
         if self.rtt_load_p50_ms is None or self.idle_rtt_p50_ms is None:

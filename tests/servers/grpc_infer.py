@@ -101,7 +101,8 @@ class Service(pb_grpc.GRPCInferenceServiceServicer):
             spent_ns = time.perf_counter_ns() - started
         self.success += 1
         self.infer_ns += spent_ns
-        self.queue_ns += started - queued
+        if self.slots is not None:  # without slots nothing queues (the reads' gap is not a queue)
+            self.queue_ns += started - queued
         if self.timing:
             await context.send_initial_metadata(
                 (("server-timing", f"inference;dur={spent_ns / 1e6:.3f}"),)
