@@ -45,11 +45,13 @@ from pathprobe.load.engine import (
     EngineOptions,
     abort_reason,
     build_step_result,
+    record_store,
+    replica_id,
 )
 from pathprobe.load.http1 import CapturingConn, Conn, build_requests
 from pathprobe.load.payloads import PayloadPool
 from pathprobe.load.schedule import StepPlan
-from pathprobe.load.store import BoundedSamples, RecordStore
+from pathprobe.load.store import BoundedSamples
 from pathprobe.load.timers import make_precise_timer
 from pathprobe.model.records import ErrorKind
 from pathprobe.model.results import StepResult
@@ -57,8 +59,6 @@ from pathprobe.model.results import StepResult
 # Offsets are turned into absolute due times this many at a time (a Python list of a million
 # ints would cost ~36 MB).
 DUE_CHUNK = 4096
-# Replica names kept per step; a hostile server must not grow the table forever.
-MAX_REPLICAS = 1000
 # The column order of a row tuple (tls_ns is always -1: no TLS here).
 _ROW_FIELDS = (
     "seq", "intended_ns", "actual_ns", "conn_wait_ns", "connect_ns", "ttfb_ns", "end_ns",
@@ -149,9 +149,7 @@ class _StepRun:
         self.pending: collections.deque[tuple[int, int, int]] = collections.deque()
         self.connecting: set[asyncio.Task[None]] = set()
         # Rows.
-        self.store = RecordStore(
-            _ROW_FIELDS, options.max_records, options.seq_scale, options.seq_offset
-        )
+        self.store = record_store(options, _ROW_FIELDS)
         self.replica_index: dict[str, int] = {}
         self.submitted = 0
         self.in_flight = 0
@@ -351,16 +349,10 @@ class _StepRun:
     def _conn_replica(self, conn: Conn) -> int:
         """The replica of ``conn`` by its peer address (named in the table on first use)."""
         if conn.replica == -2:
-            conn.replica = self._replica_id(conn.peer) if conn.peer is not None else -1
+            conn.replica = (
+                replica_id(self.replica_index, conn.peer) if conn.peer is not None else -1
+            )
         return conn.replica
-
-    def _replica_id(self, name: str) -> int:
-        index = self.replica_index.get(name)
-        if index is None:
-            if len(self.replica_index) >= MAX_REPLICAS:
-                return -1
-            index = self.replica_index[name] = len(self.replica_index)
-        return index
 
     # --- outcomes ------------------------------------------------------------------------------
 
@@ -374,7 +366,7 @@ class _StepRun:
             if self.capture_keys:
                 header_row = [captured.get(k) for k in self.capture_keys]
             if self.replica_key is not None and self.replica_key in captured:
-                replica = self._replica_id(captured[self.replica_key][:64])
+                replica = replica_id(self.replica_index, captured[self.replica_key][:64])
             else:
                 replica = self._conn_replica(conn)
         else:
@@ -565,17 +557,4 @@ class _StepRun:
             raise RuntimeError(
                 f"fast engine: {self.store.tally.all_requests} rows for {self.submitted} requests"
             )
-        return build_step_result(
-            path=self.path,
-            url=self.url,
-            plan=self.plan,
-            engine=FastEngine.name,
-            store=self.store,
-            start_ns=self.start_ns,
-            options=self.options,
-            replicas=list(self.replica_index),
-            loop_lag=self.loop_lag,
-            in_flight_cap_hits=self.in_flight_cap_hits,
-            aborted=self.aborted,
-            interrupted=self.engine._stop.is_set(),
-        )
+        return build_step_result(self, FastEngine.name, interrupted=self.engine._stop.is_set())

@@ -47,26 +47,26 @@ from pathprobe.config import LoadProfile, TLSOptions  # noqa: E402
 from pathprobe.grpc_url import GrpcTarget, parse_grpc_url  # noqa: E402
 from pathprobe.grpcproto import grpc_predict_v2_pb2 as pb  # noqa: E402
 from pathprobe.load.engine import (  # noqa: E402
-    ABORT_CHECK_INTERVAL_S,
     ABORT_WINDOW,
     MAX_HEADER_VALUE_CHARS,
     MAX_IN_FLIGHT,
     SPIN_NS,
     EngineOptions,
-    abort_reason,
     build_step_result,
-    measure_loop_lag,
+    drain,
+    record_store,
+    replica_id,
+    step_watchers,
 )
 from pathprobe.load.oip import model_prefix  # noqa: E402
 from pathprobe.load.payloads import PayloadPool  # noqa: E402
 from pathprobe.load.schedule import StepPlan  # noqa: E402
-from pathprobe.load.store import BoundedSamples, RecordStore  # noqa: E402
-from pathprobe.model.records import RECORD_DTYPE, ErrorKind  # noqa: E402
+from pathprobe.load.store import BoundedSamples  # noqa: E402
+from pathprobe.model.records import ErrorKind  # noqa: E402
 from pathprobe.model.results import StepResult  # noqa: E402
 
 INFER_METHOD = "/inference.GRPCInferenceService/ModelInfer"
 READY_METHOD = "/inference.GRPCInferenceService/ModelReady"
-MAX_REPLICAS = 1000
 
 # gRPC status → the error kind recorded. Codes not listed keep a kind of their own (see records).
 _GRPC_KINDS: dict[grpc.StatusCode, ErrorKind] = {
@@ -228,12 +228,7 @@ class _StepRun:
         # Built before the clock starts: the model's fields, then the pool's tensors.
         self.bodies = [prefix + p.body for p in engine._pool.payloads]
         self.bare = prefix
-        self.store = RecordStore(
-            RECORD_DTYPE.names or (),
-            self.options.max_records,
-            self.options.seq_scale,
-            self.options.seq_offset,
-        )
+        self.store = record_store(self.options)
         self.capture = tuple(self.options.capture_headers)
         self.replica_key = (self.options.replica_header or "").lower() or None
         self.replica_index: dict[str, int] = {}
@@ -258,35 +253,17 @@ class _StepRun:
         self._open_channels()
         self.start_ns = time.monotonic_ns()
         self.store.begin(self.start_ns + self.plan.warmup_ns, self.start_ns + self.plan.total_ns)
-        lag_task = asyncio.create_task(measure_loop_lag(self.loop_lag))
-        abort_task = asyncio.create_task(self._watch_errors())
         try:
-            if self.plan.offsets_ns is not None:
-                await self._open_loop()
-            else:
-                await self._closed_loop()
+            async with step_watchers(self):
+                if self.plan.offsets_ns is not None:
+                    await self._open_loop()
+                else:
+                    await self._closed_loop()
         finally:
-            for task in (lag_task, abort_task):
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
             await asyncio.gather(
                 *(c.channel.close(grace=None) for c in self.channels), return_exceptions=True
             )
-        return build_step_result(
-            path=self.path,
-            url=self.url,
-            plan=self.plan,
-            engine=GrpcEngine.name,
-            store=self.store,
-            start_ns=self.start_ns,
-            options=self.options,
-            replicas=list(self.replica_index),
-            loop_lag=self.loop_lag,
-            in_flight_cap_hits=self.in_flight_cap_hits,
-            aborted=self.aborted,
-            interrupted=self.engine._stop.is_set(),
-        )
+        return build_step_result(self, GrpcEngine.name, interrupted=self.engine._stop.is_set())
 
     async def _open_loop(self) -> None:
         offsets = self.plan.offsets_ns
@@ -314,7 +291,7 @@ class _StepRun:
                 task.add_done_callback(tasks.discard)
                 i += 1
             await asyncio.sleep(0)
-        await self._drain(tasks)
+        await drain(tasks, self.engine._stop)
 
     async def _closed_loop(self) -> None:
         deadline = self.start_ns + self.plan.total_ns
@@ -327,27 +304,7 @@ class _StepRun:
                 await self._one(next(counter), None)
 
         users = [asyncio.create_task(user()) for _ in range(self.plan.concurrency or 1)]
-        await self._drain(set(users))
-
-    async def _drain(self, tasks: set[asyncio.Task[None]]) -> None:
-        """Await in-flight requests (each ends by its deadline); on interrupt, cancel them."""
-        if not tasks:
-            return
-        stop_wait = asyncio.create_task(self.engine._stop.wait())
-        pending: set[asyncio.Task[Any]] = set(tasks)
-        while pending:
-            done, pending = await asyncio.wait(
-                pending | {stop_wait}, return_when=asyncio.FIRST_COMPLETED
-            )
-            pending.discard(stop_wait)
-            if stop_wait in done:
-                for task in pending:
-                    task.cancel()
-                await asyncio.gather(*pending, return_exceptions=True)
-                break
-        stop_wait.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await stop_wait
+        await drain(set(users), self.engine._stop)
 
     async def _connect(self, chan: _Channel) -> None:
         """Bring ``chan`` up: until READY, a failure (TRANSIENT_FAILURE) or the connect timeout.
@@ -430,7 +387,7 @@ class _StepRun:
             if self.capture:
                 captured = [found.get(name) for name in self.capture]
             if self.replica_key is not None and self.replica_key in found:
-                replica = self._replica_id(found[self.replica_key][:64])
+                replica = replica_id(self.replica_index, found[self.replica_key][:64])
         self.in_flight -= 1
         self.finished += 1
         self.recent.append(error not in (ErrorKind.NONE, ErrorKind.CANCELLED))
@@ -441,24 +398,6 @@ class _StepRun:
             ),
             captured,
         )  # fmt: skip
-
-    def _replica_id(self, name: str) -> int:
-        index = self.replica_index.get(name)
-        if index is None:
-            if len(self.replica_index) >= MAX_REPLICAS:
-                return -1
-            index = self.replica_index[name] = len(self.replica_index)
-        return index
-
-    async def _watch_errors(self) -> None:
-        """Stop the step when :func:`~pathprobe.load.engine.abort_reason` says so."""
-        if self.options.abort_on_error_rate >= 1.0:
-            return
-        while self.aborted is None:
-            await asyncio.sleep(ABORT_CHECK_INTERVAL_S)
-            self.aborted = abort_reason(
-                self.finished, self.recent, self.options.abort_on_error_rate
-            )
 
 
 def _metadata_values(*blocks: Any) -> dict[str, str]:
