@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
+from pathprobe.load.schedule import StepPlan
 from pathprobe.load.store import kept_mask
 from pathprobe.model.records import Records
 from pathprobe.model.results import StepResult, Tally, tally_of
@@ -87,6 +88,17 @@ def merge_results(
         tally=tally,
         sample_stride=stride,
     )
+
+
+def merge_step(parts: Sequence[StepResult], plan: StepPlan) -> StepResult:
+    """The one result of ``plan``'s step from the workers' ``parts``: open loop keeps the plan's
+    own ``seq`` and its first measured request; closed loop renumbers in sending order and
+    reports the whole plan's concurrency."""
+    if plan.offsets_ns is not None:
+        return merge_results(parts, first_measured_seq=plan.first_measured_seq)
+    merged = merge_results(parts, renumber=True)
+    merged.concurrency = plan.concurrency
+    return merged
 
 
 def _thinned(part: StepResult, stride: int) -> tuple[Records, _Headers]:
