@@ -218,6 +218,65 @@ async def drain(tasks: set[asyncio.Task[None]], stop: asyncio.Event) -> None:
         await stop_wait
 
 
+class RequestTasks(StepState, Protocol):
+    """A step that sends each request as a task of its own (the aiohttp and gRPC engines)."""
+
+    in_flight: int
+
+    async def send_request(self, seq: int, intended_ns: int | None) -> None:
+        """Send request ``seq`` and record it; ``intended_ns`` None (closed loop): now."""
+
+
+async def run_open_loop(run: RequestTasks, stop: asyncio.Event) -> None:
+    """Send request ``i`` at ``run.start_ns + offsets_ns[i]`` whatever became of the earlier ones,
+    until the plan is sent, ``stop`` is set or the step aborted; then drain what is in flight.
+    Past :data:`MAX_IN_FLIGHT` the schedule waits (and counts ``in_flight_cap_hits``)."""
+    offsets = run.plan.offsets_ns
+    assert offsets is not None
+    start = run.start_ns
+    tasks: set[asyncio.Task[None]] = set()
+    i = 0
+    n = len(offsets)
+    while i < n and not stop.is_set() and run.aborted is None:
+        now = time.monotonic_ns()
+        due = start + int(offsets[i])
+        if due > now:
+            # The event loop rounds timeouts up to the next millisecond, which would make
+            # every send up to 1 ms late. Sleep to within SPIN_NS of the due time, then
+            # yield (sleep(0)) until it: a slip well under 0.1 ms for ≤ 1 ms of yielding.
+            remaining = due - now
+            await asyncio.sleep((remaining - SPIN_NS) / 1e9 if remaining > SPIN_NS else 0)
+            continue
+        if run.in_flight >= MAX_IN_FLIGHT:
+            run.in_flight_cap_hits += 1
+            await asyncio.sleep(0.001)
+            continue
+        # Send everything that is due now, then yield to the loop.
+        while i < n and start + int(offsets[i]) <= now and run.in_flight < MAX_IN_FLIGHT:
+            task = asyncio.create_task(run.send_request(i, start + int(offsets[i])))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+            i += 1
+        await asyncio.sleep(0)
+    await drain(tasks, stop)
+
+
+async def run_closed_loop(run: RequestTasks, stop: asyncio.Event) -> None:
+    """``plan.concurrency`` users, each sending its next request when the previous one ended,
+    until the step's end, ``stop`` or an abort; ``seq`` numbers the requests in sending order."""
+    deadline = run.start_ns + run.plan.total_ns
+    counter = iter(range(10**12))
+
+    async def user() -> None:
+        while time.monotonic_ns() < deadline and not stop.is_set():
+            if run.aborted is not None:
+                return
+            await run.send_request(next(counter), None)
+
+    users = [asyncio.create_task(user()) for _ in range(run.plan.concurrency or 1)]
+    await drain(set(users), stop)
+
+
 @dataclass
 class _Timing:
     """Filled by the trace hooks during one request."""
@@ -384,65 +443,20 @@ class _StepRun:
             headers={"User-Agent": "pathprobe"},
             trust_env=False,  # proxy env vars must not add a hop the user did not ask for
         )
+        self.session = session
         self.start_ns = time.monotonic_ns()
         self.store.begin(self.start_ns + self.plan.warmup_ns, self.start_ns + self.plan.total_ns)
         try:
             async with step_watchers(self):
                 if self.plan.offsets_ns is not None:
-                    await self._open_loop(session)
+                    await run_open_loop(self, self.engine._stop)
                 else:
-                    await self._closed_loop(session)
+                    await run_closed_loop(self, self.engine._stop)
         finally:
             await session.close()
         return build_step_result(self, AiohttpEngine.name, interrupted=self.engine._stop.is_set())
 
-    async def _open_loop(self, session: aiohttp.ClientSession) -> None:
-        offsets = self.plan.offsets_ns
-        assert offsets is not None
-        start = self.start_ns
-        tasks: set[asyncio.Task[None]] = set()
-        stop = self.engine._stop
-        i = 0
-        n = len(offsets)
-        while i < n and not stop.is_set() and self.aborted is None:
-            now = time.monotonic_ns()
-            due = start + int(offsets[i])
-            if due > now:
-                # The event loop rounds timeouts up to the next millisecond, which would make
-                # every send up to 1 ms late. Sleep to within SPIN_NS of the due time, then
-                # yield (sleep(0)) until it: a slip well under 0.1 ms for ≤ 1 ms of yielding.
-                remaining = due - now
-                await asyncio.sleep((remaining - SPIN_NS) / 1e9 if remaining > SPIN_NS else 0)
-                continue
-            if self.in_flight >= MAX_IN_FLIGHT:
-                self.in_flight_cap_hits += 1
-                await asyncio.sleep(0.001)
-                continue
-            # Send everything that is due now, then yield to the loop.
-            while i < n and start + int(offsets[i]) <= now and self.in_flight < MAX_IN_FLIGHT:
-                task = asyncio.create_task(self._one(session, i, start + int(offsets[i])))
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
-                i += 1
-            await asyncio.sleep(0)
-        await drain(tasks, self.engine._stop)
-
-    async def _closed_loop(self, session: aiohttp.ClientSession) -> None:
-        concurrency = self.plan.concurrency or 1
-        deadline = self.start_ns + self.plan.total_ns
-        counter = iter(range(10**12))
-
-        async def user() -> None:
-            while time.monotonic_ns() < deadline and not self.engine._stop.is_set():
-                if self.aborted is not None:
-                    return
-                seq = next(counter)
-                await self._one(session, seq, None)
-
-        users = [asyncio.create_task(user()) for _ in range(concurrency)]
-        await drain(set(users), self.engine._stop)
-
-    async def _one(self, session: aiohttp.ClientSession, seq: int, intended_ns: int | None) -> None:
+    async def send_request(self, seq: int, intended_ns: int | None) -> None:
         """Send request ``seq``; ``intended_ns`` None (closed loop) means "now"."""
         self.in_flight += 1
         payload_idx = self.plan.payload_for(seq)
@@ -465,7 +479,7 @@ class _StepRun:
         if intended_ns is None:
             intended_ns = actual_ns
         try:
-            async with session.request(
+            async with self.session.request(
                 self.profile.method,
                 self.url,
                 data=body,

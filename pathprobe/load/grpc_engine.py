@@ -49,13 +49,12 @@ from pathprobe.grpcproto import grpc_predict_v2_pb2 as pb  # noqa: E402
 from pathprobe.load.engine import (  # noqa: E402
     ABORT_WINDOW,
     MAX_HEADER_VALUE_CHARS,
-    MAX_IN_FLIGHT,
-    SPIN_NS,
     EngineOptions,
     build_step_result,
-    drain,
     record_store,
     replica_id,
+    run_closed_loop,
+    run_open_loop,
     step_watchers,
 )
 from pathprobe.load.oip import model_prefix  # noqa: E402
@@ -256,55 +255,14 @@ class _StepRun:
         try:
             async with step_watchers(self):
                 if self.plan.offsets_ns is not None:
-                    await self._open_loop()
+                    await run_open_loop(self, self.engine._stop)
                 else:
-                    await self._closed_loop()
+                    await run_closed_loop(self, self.engine._stop)
         finally:
             await asyncio.gather(
                 *(c.channel.close(grace=None) for c in self.channels), return_exceptions=True
             )
         return build_step_result(self, GrpcEngine.name, interrupted=self.engine._stop.is_set())
-
-    async def _open_loop(self) -> None:
-        offsets = self.plan.offsets_ns
-        assert offsets is not None
-        start = self.start_ns
-        tasks: set[asyncio.Task[None]] = set()
-        stop = self.engine._stop
-        i, n = 0, len(offsets)
-        while i < n and not stop.is_set() and self.aborted is None:
-            now = time.monotonic_ns()
-            due = start + int(offsets[i])
-            if due > now:
-                # As the aiohttp engine: the loop's timers round up to the millisecond, so sleep
-                # to within SPIN_NS of the due time and yield until it.
-                remaining = due - now
-                await asyncio.sleep((remaining - SPIN_NS) / 1e9 if remaining > SPIN_NS else 0)
-                continue
-            if self.in_flight >= MAX_IN_FLIGHT:
-                self.in_flight_cap_hits += 1
-                await asyncio.sleep(0.001)
-                continue
-            while i < n and start + int(offsets[i]) <= now and self.in_flight < MAX_IN_FLIGHT:
-                task = asyncio.create_task(self._one(i, start + int(offsets[i])))
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
-                i += 1
-            await asyncio.sleep(0)
-        await drain(tasks, self.engine._stop)
-
-    async def _closed_loop(self) -> None:
-        deadline = self.start_ns + self.plan.total_ns
-        counter = iter(range(10**12))
-
-        async def user() -> None:
-            while time.monotonic_ns() < deadline and not self.engine._stop.is_set():
-                if self.aborted is not None:
-                    return
-                await self._one(next(counter), None)
-
-        users = [asyncio.create_task(user()) for _ in range(self.plan.concurrency or 1)]
-        await drain(set(users), self.engine._stop)
 
     async def _connect(self, chan: _Channel) -> None:
         """Bring ``chan`` up: until READY, a failure (TRANSIENT_FAILURE) or the connect timeout.
@@ -343,7 +301,7 @@ class _StepRun:
             chan.connecting = None
         return max(t0 - actual_ns, 0), time.monotonic_ns() - t0 if chan.ready else -1
 
-    async def _one(self, seq: int, intended_ns: int | None) -> None:
+    async def send_request(self, seq: int, intended_ns: int | None) -> None:
         """Send request ``seq``; ``intended_ns`` None (closed loop) means "now"."""
         self.in_flight += 1
         payload_idx = self.plan.payload_for(seq)
