@@ -96,21 +96,37 @@ class EngineOptions:
     seq_offset: int = 0
 
 
-class StepState(Protocol):
-    """What every engine's step keeps while it runs: read for its result and its abort check."""
+class StepState:
+    """What every engine's step keeps while it runs: its rows and exact tallies, the replicas it
+    met, the outcomes the abort check reads. :func:`build_step_result` turns it into the result;
+    each engine's step adds its own sending state."""
 
-    path: str
-    url: str
-    plan: StepPlan
-    options: EngineOptions
-    store: RecordStore
-    start_ns: int
-    replica_index: dict[str, int]
-    loop_lag: BoundedSamples[int]
-    in_flight_cap_hits: int
-    recent: collections.deque[bool]  # the last ABORT_WINDOW outcomes, True for a failure
-    finished: int
-    aborted: str | None
+    start_ns: int  # CLOCK_MONOTONIC; set by the step as it starts, before the first request
+
+    def __init__(
+        self,
+        engine: EngineBase,
+        path: str,
+        url: str,
+        plan: StepPlan,
+        fields: Sequence[str] = RECORD_DTYPE.names or (),
+    ) -> None:
+        self.profile = engine._profile
+        self.options = engine._options
+        self.path = path
+        self.url = url
+        self.plan = plan
+        # Rows go to a store that counts every request and keeps at most max_records rows.
+        self.store = record_store(self.options, fields)
+        self.replica_index: dict[str, int] = {}
+        # Only the last ABORT_WINDOW outcomes matter to the abort check: a bounded deque keeps
+        # the send path from growing a list by one entry per request.
+        self.recent: collections.deque[bool] = collections.deque(maxlen=ABORT_WINDOW)
+        self.finished = 0
+        self.aborted: str | None = None
+        self.in_flight = 0
+        self.in_flight_cap_hits = 0
+        self.loop_lag: BoundedSamples[int] = BoundedSamples()
 
 
 def record_store(
@@ -218,13 +234,25 @@ async def drain(tasks: set[asyncio.Task[None]], stop: asyncio.Event) -> None:
         await stop_wait
 
 
-class RequestTasks(StepState, Protocol):
-    """A step that sends each request as a task of its own (the aiohttp and gRPC engines)."""
-
-    in_flight: int
+class RequestTasks(StepState):
+    """A step that sends each request as a task of its own (the aiohttp and gRPC engines), run
+    by :func:`run_open_loop` or :func:`run_closed_loop`."""
 
     async def send_request(self, seq: int, intended_ns: int | None) -> None:
         """Send request ``seq`` and record it; ``intended_ns`` None (closed loop): now."""
+        raise NotImplementedError
+
+    async def send_plan(self, stop: asyncio.Event) -> None:
+        """Start the step's clock now and send its plan, open or closed loop, with the loop lag
+        measured and the error rate watched; returns when every request has ended (cancelled
+        once ``stop`` is set)."""
+        self.start_ns = time.monotonic_ns()
+        self.store.begin(self.start_ns + self.plan.warmup_ns, self.start_ns + self.plan.total_ns)
+        async with step_watchers(self):
+            if self.plan.offsets_ns is not None:
+                await run_open_loop(self, stop)
+            else:
+                await run_closed_loop(self, stop)
 
 
 async def run_open_loop(run: RequestTasks, stop: asyncio.Event) -> None:
@@ -375,10 +403,10 @@ class _ResponseTooLarge(Exception):
     pass
 
 
-class AiohttpEngine:
-    """Runs steps against one URL with one aiohttp session (one connection pool per path)."""
-
-    name = "aiohttp"
+class EngineBase:
+    """What every single-process engine is made of: the load profile, the payloads, the options
+    and the event that stops a step early (set by the session on Ctrl-C; an engine made without
+    one has its own, never set)."""
 
     def __init__(
         self,
@@ -391,6 +419,21 @@ class AiohttpEngine:
         self._pool = pool
         self._options = options
         self._stop = stop or asyncio.Event()
+
+
+class AiohttpEngine(EngineBase):
+    """Runs steps against one URL with one aiohttp session (one connection pool per path)."""
+
+    name = "aiohttp"
+
+    def __init__(
+        self,
+        profile: LoadProfile,
+        pool: PayloadPool,
+        options: EngineOptions,
+        stop: asyncio.Event | None = None,
+    ) -> None:
+        super().__init__(profile, pool, options, stop)
         self._ssl = client_context(profile.tls)
         self._base_headers = dict(profile.headers)
 
@@ -400,27 +443,12 @@ class AiohttpEngine:
         return await run.run()
 
 
-class _StepRun:
+class _StepRun(RequestTasks):
     """The state of one step in flight."""
 
     def __init__(self, engine: AiohttpEngine, path: str, url: str, plan: StepPlan) -> None:
+        super().__init__(engine, path, url, plan)
         self.engine = engine
-        self.profile = engine._profile
-        self.options = engine._options
-        self.path = path
-        self.url = url
-        self.plan = plan
-        # Rows go to a store that counts every request and keeps at most max_records rows.
-        self.store = record_store(self.options)
-        self.replica_index: dict[str, int] = {}
-        # Only the last ABORT_WINDOW outcomes matter to the abort check: a bounded deque keeps
-        # the send path from growing a list by one entry per request.
-        self.recent: collections.deque[bool] = collections.deque(maxlen=ABORT_WINDOW)
-        self.finished = 0
-        self.aborted: str | None = None
-        self.in_flight = 0
-        self.in_flight_cap_hits = 0
-        self.loop_lag: BoundedSamples[int] = BoundedSamples()
 
     async def run(self) -> StepResult:
         profile = self.profile
@@ -444,14 +472,8 @@ class _StepRun:
             trust_env=False,  # proxy env vars must not add a hop the user did not ask for
         )
         self.session = session
-        self.start_ns = time.monotonic_ns()
-        self.store.begin(self.start_ns + self.plan.warmup_ns, self.start_ns + self.plan.total_ns)
         try:
-            async with step_watchers(self):
-                if self.plan.offsets_ns is not None:
-                    await run_open_loop(self, self.engine._stop)
-                else:
-                    await run_closed_loop(self, self.engine._stop)
+            await self.send_plan(self.engine._stop)
         finally:
             await session.close()
         return build_step_result(self, AiohttpEngine.name, interrupted=self.engine._stop.is_set())

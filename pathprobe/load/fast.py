@@ -39,19 +39,16 @@ from pathprobe.config import LoadProfile
 from pathprobe.errors import UsageError
 from pathprobe.load.engine import (
     ABORT_CHECK_INTERVAL_S,
-    ABORT_WINDOW,
     LOOP_LAG_TICK_S,
     MAX_IN_FLIGHT,
-    EngineOptions,
+    EngineBase,
+    StepState,
     abort_reason,
     build_step_result,
-    record_store,
     replica_id,
 )
 from pathprobe.load.http1 import CapturingConn, Conn, build_requests
-from pathprobe.load.payloads import PayloadPool
 from pathprobe.load.schedule import StepPlan
-from pathprobe.load.store import BoundedSamples
 from pathprobe.load.timers import make_precise_timer
 from pathprobe.model.records import ErrorKind
 from pathprobe.model.results import StepResult
@@ -78,22 +75,10 @@ def check_supported(url: str, profile: LoadProfile) -> str | None:
     return None
 
 
-class FastEngine:
+class FastEngine(EngineBase):
     """Runs steps against one plain-HTTP URL; one connection pool of ``profile.connections``."""
 
     name = "fast"
-
-    def __init__(
-        self,
-        profile: LoadProfile,
-        pool: PayloadPool,
-        options: EngineOptions,
-        stop: asyncio.Event | None = None,
-    ) -> None:
-        self._profile = profile
-        self._pool = pool
-        self._options = options
-        self._stop = stop or asyncio.Event()
 
     async def run_step(
         self, path: str, url: str, plan: StepPlan, start_ns: int | None = None
@@ -110,16 +95,14 @@ class FastEngine:
         return await run.run(start_ns)
 
 
-class _StepRun:
+class _StepRun(StepState):
     """The state of one step in flight: the pool, the schedule, the rows."""
 
     def __init__(self, engine: FastEngine, path: str, url: str, plan: StepPlan) -> None:
+        super().__init__(engine, path, url, plan, _ROW_FIELDS)
         self.engine = engine
-        self.profile = profile = engine._profile
-        self.options = options = engine._options
-        self.path = path
-        self.url = url
-        self.plan = plan
+        profile = self.profile
+        options = self.options
         parts = urlsplit(url)
         self.host = parts.hostname or "127.0.0.1"
         self.port = parts.port or 80
@@ -148,18 +131,10 @@ class _StepRun:
         self.open_count = 0  # connecting or open
         self.pending: collections.deque[tuple[int, int, int]] = collections.deque()
         self.connecting: set[asyncio.Task[None]] = set()
-        # Rows.
-        self.store = record_store(options, _ROW_FIELDS)
-        self.replica_index: dict[str, int] = {}
+        # Rows (the store and the tallies are StepState's).
         self.submitted = 0
-        self.in_flight = 0
-        self.in_flight_cap_hits = 0
-        self.recent: collections.deque[bool] = collections.deque(maxlen=ABORT_WINDOW)
         self.track_errors = options.abort_on_error_rate < 1.0
-        self.finished = 0
-        self.aborted: str | None = None
         self.cancelled = False
-        self.loop_lag: BoundedSamples[int] = BoundedSamples()
         # Schedule.
         self.open_loop = plan.offsets_ns is not None
         self.next_i = 0

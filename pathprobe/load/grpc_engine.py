@@ -33,7 +33,6 @@ import os
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 import asyncio  # noqa: E402
-import collections  # noqa: E402
 import contextlib  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
@@ -47,20 +46,16 @@ from pathprobe.config import LoadProfile, TLSOptions  # noqa: E402
 from pathprobe.grpc_url import GrpcTarget, parse_grpc_url  # noqa: E402
 from pathprobe.grpcproto import grpc_predict_v2_pb2 as pb  # noqa: E402
 from pathprobe.load.engine import (  # noqa: E402
-    ABORT_WINDOW,
     MAX_HEADER_VALUE_CHARS,
+    EngineBase,
     EngineOptions,
+    RequestTasks,
     build_step_result,
-    record_store,
     replica_id,
-    run_closed_loop,
-    run_open_loop,
-    step_watchers,
 )
 from pathprobe.load.oip import model_prefix  # noqa: E402
 from pathprobe.load.payloads import PayloadPool  # noqa: E402
 from pathprobe.load.schedule import StepPlan  # noqa: E402
-from pathprobe.load.store import BoundedSamples  # noqa: E402
 from pathprobe.model.records import ErrorKind  # noqa: E402
 from pathprobe.model.results import StepResult  # noqa: E402
 
@@ -178,7 +173,7 @@ def _one_line(text: str | None, limit: int = 200) -> str:
     return line if len(line) <= limit else line[:limit] + "…"
 
 
-class GrpcEngine:
+class GrpcEngine(EngineBase):
     """Runs steps of ModelInfer against one ``grpc(s)://`` URL per path."""
 
     name = "grpc"
@@ -190,10 +185,7 @@ class GrpcEngine:
         options: EngineOptions,
         stop: asyncio.Event | None = None,
     ) -> None:
-        self._profile = profile
-        self._pool = pool
-        self._options = options
-        self._stop = stop or asyncio.Event()
+        super().__init__(profile, pool, options, stop)
         self._metadata = metadata_of(profile)
 
     async def run_step(self, path: str, url: str, plan: StepPlan) -> StepResult:
@@ -212,31 +204,19 @@ class _Channel:
     ready: bool = False
 
 
-class _StepRun:
+class _StepRun(RequestTasks):
     """The state of one step in flight."""
 
     def __init__(self, engine: GrpcEngine, path: str, url: str, plan: StepPlan) -> None:
+        super().__init__(engine, path, url, plan)
         self.engine = engine
-        self.profile = engine._profile
-        self.options = engine._options
-        self.path = path
-        self.url = url
-        self.plan = plan
         self.target = parse_grpc_url(url)
         prefix = model_prefix(self.target.model, self.target.version)
         # Built before the clock starts: the model's fields, then the pool's tensors.
         self.bodies = [prefix + p.body for p in engine._pool.payloads]
         self.bare = prefix
-        self.store = record_store(self.options)
         self.capture = tuple(self.options.capture_headers)
         self.replica_key = (self.options.replica_header or "").lower() or None
-        self.replica_index: dict[str, int] = {}
-        self.recent: collections.deque[bool] = collections.deque(maxlen=ABORT_WINDOW)
-        self.finished = 0
-        self.aborted: str | None = None
-        self.in_flight = 0
-        self.in_flight_cap_hits = 0
-        self.loop_lag: BoundedSamples[int] = BoundedSamples()
         self.channels: list[_Channel] = []
         self.next_channel = 0
         self.timeout_ns = int(self.profile.timeout_s * 1e9)
@@ -250,14 +230,8 @@ class _StepRun:
 
     async def run(self) -> StepResult:
         self._open_channels()
-        self.start_ns = time.monotonic_ns()
-        self.store.begin(self.start_ns + self.plan.warmup_ns, self.start_ns + self.plan.total_ns)
         try:
-            async with step_watchers(self):
-                if self.plan.offsets_ns is not None:
-                    await run_open_loop(self, self.engine._stop)
-                else:
-                    await run_closed_loop(self, self.engine._stop)
+            await self.send_plan(self.engine._stop)
         finally:
             await asyncio.gather(
                 *(c.channel.close(grace=None) for c in self.channels), return_exceptions=True
