@@ -33,6 +33,8 @@ _IPPROTO_TCP = 6
 # Ethernet (MACs skipped, ethertype) + IPv4 (version/IHL, total length, fragment field, protocol,
 # addresses) + TCP (ports, seq, ack, data offset, flags, window): 50 bytes.
 _ETH_IPV4_TCP = struct.Struct("!12xHBxH2xHxB2x4s4sHHIIBBH")
+_BE16 = struct.Struct("!H").unpack_from
+_TCP_HDR = struct.Struct("!HHIIBBH").unpack_from
 
 
 @dataclass
@@ -67,7 +69,9 @@ def iter_pcap(path: Path, info: PcapInfo) -> Iterator[TcpPacket]:
             yield from _iter_records(data, size, info, path)
 
 
-def _iter_records(data: mmap.mmap, size: int, info: PcapInfo, path: Path) -> Iterator[TcpPacket]:
+def _read_file_header(data: mmap.mmap, path: Path) -> tuple[str, int, int]:
+    """``(struct byte order, nanoseconds per timestamp fraction unit, link type)`` of a classic
+    pcap's 24-byte header. Raises ``ValueError`` when the magic is not a classic pcap's."""
     magic = struct.unpack_from("<I", data, 0)[0]
     if magic == 0xA1B2C3D4:
         endian, ns_scale = "<", 1000
@@ -79,11 +83,22 @@ def _iter_records(data: mmap.mmap, size: int, info: PcapInfo, path: Path) -> Ite
         endian, ns_scale = ">", 1
     else:
         raise ValueError(f"{path} is not a classic pcap file (magic {magic:#x})")
+    # The top bits of the link-type field carry the FCS length, not the type.
     linktype = struct.unpack_from(endian + "I", data, 20)[0] & 0x0FFFFFFF
+    return endian, ns_scale, linktype
+
+
+def _iter_records(data: mmap.mmap, size: int, info: PcapInfo, path: Path) -> Iterator[TcpPacket]:
+    """The TCP packets of the records after the file header, in file order.
+
+    Sets ``info.linktype`` before the first packet and ``info.records``/``info.truncated`` once
+    the records are exhausted. The per-packet cost is what this module is for (see the module
+    docstring), so the common case is decoded inline and only the rest goes through
+    :func:`_decode_record`.
+    """
+    endian, ns_scale, linktype = _read_file_header(data, path)
     info.linktype = linktype
     rec_hdr = struct.Struct(endian + "IIII")
-    be16 = struct.Struct("!H").unpack_from
-    tcp_hdr = struct.Struct("!HHIIBBH").unpack_from
     # The common case in one call: Ethernet + IPv4 without options + TCP (lo, veth, eth).
     eth_v4_tcp = _ETH_IPV4_TCP.unpack_from
     fast = linktype == LINKTYPE_ETHERNET
@@ -111,69 +126,85 @@ def _iter_records(data: mmap.mmap, size: int, info: PcapInfo, path: Path) -> Ite
                     (ts_ns, src, sport, dst, dport, flags, seq, ack, win, max(payload, 0), -1),
                 )
                 continue
-        pkttype = -1
-        # ---- link layer → (ethertype, offset of the IP header)
-        if linktype == LINKTYPE_ETHERNET:
-            if caplen < 14:
-                continue
-            etype = be16(data, start + 12)[0]
-            ip = start + 14
-            while etype in _ETH_VLAN and ip + 4 <= off:
-                etype = be16(data, ip + 2)[0]
-                ip += 4
-        elif linktype == LINKTYPE_LINUX_SLL2:
-            if caplen < 20:
-                continue
-            etype = be16(data, start)[0]
-            pkttype = data[start + 10]
-            ip = start + 20
-        elif linktype == LINKTYPE_LINUX_SLL:
-            if caplen < 16:
-                continue
-            pkttype = be16(data, start)[0]
-            etype = be16(data, start + 14)[0]
-            ip = start + 16
-        elif linktype in (LINKTYPE_RAW, LINKTYPE_IPV4, LINKTYPE_IPV6, 12, 14):
-            ip = start
-            etype = _ETH_IPV4 if caplen and data[ip] >> 4 == 4 else _ETH_IPV6
-        elif linktype in (LINKTYPE_NULL, LINKTYPE_LOOP):
-            ip = start + 4
-            etype = _ETH_IPV4 if caplen > 4 and data[ip] >> 4 == 4 else _ETH_IPV6
-        else:
-            continue
-        link_len = ip - start
-        # ---- network layer
-        if etype == _ETH_IPV4:
-            if ip + 20 > off:
-                continue
-            ihl = (data[ip] & 0x0F) * 4
-            if data[ip + 9] != _IPPROTO_TCP:
-                continue
-            if be16(data, ip + 6)[0] & 0x1FFF:  # a non-first fragment: no TCP header
-                continue
-            ip_total = be16(data, ip + 2)[0] or (wirelen - link_len)
-            src = data[ip + 12 : ip + 16]
-            dst = data[ip + 16 : ip + 20]
-            tcp = ip + ihl
-            l4_len = ip_total - ihl
-        elif etype == _ETH_IPV6:
-            if ip + 40 > off or data[ip + 6] != _IPPROTO_TCP:
-                continue  # extension headers before TCP: rare for our traffic, skipped
-            plen = be16(data, ip + 4)[0] or (wirelen - link_len - 40)
-            src = data[ip + 8 : ip + 24]
-            dst = data[ip + 24 : ip + 40]
-            tcp = ip + 40
-            l4_len = plen
-        else:
-            continue
-        # ---- TCP
-        if tcp + 20 > off:
-            continue
-        sport, dport, seq, ack, off_byte, flags, win = tcp_hdr(data, tcp)
-        payload = l4_len - (off_byte >> 4) * 4
-        yield new(
-            TcpPacket,
-            (ts_ns, src, sport, dst, dport, flags, seq, ack, win, max(payload, 0), pkttype),
-        )
+        packet = _decode_record(data, linktype, ts_ns, start, off, wirelen)
+        if packet is not None:
+            yield packet
     info.records = n
     info.truncated = truncated or off != size  # a record or its header cut short
+
+
+def _decode_record(
+    data: mmap.mmap, linktype: int, ts_ns: int, start: int, end: int, wirelen: int
+) -> TcpPacket | None:
+    """The TCP packet in the record at ``data[start:end]`` (``wirelen`` bytes on the wire), or
+    ``None`` for a record that is not one we can take apart (see :func:`iter_pcap`).
+
+    One function from link layer to TCP: a call per layer would cost ~10 % a packet."""
+    caplen = end - start
+    be16 = _BE16
+    pkttype = -1
+    # ---- link layer → (ethertype, offset of the IP header)
+    if linktype == LINKTYPE_ETHERNET:
+        if caplen < 14:
+            return None
+        etype = be16(data, start + 12)[0]
+        ip = start + 14
+        while etype in _ETH_VLAN and ip + 4 <= end:
+            etype = be16(data, ip + 2)[0]
+            ip += 4
+    elif linktype == LINKTYPE_LINUX_SLL2:
+        if caplen < 20:
+            return None
+        etype = be16(data, start)[0]
+        pkttype = data[start + 10]
+        ip = start + 20
+    elif linktype == LINKTYPE_LINUX_SLL:
+        if caplen < 16:
+            return None
+        pkttype = be16(data, start)[0]
+        etype = be16(data, start + 14)[0]
+        ip = start + 16
+    elif linktype in (LINKTYPE_RAW, LINKTYPE_IPV4, LINKTYPE_IPV6, 12, 14):
+        # Raw IP (12 and 14: the raw-IP link types of some BSDs) carries no ethertype: the IP
+        # version nibble tells v4 from v6; so does BSD null/loopback's after its 4-byte header.
+        ip = start
+        etype = _ETH_IPV4 if caplen and data[ip] >> 4 == 4 else _ETH_IPV6
+    elif linktype in (LINKTYPE_NULL, LINKTYPE_LOOP):
+        ip = start + 4
+        etype = _ETH_IPV4 if caplen > 4 and data[ip] >> 4 == 4 else _ETH_IPV6
+    else:
+        return None
+    link_len = ip - start
+    # ---- network layer
+    if etype == _ETH_IPV4:
+        if ip + 20 > end:
+            return None
+        ihl = (data[ip] & 0x0F) * 4
+        if data[ip + 9] != _IPPROTO_TCP:
+            return None
+        if be16(data, ip + 6)[0] & 0x1FFF:  # a non-first fragment: no TCP header
+            return None
+        ip_total = be16(data, ip + 2)[0] or (wirelen - link_len)
+        src = data[ip + 12 : ip + 16]
+        dst = data[ip + 16 : ip + 20]
+        tcp = ip + ihl
+        l4_len = ip_total - ihl
+    elif etype == _ETH_IPV6:
+        if ip + 40 > end or data[ip + 6] != _IPPROTO_TCP:
+            return None  # extension headers before TCP: rare for our traffic, skipped
+        plen = be16(data, ip + 4)[0] or (wirelen - link_len - 40)
+        src = data[ip + 8 : ip + 24]
+        dst = data[ip + 24 : ip + 40]
+        tcp = ip + 40
+        l4_len = plen
+    else:
+        return None
+    # ---- TCP
+    if tcp + 20 > end:
+        return None
+    sport, dport, seq, ack, off_byte, flags, win = _TCP_HDR(data, tcp)
+    payload = l4_len - (off_byte >> 4) * 4
+    # tuple.__new__: see _iter_records.
+    return tuple.__new__(
+        TcpPacket, (ts_ns, src, sport, dst, dport, flags, seq, ack, win, max(payload, 0), pkttype)
+    )

@@ -376,23 +376,7 @@ def analyze(
                 st.resets_from_server += 1
             continue
         if flags & SYN:
-            d = flow.to_server if to_server else flow.from_server
-            # The SYN occupies one sequence number; data starts after it.
-            d.high = (p.seq + 1) % _SEQ_MOD
-            d.syn_seen = True
-            if to_server and not flags & ACK:
-                if flow.syn_count == 0:
-                    st.connections_opened += 1
-                else:
-                    st.syn_retransmissions += 1
-                flow.syn_count += 1
-                flow.syn_ts = p.ts_ns
-            elif not to_server and flags & ACK and not flow.handshake_done:
-                if flow.syn_ts is not None:
-                    st.handshakes += 1
-                    flow.handshake_done = True
-                    if flow.syn_count == 1:  # Karn: a retransmitted SYN makes the sample ambiguous
-                        st.rtt_ns.append(p.ts_ns - flow.syn_ts)
+            _on_syn(st, flow, p, to_server)
             continue
         if p.win == 0:
             st.zero_windows += 1
@@ -408,7 +392,6 @@ def analyze(
         d = flow.to_server if to_server else flow.from_server
         before = d.high
         fresh, retrans = _new_bytes(d, p.seq, p.payload_len)
-        end = (p.seq + p.payload_len) % _SEQ_MOD
         if retrans:
             st.retransmissions += 1
             if to_server:
@@ -417,38 +400,82 @@ def analyze(
                     flow.req_last_ts = p.ts_ns
             else:
                 flow.stall_ns += _stall_from_server(d, p.seq, p.ts_ns)
-            continue
-        if to_server:
-            d.remember(p.seq, end, p.ts_ns)
-            if not flow.awaiting_response:  # a new request on this connection
-                st.end_exchange(flow)
-                flow.in_exchange = True
-                flow.exchange_measured = measured_from_ns is None or p.ts_ns >= measured_from_ns
-                flow.req_first_ts, flow.req_bytes, flow.req_zero_window = p.ts_ns, 0, False
-            flow.req_bytes += fresh
-            st.bytes_to_server += fresh
-            flow.req_last_ts = p.ts_ns
-            flow.awaiting_response = True
+        elif to_server:
+            _on_request_bytes(st, flow, p, fresh, measured_from_ns)
         else:
-            if before is not None and _seq_after(p.seq, before):  # a hole: [before, seq) missing
-                d.remember(before, p.seq, p.ts_ns)
-            st.bytes_from_server += fresh
-            if flow.awaiting_response and flow.req_last_ts is not None:
-                if flow.exchange_measured:
-                    st.wire_ttfb_ns.append(p.ts_ns - flow.req_last_ts)
-                    if flow.req_zero_window:
-                        st.uploads_server_limited += 1
-                    elif flow.req_bytes > 0:
-                        carried = flow.req_last_ts - flow.req_first_ts - flow.stall_ns
-                        st.uploads.append((flow.req_bytes, max(carried, 0)))
-                flow.awaiting_response = False
+            _on_response_bytes(st, flow, p, before, fresh)
     for flow in flows.values():
         st.end_exchange(flow)
+    _count_connections(st, flows)
+    return st
+
+
+def _on_syn(st: FlowStats, flow: _Flow, p: TcpPacket, to_server: bool) -> None:
+    """Account a SYN (client → server) or SYN/ACK (server → client) of ``flow``: connections
+    opened, SYN retransmissions and the handshake RTT."""
+    d = flow.to_server if to_server else flow.from_server
+    # The SYN occupies one sequence number; data starts after it.
+    d.high = (p.seq + 1) % _SEQ_MOD
+    d.syn_seen = True
+    if to_server and not p.flags & ACK:
+        if flow.syn_count == 0:
+            st.connections_opened += 1
+        else:
+            st.syn_retransmissions += 1
+        flow.syn_count += 1
+        flow.syn_ts = p.ts_ns
+    elif not to_server and p.flags & ACK and not flow.handshake_done:
+        if flow.syn_ts is not None:
+            st.handshakes += 1
+            flow.handshake_done = True
+            if flow.syn_count == 1:  # Karn: a retransmitted SYN makes the sample ambiguous
+                st.rtt_ns.append(p.ts_ns - flow.syn_ts)
+
+
+def _on_request_bytes(
+    st: FlowStats, flow: _Flow, p: TcpPacket, fresh: int, measured_from_ns: int | None
+) -> None:
+    """Account a client segment carrying ``fresh`` new request bytes: the first after a response
+    opens a new exchange; each one moves the request's last byte (where wire TTFB starts)."""
+    end = (p.seq + p.payload_len) % _SEQ_MOD
+    flow.to_server.remember(p.seq, end, p.ts_ns)  # its first copy, should it be retransmitted
+    if not flow.awaiting_response:  # a new request on this connection
+        st.end_exchange(flow)
+        flow.in_exchange = True
+        flow.exchange_measured = measured_from_ns is None or p.ts_ns >= measured_from_ns
+        flow.req_first_ts, flow.req_bytes, flow.req_zero_window = p.ts_ns, 0, False
+    flow.req_bytes += fresh
+    st.bytes_to_server += fresh
+    flow.req_last_ts = p.ts_ns
+    flow.awaiting_response = True
+
+
+def _on_response_bytes(
+    st: FlowStats, flow: _Flow, p: TcpPacket, before: int | None, fresh: int
+) -> None:
+    """Account a server segment carrying ``fresh`` new bytes (``before``: the highest sequence
+    number seen before it): a hole it leaves is remembered, and the first response byte of a
+    measured exchange gives its wire TTFB and upload sample."""
+    if before is not None and _seq_after(p.seq, before):  # a hole: [before, seq) missing
+        flow.from_server.remember(before, p.seq, p.ts_ns)
+    st.bytes_from_server += fresh
+    if flow.awaiting_response and flow.req_last_ts is not None:
+        if flow.exchange_measured:
+            st.wire_ttfb_ns.append(p.ts_ns - flow.req_last_ts)
+            if flow.req_zero_window:
+                st.uploads_server_limited += 1
+            elif flow.req_bytes > 0:
+                carried = flow.req_last_ts - flow.req_first_ts - flow.stall_ns
+                st.uploads.append((flow.req_bytes, max(carried, 0)))
+        flow.awaiting_response = False
+
+
+def _count_connections(st: FlowStats, flows: dict[tuple[bytes, int, bytes], _Flow]) -> None:
+    """Set the connection counts, in all and per server address, from the flows seen."""
     st.connections = len(flows)
     for _, _, server_addr in flows:
         name = _addr_text(server_addr)
         st.connections_by_server[name] = st.connections_by_server.get(name, 0) + 1
-    return st
 
 
 def _addr_text(addr: bytes) -> str:

@@ -15,7 +15,7 @@ import errno
 import socket
 import ssl
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any, Protocol
@@ -48,6 +48,9 @@ ABORT_MIN_REQUESTS = 50
 ABORT_CHECK_INTERVAL_S = 0.5
 ABORT_WINDOW = 500
 SPIN_NS = 1_000_000
+# Replicas named in one step's table at most: a hostile server must not grow it forever (one that
+# names a new replica per response gets -1, "unknown", past this).
+MAX_REPLICAS = 1000
 
 
 def abort_reason(finished: int, recent: Sequence[bool], threshold: float) -> str | None:
@@ -93,22 +96,53 @@ class EngineOptions:
     seq_offset: int = 0
 
 
-def build_step_result(
-    *,
-    path: str,
-    url: str,
-    plan: StepPlan,
-    engine: str,
-    store: RecordStore,
-    start_ns: int,
-    options: EngineOptions,
-    replicas: list[str],
-    loop_lag: BoundedSamples[int],
-    in_flight_cap_hits: int,
-    aborted: str | None,
-    interrupted: bool,
-) -> StepResult:
-    """The :class:`StepResult` of a window an engine ran from ``start_ns`` (shared by engines)."""
+class StepState:
+    """What every engine's step keeps while it runs: its rows and exact tallies, the replicas it
+    met, the outcomes the abort check reads. :func:`build_step_result` turns it into the result;
+    each engine's step adds its own sending state."""
+
+    start_ns: int  # CLOCK_MONOTONIC; set by the step as it starts, before the first request
+
+    def __init__(
+        self,
+        engine: EngineBase,
+        path: str,
+        url: str,
+        plan: StepPlan,
+        fields: Sequence[str] = RECORD_DTYPE.names or (),
+    ) -> None:
+        self.profile = engine._profile
+        self.options = engine._options
+        self.path = path
+        self.url = url
+        self.plan = plan
+        # Rows go to a store that counts every request and keeps at most max_records rows.
+        self.store = record_store(self.options, fields)
+        self.replica_index: dict[str, int] = {}
+        # Only the last ABORT_WINDOW outcomes matter to the abort check: a bounded deque keeps
+        # the send path from growing a list by one entry per request.
+        self.recent: collections.deque[bool] = collections.deque(maxlen=ABORT_WINDOW)
+        self.finished = 0
+        self.aborted: str | None = None
+        self.in_flight = 0
+        self.in_flight_cap_hits = 0
+        self.loop_lag: BoundedSamples[int] = BoundedSamples()
+
+
+def record_store(
+    options: EngineOptions, fields: Sequence[str] = RECORD_DTYPE.names or ()
+) -> RecordStore:
+    """The store of one step's rows: every request counted, at most ``options.max_records`` rows
+    kept, numbered as this worker's share of the plan (``seq_scale``, ``seq_offset``)."""
+    return RecordStore(fields, options.max_records, options.seq_scale, options.seq_offset)
+
+
+def build_step_result(run: StepState, engine: str, *, interrupted: bool) -> StepResult:
+    """The :class:`StepResult` of the window ``run`` ran from its ``start_ns`` (shared by
+    engines); ``interrupted``: the engine's stop event was set."""
+    plan = run.plan
+    store = run.store
+    start_ns = run.start_ns
     records = store.records()
     warmup_end = start_ns + plan.warmup_ns
     if plan.offsets_ns is not None:
@@ -117,8 +151,8 @@ def build_step_result(
         later = records["seq"][records["intended_ns"] >= warmup_end]
         first_measured = int(later.min()) if len(later) else int(records["seq"].max(initial=-1)) + 1
     return StepResult(
-        path=path,
-        url=url,
+        path=run.path,
+        url=run.url,
         step=plan.step,
         offered_rps=plan.offered_rps,
         concurrency=plan.concurrency,
@@ -128,15 +162,147 @@ def build_step_result(
         start_ns=start_ns,
         measured_start_ns=warmup_end,
         measured_end_ns=start_ns + plan.total_ns,
-        replicas=replicas,
-        headers=store.header_columns(records, options.capture_headers),
-        loop_lag_ns=loop_lag.array(),
-        in_flight_cap_hits=in_flight_cap_hits,
-        aborted=aborted,
+        replicas=list(run.replica_index),
+        headers=store.header_columns(records, run.options.capture_headers),
+        loop_lag_ns=run.loop_lag.array(),
+        in_flight_cap_hits=run.in_flight_cap_hits,
+        aborted=run.aborted,
         interrupted=interrupted,
         tally=store.tally,
         sample_stride=store.stride,
     )
+
+
+def replica_id(index: dict[str, int], name: str) -> int:
+    """The number of replica ``name`` in a step's ``index``, numbered on first sight; -1 once
+    the table holds :data:`MAX_REPLICAS` names."""
+    number = index.get(name)
+    if number is None:
+        if len(index) >= MAX_REPLICAS:
+            return -1
+        number = index[name] = len(index)
+    return number
+
+
+async def watch_errors(run: StepState) -> None:
+    """Set ``run.aborted`` when :func:`abort_reason` says so, checking every
+    :data:`ABORT_CHECK_INTERVAL_S` (never, when the threshold is 1). Runs until cancelled or
+    aborted."""
+    if run.options.abort_on_error_rate >= 1.0:
+        return
+    while run.aborted is None:
+        await asyncio.sleep(ABORT_CHECK_INTERVAL_S)
+        run.aborted = abort_reason(run.finished, run.recent, run.options.abort_on_error_rate)
+
+
+@contextlib.asynccontextmanager
+async def step_watchers(run: StepState) -> AsyncIterator[None]:
+    """While the block runs, measure the loop's lag into ``run.loop_lag`` and watch the error
+    rate (:func:`watch_errors`); both tasks are cancelled and awaited when it ends."""
+    tasks = (
+        asyncio.create_task(measure_loop_lag(run.loop_lag)),
+        asyncio.create_task(watch_errors(run)),
+    )
+    try:
+        yield
+    finally:
+        for task in tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+async def drain(tasks: set[asyncio.Task[None]], stop: asyncio.Event) -> None:
+    """Await in-flight requests (each ends by its own timeout); once ``stop`` is set, cancel the
+    rest and wait for them to unwind."""
+    if not tasks:
+        return
+    stop_wait = asyncio.create_task(stop.wait())
+    pending: set[asyncio.Task[Any]] = set(tasks)
+    while pending:
+        done, pending = await asyncio.wait(
+            pending | {stop_wait}, return_when=asyncio.FIRST_COMPLETED
+        )
+        pending.discard(stop_wait)
+        if stop_wait in done:
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            break
+    stop_wait.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await stop_wait
+
+
+class RequestTasks(StepState):
+    """A step that sends each request as a task of its own (the aiohttp and gRPC engines), run
+    by :func:`run_open_loop` or :func:`run_closed_loop`."""
+
+    async def send_request(self, seq: int, intended_ns: int | None) -> None:
+        """Send request ``seq`` and record it; ``intended_ns`` None (closed loop): now."""
+        raise NotImplementedError
+
+    async def send_plan(self, stop: asyncio.Event) -> None:
+        """Start the step's clock now and send its plan, open or closed loop, with the loop lag
+        measured and the error rate watched; returns when every request has ended (cancelled
+        once ``stop`` is set)."""
+        self.start_ns = time.monotonic_ns()
+        self.store.begin(self.start_ns + self.plan.warmup_ns, self.start_ns + self.plan.total_ns)
+        async with step_watchers(self):
+            if self.plan.offsets_ns is not None:
+                await run_open_loop(self, stop)
+            else:
+                await run_closed_loop(self, stop)
+
+
+async def run_open_loop(run: RequestTasks, stop: asyncio.Event) -> None:
+    """Send request ``i`` at ``run.start_ns + offsets_ns[i]`` whatever became of the earlier ones,
+    until the plan is sent, ``stop`` is set or the step aborted; then drain what is in flight.
+    Past :data:`MAX_IN_FLIGHT` the schedule waits (and counts ``in_flight_cap_hits``)."""
+    offsets = run.plan.offsets_ns
+    assert offsets is not None
+    start = run.start_ns
+    tasks: set[asyncio.Task[None]] = set()
+    i = 0
+    n = len(offsets)
+    while i < n and not stop.is_set() and run.aborted is None:
+        now = time.monotonic_ns()
+        due = start + int(offsets[i])
+        if due > now:
+            # The event loop rounds timeouts up to the next millisecond, which would make
+            # every send up to 1 ms late. Sleep to within SPIN_NS of the due time, then
+            # yield (sleep(0)) until it: a slip well under 0.1 ms for ≤ 1 ms of yielding.
+            remaining = due - now
+            await asyncio.sleep((remaining - SPIN_NS) / 1e9 if remaining > SPIN_NS else 0)
+            continue
+        if run.in_flight >= MAX_IN_FLIGHT:
+            run.in_flight_cap_hits += 1
+            await asyncio.sleep(0.001)
+            continue
+        # Send everything that is due now, then yield to the loop.
+        while i < n and start + int(offsets[i]) <= now and run.in_flight < MAX_IN_FLIGHT:
+            task = asyncio.create_task(run.send_request(i, start + int(offsets[i])))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+            i += 1
+        await asyncio.sleep(0)
+    await drain(tasks, stop)
+
+
+async def run_closed_loop(run: RequestTasks, stop: asyncio.Event) -> None:
+    """``plan.concurrency`` users, each sending its next request when the previous one ended,
+    until the step's end, ``stop`` or an abort; ``seq`` numbers the requests in sending order."""
+    deadline = run.start_ns + run.plan.total_ns
+    counter = iter(range(10**12))
+
+    async def user() -> None:
+        while time.monotonic_ns() < deadline and not stop.is_set():
+            if run.aborted is not None:
+                return
+            await run.send_request(next(counter), None)
+
+    users = [asyncio.create_task(user()) for _ in range(run.plan.concurrency or 1)]
+    await drain(set(users), stop)
 
 
 @dataclass
@@ -237,10 +403,10 @@ class _ResponseTooLarge(Exception):
     pass
 
 
-class AiohttpEngine:
-    """Runs steps against one URL with one aiohttp session (one connection pool per path)."""
-
-    name = "aiohttp"
+class EngineBase:
+    """What every single-process engine is made of: the load profile, the payloads, the options
+    and the event that stops a step early (set by the session on Ctrl-C; an engine made without
+    one has its own, never set)."""
 
     def __init__(
         self,
@@ -253,6 +419,21 @@ class AiohttpEngine:
         self._pool = pool
         self._options = options
         self._stop = stop or asyncio.Event()
+
+
+class AiohttpEngine(EngineBase):
+    """Runs steps against one URL with one aiohttp session (one connection pool per path)."""
+
+    name = "aiohttp"
+
+    def __init__(
+        self,
+        profile: LoadProfile,
+        pool: PayloadPool,
+        options: EngineOptions,
+        stop: asyncio.Event | None = None,
+    ) -> None:
+        super().__init__(profile, pool, options, stop)
         self._ssl = client_context(profile.tls)
         self._base_headers = dict(profile.headers)
 
@@ -262,32 +443,12 @@ class AiohttpEngine:
         return await run.run()
 
 
-class _StepRun:
+class _StepRun(RequestTasks):
     """The state of one step in flight."""
 
     def __init__(self, engine: AiohttpEngine, path: str, url: str, plan: StepPlan) -> None:
+        super().__init__(engine, path, url, plan)
         self.engine = engine
-        self.profile = engine._profile
-        self.options = engine._options
-        self.path = path
-        self.url = url
-        self.plan = plan
-        # Rows go to a store that counts every request and keeps at most max_records rows.
-        self.store = RecordStore(
-            RECORD_DTYPE.names or (),
-            self.options.max_records,
-            self.options.seq_scale,
-            self.options.seq_offset,
-        )
-        self.replica_index: dict[str, int] = {}
-        # Only the last ABORT_WINDOW outcomes matter to the abort check: a bounded deque keeps
-        # the send path from growing a list by one entry per request.
-        self.recent: collections.deque[bool] = collections.deque(maxlen=ABORT_WINDOW)
-        self.finished = 0
-        self.aborted: str | None = None
-        self.in_flight = 0
-        self.in_flight_cap_hits = 0
-        self.loop_lag: BoundedSamples[int] = BoundedSamples()
 
     async def run(self) -> StepResult:
         profile = self.profile
@@ -310,92 +471,14 @@ class _StepRun:
             headers={"User-Agent": "pathprobe"},
             trust_env=False,  # proxy env vars must not add a hop the user did not ask for
         )
-        self.start_ns = time.monotonic_ns()
-        self.store.begin(self.start_ns + self.plan.warmup_ns, self.start_ns + self.plan.total_ns)
-        lag_task = asyncio.create_task(measure_loop_lag(self.loop_lag))
-        abort_task = asyncio.create_task(self._watch_errors())
+        self.session = session
         try:
-            if self.plan.offsets_ns is not None:
-                await self._open_loop(session)
-            else:
-                await self._closed_loop(session)
+            await self.send_plan(self.engine._stop)
         finally:
-            lag_task.cancel()
-            abort_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await lag_task
-            with contextlib.suppress(asyncio.CancelledError):
-                await abort_task
             await session.close()
-        return self._result()
+        return build_step_result(self, AiohttpEngine.name, interrupted=self.engine._stop.is_set())
 
-    async def _open_loop(self, session: aiohttp.ClientSession) -> None:
-        offsets = self.plan.offsets_ns
-        assert offsets is not None
-        start = self.start_ns
-        tasks: set[asyncio.Task[None]] = set()
-        stop = self.engine._stop
-        i = 0
-        n = len(offsets)
-        while i < n and not stop.is_set() and self.aborted is None:
-            now = time.monotonic_ns()
-            due = start + int(offsets[i])
-            if due > now:
-                # The event loop rounds timeouts up to the next millisecond, which would make
-                # every send up to 1 ms late. Sleep to within SPIN_NS of the due time, then
-                # yield (sleep(0)) until it: a slip well under 0.1 ms for ≤ 1 ms of yielding.
-                remaining = due - now
-                await asyncio.sleep((remaining - SPIN_NS) / 1e9 if remaining > SPIN_NS else 0)
-                continue
-            if self.in_flight >= MAX_IN_FLIGHT:
-                self.in_flight_cap_hits += 1
-                await asyncio.sleep(0.001)
-                continue
-            # Send everything that is due now, then yield to the loop.
-            while i < n and start + int(offsets[i]) <= now and self.in_flight < MAX_IN_FLIGHT:
-                task = asyncio.create_task(self._one(session, i, start + int(offsets[i])))
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
-                i += 1
-            await asyncio.sleep(0)
-        await self._drain(tasks)
-
-    async def _closed_loop(self, session: aiohttp.ClientSession) -> None:
-        concurrency = self.plan.concurrency or 1
-        deadline = self.start_ns + self.plan.total_ns
-        counter = iter(range(10**12))
-
-        async def user() -> None:
-            while time.monotonic_ns() < deadline and not self.engine._stop.is_set():
-                if self.aborted is not None:
-                    return
-                seq = next(counter)
-                await self._one(session, seq, None)
-
-        users = [asyncio.create_task(user()) for _ in range(concurrency)]
-        await self._drain(set(users))
-
-    async def _drain(self, tasks: set[asyncio.Task[None]]) -> None:
-        """Await in-flight requests (they finish or time out); on interrupt, cancel them."""
-        if not tasks:
-            return
-        stop_wait = asyncio.create_task(self.engine._stop.wait())
-        pending: set[asyncio.Task[Any]] = set(tasks)
-        while pending:
-            done, pending = await asyncio.wait(
-                pending | {stop_wait}, return_when=asyncio.FIRST_COMPLETED
-            )
-            pending.discard(stop_wait)
-            if stop_wait in done:
-                for task in pending:
-                    task.cancel()
-                await asyncio.gather(*pending, return_exceptions=True)
-                break
-        stop_wait.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await stop_wait
-
-    async def _one(self, session: aiohttp.ClientSession, seq: int, intended_ns: int | None) -> None:
+    async def send_request(self, seq: int, intended_ns: int | None) -> None:
         """Send request ``seq``; ``intended_ns`` None (closed loop) means "now"."""
         self.in_flight += 1
         payload_idx = self.plan.payload_for(seq)
@@ -418,7 +501,7 @@ class _StepRun:
         if intended_ns is None:
             intended_ns = actual_ns
         try:
-            async with session.request(
+            async with self.session.request(
                 self.profile.method,
                 self.url,
                 data=body,
@@ -492,36 +575,10 @@ class _StepRun:
             return -1
         index = self.replica_index.get(name)
         if index is None:
-            if len(self.replica_index) >= 1000:  # a hostile server must not grow this forever
+            if len(self.replica_index) >= MAX_REPLICAS:  # inline: once per response
                 return -1
             index = self.replica_index[name] = len(self.replica_index)
         return index
-
-    async def _watch_errors(self) -> None:
-        """Stop the step when :func:`abort_reason` says so."""
-        if self.options.abort_on_error_rate >= 1.0:
-            return
-        while self.aborted is None:
-            await asyncio.sleep(ABORT_CHECK_INTERVAL_S)
-            self.aborted = abort_reason(
-                self.finished, self.recent, self.options.abort_on_error_rate
-            )
-
-    def _result(self) -> StepResult:
-        return build_step_result(
-            path=self.path,
-            url=self.url,
-            plan=self.plan,
-            engine=AiohttpEngine.name,
-            store=self.store,
-            start_ns=self.start_ns,
-            options=self.options,
-            replicas=list(self.replica_index),
-            loop_lag=self.loop_lag,
-            in_flight_cap_hits=self.in_flight_cap_hits,
-            aborted=self.aborted,
-            interrupted=self.engine._stop.is_set(),
-        )
 
 
 def _clip(value: str | None, limit: int = MAX_HEADER_VALUE_CHARS) -> str | None:

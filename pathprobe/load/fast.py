@@ -39,17 +39,16 @@ from pathprobe.config import LoadProfile
 from pathprobe.errors import UsageError
 from pathprobe.load.engine import (
     ABORT_CHECK_INTERVAL_S,
-    ABORT_WINDOW,
     LOOP_LAG_TICK_S,
     MAX_IN_FLIGHT,
-    EngineOptions,
+    EngineBase,
+    StepState,
     abort_reason,
     build_step_result,
+    replica_id,
 )
 from pathprobe.load.http1 import CapturingConn, Conn, build_requests
-from pathprobe.load.payloads import PayloadPool
 from pathprobe.load.schedule import StepPlan
-from pathprobe.load.store import BoundedSamples, RecordStore
 from pathprobe.load.timers import make_precise_timer
 from pathprobe.model.records import ErrorKind
 from pathprobe.model.results import StepResult
@@ -57,8 +56,6 @@ from pathprobe.model.results import StepResult
 # Offsets are turned into absolute due times this many at a time (a Python list of a million
 # ints would cost ~36 MB).
 DUE_CHUNK = 4096
-# Replica names kept per step; a hostile server must not grow the table forever.
-MAX_REPLICAS = 1000
 # The column order of a row tuple (tls_ns is always -1: no TLS here).
 _ROW_FIELDS = (
     "seq", "intended_ns", "actual_ns", "conn_wait_ns", "connect_ns", "ttfb_ns", "end_ns",
@@ -78,22 +75,10 @@ def check_supported(url: str, profile: LoadProfile) -> str | None:
     return None
 
 
-class FastEngine:
+class FastEngine(EngineBase):
     """Runs steps against one plain-HTTP URL; one connection pool of ``profile.connections``."""
 
     name = "fast"
-
-    def __init__(
-        self,
-        profile: LoadProfile,
-        pool: PayloadPool,
-        options: EngineOptions,
-        stop: asyncio.Event | None = None,
-    ) -> None:
-        self._profile = profile
-        self._pool = pool
-        self._options = options
-        self._stop = stop or asyncio.Event()
 
     async def run_step(
         self, path: str, url: str, plan: StepPlan, start_ns: int | None = None
@@ -110,16 +95,14 @@ class FastEngine:
         return await run.run(start_ns)
 
 
-class _StepRun:
+class _StepRun(StepState):
     """The state of one step in flight: the pool, the schedule, the rows."""
 
     def __init__(self, engine: FastEngine, path: str, url: str, plan: StepPlan) -> None:
+        super().__init__(engine, path, url, plan, _ROW_FIELDS)
         self.engine = engine
-        self.profile = profile = engine._profile
-        self.options = options = engine._options
-        self.path = path
-        self.url = url
-        self.plan = plan
+        profile = self.profile
+        options = self.options
         parts = urlsplit(url)
         self.host = parts.hostname or "127.0.0.1"
         self.port = parts.port or 80
@@ -148,20 +131,10 @@ class _StepRun:
         self.open_count = 0  # connecting or open
         self.pending: collections.deque[tuple[int, int, int]] = collections.deque()
         self.connecting: set[asyncio.Task[None]] = set()
-        # Rows.
-        self.store = RecordStore(
-            _ROW_FIELDS, options.max_records, options.seq_scale, options.seq_offset
-        )
-        self.replica_index: dict[str, int] = {}
+        # Rows (the store and the tallies are StepState's).
         self.submitted = 0
-        self.in_flight = 0
-        self.in_flight_cap_hits = 0
-        self.recent: collections.deque[bool] = collections.deque(maxlen=ABORT_WINDOW)
         self.track_errors = options.abort_on_error_rate < 1.0
-        self.finished = 0
-        self.aborted: str | None = None
         self.cancelled = False
-        self.loop_lag: BoundedSamples[int] = BoundedSamples()
         # Schedule.
         self.open_loop = plan.offsets_ns is not None
         self.next_i = 0
@@ -351,16 +324,10 @@ class _StepRun:
     def _conn_replica(self, conn: Conn) -> int:
         """The replica of ``conn`` by its peer address (named in the table on first use)."""
         if conn.replica == -2:
-            conn.replica = self._replica_id(conn.peer) if conn.peer is not None else -1
+            conn.replica = (
+                replica_id(self.replica_index, conn.peer) if conn.peer is not None else -1
+            )
         return conn.replica
-
-    def _replica_id(self, name: str) -> int:
-        index = self.replica_index.get(name)
-        if index is None:
-            if len(self.replica_index) >= MAX_REPLICAS:
-                return -1
-            index = self.replica_index[name] = len(self.replica_index)
-        return index
 
     # --- outcomes ------------------------------------------------------------------------------
 
@@ -374,7 +341,7 @@ class _StepRun:
             if self.capture_keys:
                 header_row = [captured.get(k) for k in self.capture_keys]
             if self.replica_key is not None and self.replica_key in captured:
-                replica = self._replica_id(captured[self.replica_key][:64])
+                replica = replica_id(self.replica_index, captured[self.replica_key][:64])
             else:
                 replica = self._conn_replica(conn)
         else:
@@ -565,17 +532,4 @@ class _StepRun:
             raise RuntimeError(
                 f"fast engine: {self.store.tally.all_requests} rows for {self.submitted} requests"
             )
-        return build_step_result(
-            path=self.path,
-            url=self.url,
-            plan=self.plan,
-            engine=FastEngine.name,
-            store=self.store,
-            start_ns=self.start_ns,
-            options=self.options,
-            replicas=list(self.replica_index),
-            loop_lag=self.loop_lag,
-            in_flight_cap_hits=self.in_flight_cap_hits,
-            aborted=self.aborted,
-            interrupted=self.engine._stop.is_set(),
-        )
+        return build_step_result(self, FastEngine.name, interrupted=self.engine._stop.is_set())

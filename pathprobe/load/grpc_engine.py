@@ -33,7 +33,6 @@ import os
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 import asyncio  # noqa: E402
-import collections  # noqa: E402
 import contextlib  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
@@ -47,26 +46,21 @@ from pathprobe.config import LoadProfile, TLSOptions  # noqa: E402
 from pathprobe.grpc_url import GrpcTarget, parse_grpc_url  # noqa: E402
 from pathprobe.grpcproto import grpc_predict_v2_pb2 as pb  # noqa: E402
 from pathprobe.load.engine import (  # noqa: E402
-    ABORT_CHECK_INTERVAL_S,
-    ABORT_WINDOW,
     MAX_HEADER_VALUE_CHARS,
-    MAX_IN_FLIGHT,
-    SPIN_NS,
+    EngineBase,
     EngineOptions,
-    abort_reason,
+    RequestTasks,
     build_step_result,
-    measure_loop_lag,
+    replica_id,
 )
 from pathprobe.load.oip import model_prefix  # noqa: E402
 from pathprobe.load.payloads import PayloadPool  # noqa: E402
 from pathprobe.load.schedule import StepPlan  # noqa: E402
-from pathprobe.load.store import BoundedSamples, RecordStore  # noqa: E402
-from pathprobe.model.records import RECORD_DTYPE, ErrorKind  # noqa: E402
+from pathprobe.model.records import ErrorKind  # noqa: E402
 from pathprobe.model.results import StepResult  # noqa: E402
 
 INFER_METHOD = "/inference.GRPCInferenceService/ModelInfer"
 READY_METHOD = "/inference.GRPCInferenceService/ModelReady"
-MAX_REPLICAS = 1000
 
 # gRPC status → the error kind recorded. Codes not listed keep a kind of their own (see records).
 _GRPC_KINDS: dict[grpc.StatusCode, ErrorKind] = {
@@ -179,7 +173,7 @@ def _one_line(text: str | None, limit: int = 200) -> str:
     return line if len(line) <= limit else line[:limit] + "…"
 
 
-class GrpcEngine:
+class GrpcEngine(EngineBase):
     """Runs steps of ModelInfer against one ``grpc(s)://`` URL per path."""
 
     name = "grpc"
@@ -191,10 +185,7 @@ class GrpcEngine:
         options: EngineOptions,
         stop: asyncio.Event | None = None,
     ) -> None:
-        self._profile = profile
-        self._pool = pool
-        self._options = options
-        self._stop = stop or asyncio.Event()
+        super().__init__(profile, pool, options, stop)
         self._metadata = metadata_of(profile)
 
     async def run_step(self, path: str, url: str, plan: StepPlan) -> StepResult:
@@ -213,36 +204,19 @@ class _Channel:
     ready: bool = False
 
 
-class _StepRun:
+class _StepRun(RequestTasks):
     """The state of one step in flight."""
 
     def __init__(self, engine: GrpcEngine, path: str, url: str, plan: StepPlan) -> None:
+        super().__init__(engine, path, url, plan)
         self.engine = engine
-        self.profile = engine._profile
-        self.options = engine._options
-        self.path = path
-        self.url = url
-        self.plan = plan
         self.target = parse_grpc_url(url)
         prefix = model_prefix(self.target.model, self.target.version)
         # Built before the clock starts: the model's fields, then the pool's tensors.
         self.bodies = [prefix + p.body for p in engine._pool.payloads]
         self.bare = prefix
-        self.store = RecordStore(
-            RECORD_DTYPE.names or (),
-            self.options.max_records,
-            self.options.seq_scale,
-            self.options.seq_offset,
-        )
         self.capture = tuple(self.options.capture_headers)
         self.replica_key = (self.options.replica_header or "").lower() or None
-        self.replica_index: dict[str, int] = {}
-        self.recent: collections.deque[bool] = collections.deque(maxlen=ABORT_WINDOW)
-        self.finished = 0
-        self.aborted: str | None = None
-        self.in_flight = 0
-        self.in_flight_cap_hits = 0
-        self.loop_lag: BoundedSamples[int] = BoundedSamples()
         self.channels: list[_Channel] = []
         self.next_channel = 0
         self.timeout_ns = int(self.profile.timeout_s * 1e9)
@@ -256,98 +230,13 @@ class _StepRun:
 
     async def run(self) -> StepResult:
         self._open_channels()
-        self.start_ns = time.monotonic_ns()
-        self.store.begin(self.start_ns + self.plan.warmup_ns, self.start_ns + self.plan.total_ns)
-        lag_task = asyncio.create_task(measure_loop_lag(self.loop_lag))
-        abort_task = asyncio.create_task(self._watch_errors())
         try:
-            if self.plan.offsets_ns is not None:
-                await self._open_loop()
-            else:
-                await self._closed_loop()
+            await self.send_plan(self.engine._stop)
         finally:
-            for task in (lag_task, abort_task):
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
             await asyncio.gather(
                 *(c.channel.close(grace=None) for c in self.channels), return_exceptions=True
             )
-        return build_step_result(
-            path=self.path,
-            url=self.url,
-            plan=self.plan,
-            engine=GrpcEngine.name,
-            store=self.store,
-            start_ns=self.start_ns,
-            options=self.options,
-            replicas=list(self.replica_index),
-            loop_lag=self.loop_lag,
-            in_flight_cap_hits=self.in_flight_cap_hits,
-            aborted=self.aborted,
-            interrupted=self.engine._stop.is_set(),
-        )
-
-    async def _open_loop(self) -> None:
-        offsets = self.plan.offsets_ns
-        assert offsets is not None
-        start = self.start_ns
-        tasks: set[asyncio.Task[None]] = set()
-        stop = self.engine._stop
-        i, n = 0, len(offsets)
-        while i < n and not stop.is_set() and self.aborted is None:
-            now = time.monotonic_ns()
-            due = start + int(offsets[i])
-            if due > now:
-                # As the aiohttp engine: the loop's timers round up to the millisecond, so sleep
-                # to within SPIN_NS of the due time and yield until it.
-                remaining = due - now
-                await asyncio.sleep((remaining - SPIN_NS) / 1e9 if remaining > SPIN_NS else 0)
-                continue
-            if self.in_flight >= MAX_IN_FLIGHT:
-                self.in_flight_cap_hits += 1
-                await asyncio.sleep(0.001)
-                continue
-            while i < n and start + int(offsets[i]) <= now and self.in_flight < MAX_IN_FLIGHT:
-                task = asyncio.create_task(self._one(i, start + int(offsets[i])))
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
-                i += 1
-            await asyncio.sleep(0)
-        await self._drain(tasks)
-
-    async def _closed_loop(self) -> None:
-        deadline = self.start_ns + self.plan.total_ns
-        counter = iter(range(10**12))
-
-        async def user() -> None:
-            while time.monotonic_ns() < deadline and not self.engine._stop.is_set():
-                if self.aborted is not None:
-                    return
-                await self._one(next(counter), None)
-
-        users = [asyncio.create_task(user()) for _ in range(self.plan.concurrency or 1)]
-        await self._drain(set(users))
-
-    async def _drain(self, tasks: set[asyncio.Task[None]]) -> None:
-        """Await in-flight requests (each ends by its deadline); on interrupt, cancel them."""
-        if not tasks:
-            return
-        stop_wait = asyncio.create_task(self.engine._stop.wait())
-        pending: set[asyncio.Task[Any]] = set(tasks)
-        while pending:
-            done, pending = await asyncio.wait(
-                pending | {stop_wait}, return_when=asyncio.FIRST_COMPLETED
-            )
-            pending.discard(stop_wait)
-            if stop_wait in done:
-                for task in pending:
-                    task.cancel()
-                await asyncio.gather(*pending, return_exceptions=True)
-                break
-        stop_wait.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await stop_wait
+        return build_step_result(self, GrpcEngine.name, interrupted=self.engine._stop.is_set())
 
     async def _connect(self, chan: _Channel) -> None:
         """Bring ``chan`` up: until READY, a failure (TRANSIENT_FAILURE) or the connect timeout.
@@ -386,7 +275,7 @@ class _StepRun:
             chan.connecting = None
         return max(t0 - actual_ns, 0), time.monotonic_ns() - t0 if chan.ready else -1
 
-    async def _one(self, seq: int, intended_ns: int | None) -> None:
+    async def send_request(self, seq: int, intended_ns: int | None) -> None:
         """Send request ``seq``; ``intended_ns`` None (closed loop) means "now"."""
         self.in_flight += 1
         payload_idx = self.plan.payload_for(seq)
@@ -430,7 +319,7 @@ class _StepRun:
             if self.capture:
                 captured = [found.get(name) for name in self.capture]
             if self.replica_key is not None and self.replica_key in found:
-                replica = self._replica_id(found[self.replica_key][:64])
+                replica = replica_id(self.replica_index, found[self.replica_key][:64])
         self.in_flight -= 1
         self.finished += 1
         self.recent.append(error not in (ErrorKind.NONE, ErrorKind.CANCELLED))
@@ -441,24 +330,6 @@ class _StepRun:
             ),
             captured,
         )  # fmt: skip
-
-    def _replica_id(self, name: str) -> int:
-        index = self.replica_index.get(name)
-        if index is None:
-            if len(self.replica_index) >= MAX_REPLICAS:
-                return -1
-            index = self.replica_index[name] = len(self.replica_index)
-        return index
-
-    async def _watch_errors(self) -> None:
-        """Stop the step when :func:`~pathprobe.load.engine.abort_reason` says so."""
-        if self.options.abort_on_error_rate >= 1.0:
-            return
-        while self.aborted is None:
-            await asyncio.sleep(ABORT_CHECK_INTERVAL_S)
-            self.aborted = abort_reason(
-                self.finished, self.recent, self.options.abort_on_error_rate
-            )
 
 
 def _metadata_values(*blocks: Any) -> dict[str, str]:

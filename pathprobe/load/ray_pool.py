@@ -53,7 +53,7 @@ from pathprobe.load.generators import (
     generator_window,
     lost_window,
 )
-from pathprobe.load.merge import merge_results
+from pathprobe.load.merge import merge_step
 from pathprobe.load.payloads import PayloadPool
 from pathprobe.load.schedule import StepPlan
 from pathprobe.load.workers import (
@@ -62,6 +62,7 @@ from pathprobe.load.workers import (
     WorkerStats,
     run_slice,
     slice_specs,
+    worker_count,
     worker_stats,
 )
 from pathprobe.model.results import StepResult
@@ -208,9 +209,7 @@ class RayWorkerPool:
         self._profile = profile
         self._options = options
         self._stop = stop
-        self.count = workers if workers is not None else profile.workers
-        if self.count < 1:
-            raise ValueError("workers must be >= 1")
+        self.count = worker_count(profile, workers)
         self.address = address or profile.ray or "auto"
         self.last_generators: list[GeneratorWindow] = []
         self.last_stats: list[WorkerStats] = []  # as WorkerPool's: each reply's whole-step cost
@@ -341,11 +340,7 @@ class RayWorkerPool:
         ]
         if not parts:
             raise CannotRunError(f"{path}, step {plan.step + 1}: every Ray load worker was lost")
-        if plan.offsets_ns is not None:
-            return merge_results(parts, first_measured_seq=plan.first_measured_seq)
-        merged = merge_results(parts, renumber=True)
-        merged.concurrency = plan.concurrency
-        return merged
+        return merge_step(parts, plan)
 
     async def _collect(
         self, live: list[_Actor], futures: dict[int, asyncio.Future[ActorReply]]

@@ -35,7 +35,7 @@ import numpy as np
 from pathprobe.config import LoadProfile
 from pathprobe.errors import CannotRunError, PathprobeError
 from pathprobe.load.engine import EngineOptions
-from pathprobe.load.merge import merge_results
+from pathprobe.load.merge import merge_step
 from pathprobe.load.payloads import PayloadPool
 from pathprobe.load.schedule import StepPlan
 from pathprobe.model.results import StepResult
@@ -251,6 +251,15 @@ def _worker_main(
             conn.send(reply)
 
 
+def worker_count(profile: LoadProfile, workers: int | None) -> int:
+    """How many load workers a pool runs: ``workers`` when given, else the profile's.
+    Raises ``ValueError`` below one."""
+    count = workers if workers is not None else profile.workers
+    if count < 1:
+        raise ValueError("workers must be >= 1")
+    return count
+
+
 class WorkerPool:
     """N worker processes running one engine; itself an engine (``run_step``) for the session.
 
@@ -275,9 +284,7 @@ class WorkerPool:
         self._profile = profile
         self._options = options
         self._stop = stop
-        self.count = workers if workers is not None else profile.workers
-        if self.count < 1:
-            raise ValueError("workers must be >= 1")
+        self.count = worker_count(profile, workers)
         ctx: Any = multiprocessing.get_context(start_method)
         if start_method == "forkserver":
             ctx.set_forkserver_preload(list(WORKER_PRELOAD))
@@ -343,11 +350,7 @@ class WorkerPool:
         self.last_stats = [
             worker_stats(spec.index, reply) for spec, reply in zip(specs, replies, strict=True)
         ]
-        if plan.offsets_ns is not None:
-            return merge_results(parts, first_measured_seq=plan.first_measured_seq)
-        merged = merge_results(parts, renumber=True)
-        merged.concurrency = plan.concurrency
-        return merged
+        return merge_step(parts, plan)
 
     def _receive(self, index: int) -> SliceResult:
         try:

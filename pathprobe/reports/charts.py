@@ -189,6 +189,23 @@ def _legend(ax: Axes, **kwargs: Any) -> None:
         ax.legend(**kwargs)
 
 
+def _mark_boundary(ax: Axes, x: float, label: str) -> None:
+    """A thin grey vertical line at ``x`` labelled at its top, just right of it: where one step
+    (or phase) of a time axis ends and the next begins."""
+    ax.axvline(x, color="#9ca3af", linewidth=0.6)
+    ax.annotate(
+        label,
+        (x, 1.0),
+        xycoords=("data", "axes fraction"),
+        fontsize=7,
+        color="#6b7280",
+        va="top",
+        ha="left",
+        xytext=(2, 0),
+        textcoords="offset points",
+    )
+
+
 def downsample_max(
     xs: Sequence[float], ys: Sequence[float], max_points: int = TIMELINE_MAX_POINTS
 ) -> tuple[list[float], list[float]]:
@@ -389,18 +406,7 @@ def timeline_chart(timelines: Sequence[Timeline]) -> str:
             ax.plot(t99, p99, color="#1d4ed8", linewidth=1.2, label="p99")
             ax.plot(t50, p50, color="#93c5fd", linewidth=1.2, label="p50")
             for start, label in tl.step_starts:
-                ax.axvline(start, color="#9ca3af", linewidth=0.6)
-                ax.annotate(
-                    clip_label(label, 20),
-                    (start, 1.0),
-                    xycoords=("data", "axes fraction"),
-                    fontsize=7,
-                    color="#6b7280",
-                    va="top",
-                    ha="left",
-                    xytext=(2, 0),
-                    textcoords="offset points",
-                )
+                _mark_boundary(ax, start, clip_label(label, 20))
             if tl.error_t_s:
                 ex, ey = downsample_max(tl.error_t_s, tl.error_counts)
                 top = max(p99) if p99 else 1.0
@@ -483,18 +489,7 @@ def series_chart(panels: Sequence[Panel]) -> str:
                     label=clip_label(label, LEGEND_MAX_CHARS),
                 )
             for x, label in panel.separators:
-                ax.axvline(x, color="#9ca3af", linewidth=0.6)
-                ax.annotate(
-                    clip_label(label, 24),
-                    (x, 1.0),
-                    xycoords=("data", "axes fraction"),
-                    fontsize=7,
-                    color="#6b7280",
-                    va="top",
-                    ha="left",
-                    xytext=(2, 0),
-                    textcoords="offset points",
-                )
+                _mark_boundary(ax, x, clip_label(label, 24))
             for x, label in panel.events:
                 ax.axvline(x, color=ERROR_COLOR, linewidth=1, linestyle="--")
                 ax.annotate(

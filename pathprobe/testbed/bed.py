@@ -28,6 +28,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from shutil import which
 from types import TracebackType
@@ -77,6 +78,28 @@ STACK_FUNCTIONS: dict[str, dict[str, list[str]]] = {
         "server_timing": [],
     },
 }  # fmt: skip
+
+
+@dataclass(frozen=True)
+class _Ports:
+    """The ports the testbed listens on: per replica its server's and its nginx's, haproxy's,
+    and with gRPC per replica ``(server, nginx)`` and haproxy's gRPC port."""
+
+    server: dict[str, int]
+    nginx: dict[str, int]
+    lb: int
+    grpc: dict[str, tuple[int, int]]
+    grpc_lb: int | None
+
+    @classmethod
+    def allocate(cls, grpc: bool) -> _Ports:
+        """Free ports for every listener (the gRPC ones only with ``grpc``)."""
+        server = {r: free_port() for r in REPLICAS}
+        nginx = {r: free_port() for r in REPLICAS}
+        lb = free_port()
+        grpc_ports = {r: (free_port(), free_port()) for r in REPLICAS} if grpc else {}
+        grpc_lb = free_port() if grpc else None
+        return cls(server, nginx, lb, grpc_ports, grpc_lb)
 
 
 class Testbed:
@@ -241,119 +264,26 @@ class Testbed:
             raise CannotRunError(f"the testbed needs {', '.join(missing)}")
 
     def _start_all(self) -> None:
+        """Start servers, nginx sidecars, haproxy and the faults' helpers in dependency order,
+        waiting for each layer to answer before starting the one in front of it. Everything is
+        recorded in ``self._state`` as it is created, so :meth:`stop` can undo a partial start."""
         assert self._state is not None
         self._check_tools()
         prefix: list[str] = []
         bind_host = "127.0.0.1"
         if NETWORK_FAULTS & set(self.faults):
-            plan = netns.plan(self.tag)
-            self._ns_plan = plan
-            # Recorded before creation: a half-made namespace is removed too.
-            self._state["netns"] = {"name": plan.name, "outer_if": plan.outer_if}
-            self._save()
-            netns.create(plan)
-            self.netns, self.host, bind_host = plan.name, plan.inner_ip, "0.0.0.0"
-            prefix = plan.exec_prefix()
+            prefix, bind_host = self._create_namespace()
         pin = ["taskset", "-c", str(self.server_cpu)] if self.server_cpu is not None else []
-
-        server_ports = {r: free_port() for r in REPLICAS}
-        nginx_ports = {r: free_port() for r in REPLICAS}
-        lb_port = free_port()
-        # gRPC: (server, nginx) ports per replica and haproxy's, when asked for.
-        grpc_ports = {r: (free_port(), free_port()) for r in REPLICAS} if self.grpc else {}
-        grpc_lb_port = free_port() if self.grpc else None
-        for replica in REPLICAS:
-            cg_wrap: list[str] = []
-            if "oom" in self.faults:
-                cg = cgroup.create(f"{self.tag}-{replica}")
-                self.cgroups.append(cg)
-                self._state["cgroups"].append(str(cg.path))
-                self._save()
-                # The launcher joins the cgroup itself before exec, so every worker is inside.
-                cg_wrap = ["sh", "-c", f'echo $$ > {cg.procs_file} && exec "$@"', "sh"]
-            # cgroup first: `ip netns exec` mounts a fresh /sys without the cgroup hierarchy.
-            argv = [*cg_wrap, *prefix, *pin, *self._server_argv(bind_host, server_ports[replica])]
-            if self.grpc:
-                argv += ["--grpc-port", str(grpc_ports[replica][0])]
-            log_path = self.workdir / f"server-{replica}.log"
-            popen, record = spawn(f"server-{replica}", argv, log_path=log_path,
-                                  env=self._server_env(replica), cwd=self.workdir)  # fmt: skip
-            self._record(popen, record)
-            self.server_pids.append(record.pid)
-        self._state["server_pids"] = list(self.server_pids)
+        # `ip netns exec` then taskset: the servers and proxies run in the namespace, pinned.
+        launch = [*prefix, *pin]
+        ports = _Ports.allocate(self.grpc)
+        self._start_servers(ports, launch, bind_host)
+        self._start_nginx(ports, launch, bind_host)
+        self._start_haproxy(ports, launch, bind_host)
+        self._publish_urls(ports)
         for replica in REPLICAS:
             self._wait_http(
-                f"http://{self.host}:{server_ports[replica]}/healthz", f"server-{replica}"
-            )
-        # One worker answering /healthz is not all of them: the memory limit below is taken from
-        # the usage of every worker, and a diagnosis must meet the server's full concurrency.
-        self._wait_workers()
-        if self.cgroups:
-            headroom = int(self.magnitudes["oom_headroom_mb"] * 1024 * 1024)
-            for cg in self.cgroups:
-                cg.set_limit_bytes(cg.anonymous_bytes() + headroom)
-
-        limit_rps = self.magnitudes["proxy_rate_rps"] if "proxy_queue" in self.faults else None
-        for replica in REPLICAS:
-            tmp = self.workdir / f"nginx-{replica}-tmp"
-            tmp.mkdir(exist_ok=True)
-            conf = self.workdir / f"nginx-{replica}.conf"
-            conf.write_text(render_nginx(
-                replica=replica, workdir=self.workdir, listen_host=bind_host,
-                listen_port=nginx_ports[replica], server_port=server_ports[replica],
-                limit_rate_rps=limit_rps,
-                limit_burst=int(self.magnitudes["proxy_burst"]), run_as_root=os.geteuid() == 0,
-                instrumented=self.instrumented,
-                grpc_ports=(grpc_ports[replica][1], grpc_ports[replica][0]) if self.grpc else None,
-            ))  # fmt: skip
-            argv = [
-                *prefix,
-                *pin,
-                "nginx",
-                "-e",
-                "stderr",
-                "-p",
-                str(self.workdir),
-                "-c",
-                str(conf),
-            ]
-            popen, record = spawn(
-                f"nginx-{replica}", argv, log_path=self.workdir / f"nginx-{replica}.log"
-            )
-            self._record(popen, record)
-        cfg = self.workdir / "haproxy.cfg"
-        cfg.write_text(render_haproxy(
-            workdir=self.workdir, listen_host=bind_host, listen_port=lb_port,
-            backends=[(r, nginx_ports[r]) for r in REPLICAS],
-            maxconn=int(self.magnitudes["lb_maxconn"]) if "lb_queue" in self.faults else None,
-            timers_header=self.lb_timers_header, instrumented=self.instrumented,
-            grpc_listen_port=grpc_lb_port,
-            grpc_backends=[(r, grpc_ports[r][1]) for r in grpc_ports],
-        ))  # fmt: skip
-        popen, record = spawn("haproxy", [*prefix, *pin, "haproxy", "-db", "-f", str(cfg)],
-                              log_path=self.workdir / "haproxy.log")  # fmt: skip
-        self._record(popen, record)
-
-        self.urls = {
-            "direct": f"http://{self.host}:{server_ports['r1']}",
-            "proxy": f"http://{self.host}:{nginx_ports['r1']}",
-            "lb": f"http://{self.host}:{lb_port}",
-        }
-        self._state["urls"] = dict(self.urls)
-        if self.grpc:
-            from pathprobe.testbed.grpc_service import MODEL
-
-            self.grpc_urls = {
-                "direct": f"grpc://{self.host}:{grpc_ports['r1'][0]}/models/{MODEL}",
-                "proxy": f"grpc://{self.host}:{grpc_ports['r1'][1]}/models/{MODEL}",
-                "lb": f"grpc://{self.host}:{grpc_lb_port}/models/{MODEL}",
-            }
-            self._state["grpc_urls"] = dict(self.grpc_urls)
-        self._state["stats_socket"] = str(self.workdir / "haproxy.sock")
-        self._save()
-        for replica in REPLICAS:
-            self._wait_http(
-                f"http://{self.host}:{nginx_ports[replica]}/healthz", f"nginx-{replica}"
+                f"http://{self.host}:{ports.nginx[replica]}/healthz", f"nginx-{replica}"
             )
         self._wait_http(f"{self.urls['lb']}/healthz", "haproxy")
         for name, url in self.grpc_urls.items():
@@ -363,20 +293,134 @@ class Testbed:
         if self._ns_plan is not None:
             self._apply_network_faults(self._ns_plan)
         if "starved_client" in self.faults:
-            if self.client_cpu is None:
-                raise CannotRunError(
-                    "starved_client needs at least 2 CPUs (client and server cores)"
-                )
-            # taskset pins it from exec on; the hog pins itself again (harmless) when run alone.
-            argv = ["taskset", "-c", str(self.client_cpu),
-                    sys.executable, "-m", "pathprobe.testbed.hog", "--cpu", str(self.client_cpu),
-                    "--duty", str(self.magnitudes["starved_client_duty"]),
-                    "--period-ms", str(self.magnitudes["starved_client_period_ms"])]  # fmt: skip
-            popen, record = spawn("hog", argv, log_path=self.workdir / "hog.log")
+            self._start_hog()
+
+    def _create_namespace(self) -> tuple[list[str], str]:
+        """Create the network namespace the network faults act in; returns the argv prefix that
+        runs a command inside it and the address to bind there."""
+        assert self._state is not None
+        plan = netns.plan(self.tag)
+        self._ns_plan = plan
+        # Recorded before creation: a half-made namespace is removed too.
+        self._state["netns"] = {"name": plan.name, "outer_if": plan.outer_if}
+        self._save()
+        netns.create(plan)
+        self.netns, self.host = plan.name, plan.inner_ip
+        return plan.exec_prefix(), "0.0.0.0"
+
+    def _start_servers(self, ports: _Ports, launch: list[str], bind_host: str) -> None:
+        """Start the model server of each replica and wait until all their workers answer; with
+        the ``oom`` fault, each in its own memory cgroup, limited once the workers are up."""
+        assert self._state is not None
+        for replica in REPLICAS:
+            # cgroup first: `ip netns exec` mounts a fresh /sys without the cgroup hierarchy.
+            argv = [*self._oom_cgroup_wrap(replica), *launch,
+                    *self._server_argv(bind_host, ports.server[replica])]  # fmt: skip
+            if self.grpc:
+                argv += ["--grpc-port", str(ports.grpc[replica][0])]
+            log_path = self.workdir / f"server-{replica}.log"
+            popen, record = spawn(f"server-{replica}", argv, log_path=log_path,
+                                  env=self._server_env(replica), cwd=self.workdir)  # fmt: skip
             self._record(popen, record)
-            # taskset applies the mask only once it runs; pin now so it holds from this moment.
-            with contextlib.suppress(OSError):
-                os.sched_setaffinity(popen.pid, {self.client_cpu})
+            self.server_pids.append(record.pid)
+        self._state["server_pids"] = list(self.server_pids)
+        for replica in REPLICAS:
+            self._wait_http(
+                f"http://{self.host}:{ports.server[replica]}/healthz", f"server-{replica}"
+            )
+        # One worker answering /healthz is not all of them: the memory limit below is taken from
+        # the usage of every worker, and a diagnosis must meet the server's full concurrency.
+        self._wait_workers()
+        if self.cgroups:
+            headroom = int(self.magnitudes["oom_headroom_mb"] * 1024 * 1024)
+            for cg in self.cgroups:
+                cg.set_limit_bytes(cg.anonymous_bytes() + headroom)
+
+    def _oom_cgroup_wrap(self, replica: str) -> list[str]:
+        """With the ``oom`` fault: create ``replica``'s memory cgroup and return the argv prefix
+        that starts a command inside it. Without: nothing to prefix."""
+        assert self._state is not None
+        if "oom" not in self.faults:
+            return []
+        cg = cgroup.create(f"{self.tag}-{replica}")
+        self.cgroups.append(cg)
+        self._state["cgroups"].append(str(cg.path))
+        self._save()
+        # The launcher joins the cgroup itself before exec, so every worker is inside.
+        return ["sh", "-c", f'echo $$ > {cg.procs_file} && exec "$@"', "sh"]
+
+    def _start_nginx(self, ports: _Ports, launch: list[str], bind_host: str) -> None:
+        """Write each replica's nginx config (in front of its server) and start it."""
+        limit_rps = self.magnitudes["proxy_rate_rps"] if "proxy_queue" in self.faults else None
+        for replica in REPLICAS:
+            tmp = self.workdir / f"nginx-{replica}-tmp"
+            tmp.mkdir(exist_ok=True)
+            conf = self.workdir / f"nginx-{replica}.conf"
+            conf.write_text(render_nginx(
+                replica=replica, workdir=self.workdir, listen_host=bind_host,
+                listen_port=ports.nginx[replica], server_port=ports.server[replica],
+                limit_rate_rps=limit_rps,
+                limit_burst=int(self.magnitudes["proxy_burst"]), run_as_root=os.geteuid() == 0,
+                instrumented=self.instrumented,
+                grpc_ports=(ports.grpc[replica][1], ports.grpc[replica][0]) if self.grpc else None,
+            ))  # fmt: skip
+            argv = [*launch, "nginx", "-e", "stderr", "-p", str(self.workdir), "-c", str(conf)]
+            popen, record = spawn(
+                f"nginx-{replica}", argv, log_path=self.workdir / f"nginx-{replica}.log"
+            )
+            self._record(popen, record)
+
+    def _start_haproxy(self, ports: _Ports, launch: list[str], bind_host: str) -> None:
+        """Write haproxy's config (balancing over the replicas' nginx) and start it."""
+        cfg = self.workdir / "haproxy.cfg"
+        cfg.write_text(render_haproxy(
+            workdir=self.workdir, listen_host=bind_host, listen_port=ports.lb,
+            backends=[(r, ports.nginx[r]) for r in REPLICAS],
+            maxconn=int(self.magnitudes["lb_maxconn"]) if "lb_queue" in self.faults else None,
+            timers_header=self.lb_timers_header, instrumented=self.instrumented,
+            grpc_listen_port=ports.grpc_lb,
+            grpc_backends=[(r, ports.grpc[r][1]) for r in ports.grpc],
+        ))  # fmt: skip
+        popen, record = spawn("haproxy", [*launch, "haproxy", "-db", "-f", str(cfg)],
+                              log_path=self.workdir / "haproxy.log")  # fmt: skip
+        self._record(popen, record)
+
+    def _publish_urls(self, ports: _Ports) -> None:
+        """Set :attr:`urls` (and :attr:`grpc_urls`) of the three hops and record them, with
+        haproxy's stats socket, in the state."""
+        assert self._state is not None
+        self.urls = {
+            "direct": f"http://{self.host}:{ports.server['r1']}",
+            "proxy": f"http://{self.host}:{ports.nginx['r1']}",
+            "lb": f"http://{self.host}:{ports.lb}",
+        }
+        self._state["urls"] = dict(self.urls)
+        if self.grpc:
+            from pathprobe.testbed.grpc_service import MODEL
+
+            self.grpc_urls = {
+                "direct": f"grpc://{self.host}:{ports.grpc['r1'][0]}/models/{MODEL}",
+                "proxy": f"grpc://{self.host}:{ports.grpc['r1'][1]}/models/{MODEL}",
+                "lb": f"grpc://{self.host}:{ports.grpc_lb}/models/{MODEL}",
+            }
+            self._state["grpc_urls"] = dict(self.grpc_urls)
+        self._state["stats_socket"] = str(self.workdir / "haproxy.sock")
+        self._save()
+
+    def _start_hog(self) -> None:
+        """The ``starved_client`` fault: a CPU hog on the client's core."""
+        if self.client_cpu is None:
+            raise CannotRunError("starved_client needs at least 2 CPUs (client and server cores)")
+        # taskset pins it from exec on; the hog pins itself again (harmless) when run alone.
+        argv = ["taskset", "-c", str(self.client_cpu),
+                sys.executable, "-m", "pathprobe.testbed.hog", "--cpu", str(self.client_cpu),
+                "--duty", str(self.magnitudes["starved_client_duty"]),
+                "--period-ms", str(self.magnitudes["starved_client_period_ms"])]  # fmt: skip
+        popen, record = spawn("hog", argv, log_path=self.workdir / "hog.log")
+        self._record(popen, record)
+        # taskset applies the mask only once it runs; pin now so it holds from this moment.
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(popen.pid, {self.client_cpu})
 
     def _apply_network_faults(self, plan: netns.NetnsPlan) -> None:
         if "net_delay" in self.faults:
