@@ -7,7 +7,9 @@ import re
 import pytest
 
 from pathprobe.reports import charts
-from pathprobe.reports.render import clip, find_knee, fmt_ms, folded_to_tree, num
+from pathprobe.reports.fields import clip, fmt_ms, num
+from pathprobe.reports.sections.latency import knee_rate
+from pathprobe.reports.sections.profile import folded_to_tree
 
 
 def test_downsample_keeps_spikes_and_caps_points() -> None:
@@ -74,10 +76,10 @@ def test_find_knee() -> None:
     def step(rate: float, achieved: float, p99: float) -> dict[str, object]:
         return {"offered_rps": rate, "achieved_rps": achieved, "latency_ms": {"p99": p99}}
 
-    assert find_knee([step(10, 10, 20), step(20, 20, 22), step(40, 39.5, 25)]) is None
-    assert find_knee([step(10, 10, 20), step(20, 18, 22)]) == 20  # achieved < 95 % of offered
-    assert find_knee([step(10, 10, 20), step(20, 20, 30), step(40, 40, 90)]) == 40  # p99 > 3×
-    assert find_knee([{"offered_rps": None}]) is None
+    assert knee_rate([step(10, 10, 20), step(20, 20, 22), step(40, 39.5, 25)]) is None
+    assert knee_rate([step(10, 10, 20), step(20, 18, 22)]) == 20  # achieved < 95 % of offered
+    assert knee_rate([step(10, 10, 20), step(20, 20, 30), step(40, 40, 90)]) == 40  # p99 > 3×
+    assert knee_rate([{"offered_rps": None}]) is None
 
 
 def test_chart_svg_is_inline_ready_and_escaped() -> None:
