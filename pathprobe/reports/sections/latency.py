@@ -9,6 +9,7 @@ from typing import Any
 
 from markupsafe import Markup
 
+from pathprobe.analysis.knee import ACHIEVED_FRACTION, find_knee
 from pathprobe.reports import charts
 from pathprobe.reports.fields import (
     as_list,
@@ -29,23 +30,21 @@ PayloadSeries = tuple[str, list[float], list[float | None], list[float | None]]
 
 
 def knee_rate(steps: Sequence[Mapping[str, Any]]) -> float | None:
-    """The first offered rate where achieved < 0.95 × offered or p99 exceeds 3× the p99 of the
-    lowest step (design.md §4.2); None when no step qualifies or rates are unknown."""
-    first_p99: float | None = None
-    for step in steps:
-        offered = num(step.get("offered_rps"))
-        achieved = num(step.get("achieved_rps"))
-        p99 = num(get(step, "latency_ms", "p99"))
-        if offered is None:
-            continue
-        if achieved is not None and offered > 0 and achieved < 0.95 * offered:
-            return offered
-        if p99 is not None:
-            if first_p99 is None:
-                first_p99 = p99
-            elif first_p99 > 0 and p99 > 3 * first_p99:
-                return offered
-    return None
+    """The knee by the analysis rule (:func:`pathprobe.analysis.knee.find_knee`, the one the
+    verdict uses) over the steps' numbers as this renderer reads them: a rate, achieved rate or
+    p99 that is not a finite number counts as missing (steps without an offered rate are
+    closed-loop and left out), so a hand-edited report cannot make the rule raise."""
+    return find_knee(
+        [
+            {
+                "offered_rps": offered,
+                "achieved_rps": num(step.get("achieved_rps")),
+                "latency_ms": {"p99": num(get(step, "latency_ms", "p99"))},
+            }
+            for step in steps
+            if (offered := num(step.get("offered_rps"))) is not None
+        ]
+    )
 
 
 def latency_view(report: Mapping[str, Any], targets: Mapping[str, Any]) -> dict[str, Any]:
@@ -63,7 +62,7 @@ def latency_view(report: Mapping[str, Any], targets: Mapping[str, Any]) -> dict[
     knees = as_map(get(report, "verdict", "knee"))
     for path in paths:
         steps = path_steps(report, path)
-        # The verdict's own knee when it names one for this path, else the §4.2 rule here.
+        # The verdict's own knee when it names one for this path, else the same rule here.
         knee = num(knees[path]) if path in knees else knee_rate(steps)
         passed = _passed_by_rate(path, targets)
         rows.extend(_step_row(path, step, i, knee, passed) for i, step in enumerate(steps))
@@ -123,7 +122,9 @@ def _step_row(
         "step": step_label(step, i),
         "offered": fmt_rps(offered),
         "achieved": fmt_rps(achieved),
-        "short": achieved is not None and offered is not None and achieved < 0.95 * offered,
+        "short": achieved is not None
+        and offered is not None
+        and achieved < ACHIEVED_FRACTION * offered,
         "requests": fmt_num(requests),
         "p50": fmt_ms(lat.get("p50")),
         "p90": fmt_ms(lat.get("p90")),
