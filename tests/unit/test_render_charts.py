@@ -8,6 +8,7 @@ import pytest
 
 from pathprobe.reports import charts
 from pathprobe.reports.fields import clip, fmt_ms, num
+from pathprobe.reports.sections.common import Step
 from pathprobe.reports.sections.latency import knee_rate
 from pathprobe.reports.sections.profile import folded_to_tree
 
@@ -76,17 +77,20 @@ def test_knee_is_the_analysis_rule_on_what_the_report_holds() -> None:
     def step(rate: object, achieved: object, p99: object) -> dict[str, object]:
         return {"offered_rps": rate, "achieved_rps": achieved, "latency_ms": {"p99": p99}}
 
-    assert knee_rate([step(10, 10, 20), step(20, 20, 22), step(40, 39.5, 25)]) is None
-    assert knee_rate([step(10, 10, 20), step(20, 18, 22)]) == 20  # achieved < 95 % of offered
-    assert knee_rate([step(10, 10, 20), step(20, 20, 30), step(40, 40, 90)]) == 40  # p99 > 3×
+    def knee(*steps: dict[str, object]) -> float | None:
+        return knee_rate([Step.read(s, i) for i, s in enumerate(steps)])
+
+    assert knee(step(10, 10, 20), step(20, 20, 22), step(40, 39.5, 25)) is None
+    assert knee(step(10, 10, 20), step(20, 18, 22)) == 20  # achieved < 95 % of offered
+    assert knee(step(10, 10, 20), step(20, 20, 30), step(40, 40, 90)) == 40  # p99 > 3×
     # 3× but only 4 ms above the lowest step: a fast service wobbling (analysis/knee.py), no knee.
-    assert knee_rate([step(10, 10, 1), step(20, 20, 5)]) is None
-    assert knee_rate([step(40, 40, 90), step(10, 10, 20)]) == 40  # steps in any order
-    assert knee_rate([{"offered_rps": None}]) is None
+    assert knee(step(10, 10, 1), step(20, 20, 5)) is None
+    assert knee(step(40, 40, 90), step(10, 10, 20)) == 40  # steps in any order
+    assert knee({"offered_rps": None}) is None
     # Values of the wrong type are missing, never an exception; a missing achieved rate is
     # nothing achieved, as in the rule the verdict applied.
-    assert knee_rate([step("10", 10, 20), step(20, "x", float("nan"))]) == 20
-    assert knee_rate([{"offered_rps": 10, "latency_ms": "x"}]) == 10
+    assert knee(step("10", 10, 20), step(20, "x", float("nan"))) == 20
+    assert knee({"offered_rps": 10, "latency_ms": "x"}) == 10
 
 
 def test_chart_svg_is_inline_ready_and_escaped() -> None:

@@ -10,7 +10,7 @@ from markupsafe import Markup
 
 from pathprobe.reports import charts
 from pathprobe.reports.fields import as_list, as_map, clip, fmt_ms, fmt_num, fmt_pct, get, num
-from pathprobe.reports.sections.common import path_names, path_steps, step_label
+from pathprobe.reports.sections.common import path_names, path_steps
 
 #: (stage, path) -> [median ms, tail ms]
 _Values = dict[tuple[str, str], list[float | None]]
@@ -130,15 +130,15 @@ def _replica_rows(report: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Per path and step, each replica's share of the requests and its latency."""
     replicas = []
     for path in path_names(report):
-        for i, step in enumerate(path_steps(report, path)):
-            reps = as_map(step.get("by_replica"))
+        for step in path_steps(report, path):
+            reps = as_map(step.raw.get("by_replica"))
             total = sum(num(get(r, "count")) or 0 for r in reps.values())
             for name, r in reps.items():
                 count = num(get(r, "count"))
                 replicas.append(
                     {
                         "path": clip(path, 60),
-                        "step": step_label(step, i),
+                        "step": step.label,
                         "replica": clip(name, 120),
                         "count": fmt_num(count),
                         "share": fmt_pct(count / total) if count is not None and total else "—",
@@ -153,8 +153,8 @@ def _hop_header_rows(report: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Per path and step, the timings the hops reported in their own headers."""
     hop_headers = []
     for path in path_names(report):
-        for i, step in enumerate(path_steps(report, path)):
-            for header, metrics in as_map(step.get("hop_headers")).items():
+        for step in path_steps(report, path):
+            for header, metrics in as_map(step.raw.get("hop_headers")).items():
                 for metric, stats in as_map(metrics).items():
                     # Only {header: {metric: {p50: …}}}; counters beside them are not timings.
                     if not isinstance(stats, Mapping):
@@ -163,7 +163,7 @@ def _hop_header_rows(report: Mapping[str, Any]) -> list[dict[str, Any]]:
                     hop_headers.append(
                         {
                             "path": clip(path, 60),
-                            "step": step_label(step, i),
+                            "step": step.label,
                             "header": clip(header, 80),
                             "metric": clip(metric, 80),
                             "p50": fmt_ms(st.get("p50")),

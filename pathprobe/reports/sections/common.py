@@ -4,6 +4,7 @@ and probe timelines laid end to end on one time axis."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from pathprobe.reports.fields import as_list, as_map, clip, get, num
@@ -13,43 +14,67 @@ def path_names(report: Mapping[str, Any]) -> list[str]:
     return [str(p) for p in as_map(report.get("paths"))]
 
 
-def path_steps(report: Mapping[str, Any], path: str) -> list[Mapping[str, Any]]:
-    return [as_map(s) for s in as_list(get(report, "paths", path, "steps"))]
+@dataclass(frozen=True)
+class Step:
+    """One step of a path as the sections read it, read once: the numbers every section uses
+    (None when missing or not a finite number), its label, and the raw mapping for the rest."""
+
+    index: int
+    label: str
+    offered_rps: float | None
+    achieved_rps: float | None
+    requests: float | None
+    errors: float | None
+    latency_ms: Mapping[str, Any]
+    raw: Mapping[str, Any]
+
+    @classmethod
+    def read(cls, raw: Mapping[str, Any], index: int) -> Step:
+        offered = num(raw.get("offered_rps"))
+        if offered is not None:
+            label = f"{offered:g} rps"
+        else:
+            conc = num(raw.get("concurrency"))
+            label = f"concurrency {conc:g}" if conc is not None else f"step {index + 1}"
+        return cls(
+            index=index,
+            label=label,
+            offered_rps=offered,
+            achieved_rps=num(raw.get("achieved_rps")),
+            requests=num(raw.get("requests")),
+            errors=num(raw.get("errors")),
+            latency_ms=as_map(raw.get("latency_ms")),
+            raw=raw,
+        )
 
 
-def step_label(step: Mapping[str, Any], index: int) -> str:
-    offered = num(step.get("offered_rps"))
-    if offered is not None:
-        return f"{offered:g} rps"
-    conc = num(step.get("concurrency"))
-    return f"concurrency {conc:g}" if conc is not None else f"step {index + 1}"
+def path_steps(report: Mapping[str, Any], path: str) -> list[Step]:
+    """The path's steps in the report's order (a missing path or a malformed list: none)."""
+    return [
+        Step.read(as_map(s), i) for i, s in enumerate(as_list(get(report, "paths", path, "steps")))
+    ]
 
 
 def window_label(report: Mapping[str, Any], window: Mapping[str, Any]) -> tuple[str, str]:
     """(path, step label) of a probe window; ``step`` is an index into the path's steps when it
     resolves to one, else shown as it is."""
+    step = _window_step(report, window)
     path = clip(window.get("path"), 60)
-    resolved = _window_step(report, window)
-    if resolved is not None:
-        index, step = resolved
-        return path, step_label(step, index)
-    return path, clip(window.get("step"), 40)
+    return path, step.label if step is not None else clip(window.get("step"), 40)
 
 
 def step_of(report: Mapping[str, Any], window: Mapping[str, Any]) -> Mapping[str, Any]:
     """The path step a probe window measured (``step`` is an index), or an empty mapping."""
-    resolved = _window_step(report, window)
-    return resolved[1] if resolved is not None else {}
+    step = _window_step(report, window)
+    return step.raw if step is not None else {}
 
 
-def _window_step(
-    report: Mapping[str, Any], window: Mapping[str, Any]
-) -> tuple[int, Mapping[str, Any]] | None:
-    """(index, step) when the window's ``step`` is a valid index into its path's steps."""
+def _window_step(report: Mapping[str, Any], window: Mapping[str, Any]) -> Step | None:
+    """The step of the window's path that its ``step`` indexes, or None."""
     step = window.get("step")
     steps = path_steps(report, str(window.get("path")))
     if isinstance(step, int) and not isinstance(step, bool) and 0 <= step < len(steps):
-        return step, steps[step]
+        return steps[step]
     return None
 
 

@@ -23,13 +23,13 @@ from pathprobe.reports.fields import (
     get,
     num,
 )
-from pathprobe.reports.sections.common import path_names, path_steps, step_label
+from pathprobe.reports.sections.common import Step, path_names, path_steps
 
 #: (series name, payload-size bin midpoints in bytes, p50 ms, p99 ms)
 PayloadSeries = tuple[str, list[float], list[float | None], list[float | None]]
 
 
-def knee_rate(steps: Sequence[Mapping[str, Any]]) -> float | None:
+def knee_rate(steps: Sequence[Step]) -> float | None:
     """The knee by the analysis rule (:func:`pathprobe.analysis.knee.find_knee`, the one the
     verdict uses) over the steps' numbers as this renderer reads them: a rate, achieved rate or
     p99 that is not a finite number counts as missing (steps without an offered rate are
@@ -37,12 +37,12 @@ def knee_rate(steps: Sequence[Mapping[str, Any]]) -> float | None:
     return find_knee(
         [
             {
-                "offered_rps": offered,
-                "achieved_rps": num(step.get("achieved_rps")),
-                "latency_ms": {"p99": num(get(step, "latency_ms", "p99"))},
+                "offered_rps": step.offered_rps,
+                "achieved_rps": step.achieved_rps,
+                "latency_ms": {"p99": num(step.latency_ms.get("p99"))},
             }
             for step in steps
-            if (offered := num(step.get("offered_rps"))) is not None
+            if step.offered_rps is not None
         ]
     )
 
@@ -56,23 +56,19 @@ def latency_view(report: Mapping[str, Any], targets: Mapping[str, Any]) -> dict[
     timelines: list[charts.Timeline] = []
     payload_series: list[PayloadSeries] = []
     payload_rows: list[dict[str, Any]] = []
-    all_offered = all(
-        num(s.get("offered_rps")) is not None for p in paths for s in path_steps(report, p)
-    )
+    all_offered = all(s.offered_rps is not None for p in paths for s in path_steps(report, p))
     knees = as_map(get(report, "verdict", "knee"))
     for path in paths:
         steps = path_steps(report, path)
         # The verdict's own knee when it names one for this path, else the same rule here.
         knee = num(knees[path]) if path in knees else knee_rate(steps)
         passed = _passed_by_rate(path, targets)
-        rows.extend(_step_row(path, step, i, knee, passed) for i, step in enumerate(steps))
-        errors.extend(
-            e for i, step in enumerate(steps) if (e := _error_row(path, step, i)) is not None
-        )
+        rows.extend(_step_row(path, step, knee, passed) for step in steps)
+        errors.extend(e for step in steps if (e := _error_row(path, step)) is not None)
         rates = _rate_series(path, steps, all_offered, knee)
         if rates.rates:
             series.append(rates)
-        path_hists = [h for i, step in enumerate(steps) if (h := _histogram(step, i)) is not None]
+        path_hists = [h for step in steps if (h := _histogram(step)) is not None]
         if path_hists:
             hists.append((path, path_hists))
         tl = _timeline(path, steps)
@@ -103,23 +99,20 @@ def _passed_by_rate(path: str, targets: Mapping[str, Any]) -> Mapping[float, Any
 
 def _step_row(
     path: str,
-    step: Mapping[str, Any],
-    i: int,
+    step: Step,
     knee: float | None,
     passed_by_rate: Mapping[float, Any],
 ) -> dict[str, Any]:
-    lat = as_map(step.get("latency_ms"))
-    svc = as_map(step.get("service_ms"))
-    offered = num(step.get("offered_rps"))
-    achieved = num(step.get("achieved_rps"))
-    requests = num(step.get("requests"))
-    n_err = num(step.get("errors"))
+    lat = step.latency_ms
+    svc = as_map(step.raw.get("service_ms"))
+    offered, achieved = step.offered_rps, step.achieved_rps
+    requests, n_err = step.requests, step.errors
     passed = None
     if offered is not None:
         passed = passed_by_rate.get(offered, (None, []))[0]
     return {
         "path": clip(path, 60),
-        "step": step_label(step, i),
+        "step": step.label,
         "offered": fmt_rps(offered),
         "achieved": fmt_rps(achieved),
         "short": achieved is not None
@@ -139,16 +132,16 @@ def _step_row(
     }
 
 
-def _error_row(path: str, step: Mapping[str, Any], i: int) -> dict[str, Any] | None:
+def _error_row(path: str, step: Step) -> dict[str, Any] | None:
     """The step's errors by kind and its status codes, or None when every answer was a 2xx."""
-    n_err = num(step.get("errors"))
-    kinds = {str(k): n for k, v in as_map(step.get("errors_by_kind")).items() if (n := num(v))}
-    codes = as_map(step.get("status_codes"))
+    n_err = step.errors
+    kinds = {str(k): n for k, v in as_map(step.raw.get("errors_by_kind")).items() if (n := num(v))}
+    codes = as_map(step.raw.get("status_codes"))
     if not ((n_err or kinds) or any(not str(c).startswith("2") for c in codes)):
         return None
     return {
         "path": clip(path, 60),
-        "step": step_label(step, i),
+        "step": step.label,
         "errors": fmt_num(n_err),
         "kinds": ", ".join(f"{clip(k, 40)}: {fmt_num(n)}" for k, n in kinds.items()),
         "codes": ", ".join(
@@ -158,7 +151,7 @@ def _error_row(path: str, step: Mapping[str, Any], i: int) -> dict[str, Any] | N
 
 
 def _rate_series(
-    path: str, steps: Sequence[Mapping[str, Any]], all_offered: bool, knee: float | None
+    path: str, steps: Sequence[Step], all_offered: bool, knee: float | None
 ) -> charts.RateSeries:
     """p50 and p99 against the offered rate (the achieved one when some step has no offered
     rate: closed loop)."""
@@ -166,38 +159,37 @@ def _rate_series(
     p50s: list[float | None] = []
     p99s: list[float | None] = []
     for step in steps:
-        lat = as_map(step.get("latency_ms"))
-        x = num(step.get("offered_rps")) if all_offered else num(step.get("achieved_rps"))
+        x = step.offered_rps if all_offered else step.achieved_rps
         if x is not None:
             rates.append(x)
-            p50s.append(num(lat.get("p50")))
-            p99s.append(num(lat.get("p99")))
+            p50s.append(num(step.latency_ms.get("p50")))
+            p99s.append(num(step.latency_ms.get("p99")))
     return charts.RateSeries(path, rates, p50s, p99s, knee)
 
 
-def _histogram(step: Mapping[str, Any], i: int) -> charts.Histogram | None:
-    hist = as_map(step.get("histogram"))
+def _histogram(step: Step) -> charts.Histogram | None:
+    hist = as_map(step.raw.get("histogram"))
     edges, counts = as_list(hist.get("edges_ms")), as_list(hist.get("counts"))
     edge_nums = [num(e) for e in edges]
     count_nums = [num(c) for c in counts]
     if not edges or None in edge_nums or None in count_nums:
         return None
     return charts.Histogram(
-        step_label(step, i),
+        step.label,
         [e for e in edge_nums if e is not None],
         [c for c in count_nums if c is not None],
     )
 
 
-def _timeline(path: str, steps: Sequence[Mapping[str, Any]]) -> charts.Timeline:
+def _timeline(path: str, steps: Sequence[Step]) -> charts.Timeline:
     """The path's per-second p50/p99 and errors, its steps laid end to end on one time axis."""
     tl = charts.Timeline(name=path)
     offset_s = 0.0
-    for i, step in enumerate(steps):
-        points = [as_map(p) for p in as_list(step.get("timeline"))]
+    for step in steps:
+        points = [as_map(p) for p in as_list(step.raw.get("timeline"))]
         if not points:
             continue
-        tl.step_starts.append((offset_s, step_label(step, i)))
+        tl.step_starts.append((offset_s, step.label))
         last_t = 0.0
         for p in points:
             t = num(p.get("t_s"))
@@ -213,17 +205,15 @@ def _timeline(path: str, steps: Sequence[Mapping[str, Any]]) -> charts.Timeline:
             if e:
                 tl.error_t_s.append(offset_s + t)
                 tl.error_counts.append(e)
-        offset_s += max(num(step.get("duration_s")) or 0.0, last_t + 1.0)
+        offset_s += max(num(step.raw.get("duration_s")) or 0.0, last_t + 1.0)
     return tl
 
 
-def _payload(
-    path: str, steps: Sequence[Mapping[str, Any]]
-) -> tuple[list[dict[str, Any]], PayloadSeries | None]:
+def _payload(path: str, steps: Sequence[Step]) -> tuple[list[dict[str, Any]], PayloadSeries | None]:
     """Latency by payload size at the busiest step that binned by size (the effect shows most
     under load): table rows, and a chart series when two or more bins have a size range."""
-    for i, step in reversed(list(enumerate(steps))):
-        bins = [as_map(b) for b in as_list(step.get("by_payload_size"))]
+    for step in reversed(steps):
+        bins = [as_map(b) for b in as_list(step.raw.get("by_payload_size"))]
         if not bins:
             continue
         rows = []
@@ -235,7 +225,7 @@ def _payload(
             rows.append(
                 {
                     "path": clip(path, 60),
-                    "step": step_label(step, i),
+                    "step": step.label,
                     "range": f"{fmt_bytes(lo)} – {fmt_bytes(hi)}",
                     "count": fmt_num(b.get("count")),
                     "p50": fmt_ms(b.get("p50_ms")),
@@ -246,6 +236,6 @@ def _payload(
                 mids.append(math.sqrt(max(lo, 1.0) * max(hi, 1.0)))
                 b50.append(num(b.get("p50_ms")))
                 b99.append(num(b.get("p99_ms")))
-        series = (f"{path} @ {step_label(step, i)}", mids, b50, b99) if len(mids) >= 2 else None
+        series = (f"{path} @ {step.label}", mids, b50, b99) if len(mids) >= 2 else None
         return rows, series
     return [], None

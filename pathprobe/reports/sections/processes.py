@@ -93,35 +93,24 @@ def _is_bad_cgroup(key: str, value: Any) -> bool:
     return ("oom" in k or "failcnt" in k or "throttl" in k) and (num(value) or 0) > 0
 
 
+#: (timeline key, panel title, unit, worker deaths marked on it)
+_PANELS = (
+    ("cpu_percent_total", "server CPU, all workers (% of one core)", "%", True),
+    ("rss_bytes_total", "server memory, all workers (RSS)", "bytes", True),
+    ("workers", "live worker processes", "", False),
+)
+
+
 def process_chart(report: Mapping[str, Any], windows: Sequence[Mapping[str, Any]]) -> Markup | None:
     """CPU and RSS of all workers (deaths marked) and the live worker count, or None."""
     panels = []
     events = _death_events(report, windows)
-    cpu_lines, seps = concat_timelines(report, windows, "cpu_percent_total")
-    if cpu_lines:
-        panels.append(
-            charts.Panel(
-                "server CPU, all workers (% of one core)",
-                "%",
-                cpu_lines,
-                events=events,
-                separators=seps,
+    for key, title, unit, marked in _PANELS:
+        lines, seps = concat_timelines(report, windows, key)
+        if lines:
+            panels.append(
+                charts.Panel(title, unit, lines, events=events if marked else [], separators=seps)
             )
-        )
-    rss_lines, seps = concat_timelines(report, windows, "rss_bytes_total")
-    if rss_lines:
-        panels.append(
-            charts.Panel(
-                "server memory, all workers (RSS)",
-                "bytes",
-                rss_lines,
-                events=events,
-                separators=seps,
-            )
-        )
-    count_lines, seps = concat_timelines(report, windows, "workers")
-    if count_lines:
-        panels.append(charts.Panel("live worker processes", "", count_lines, separators=seps))
     return Markup(charts.series_chart(panels)) if panels else None
 
 

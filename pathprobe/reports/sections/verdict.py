@@ -21,7 +21,7 @@ from pathprobe.reports.fields import (
     num,
     stage_title,
 )
-from pathprobe.reports.sections.common import path_names, path_steps, step_label
+from pathprobe.reports.sections.common import path_names, path_steps
 
 EVIDENCE_MAX = 6
 
@@ -59,14 +59,14 @@ def targets_view(report: Mapping[str, Any]) -> dict[str, Any]:
                 [clip(r, 200) for r in as_list(get(s, "reasons"))],
             )
     strip = []
-    for i, step in enumerate(path_steps(report, str(judged_on)) if judged_on is not None else []):
-        rate = num(step.get("offered_rps"))
+    for step in path_steps(report, str(judged_on)) if judged_on is not None else []:
+        rate = step.offered_rps
         passed, reasons = passed_by_rate.get(rate, (None, [])) if rate is not None else (None, [])
         strip.append(
             {
-                "label": step_label(step, i),
-                "p99": fmt_ms(get(step, "latency_ms", "p99")),
-                "achieved": fmt_rps(step.get("achieved_rps")),
+                "label": step.label,
+                "p99": fmt_ms(step.latency_ms.get("p99")),
+                "achieved": fmt_rps(step.achieved_rps),
                 "passed": passed,
                 "reasons": reasons,
             }
