@@ -17,6 +17,8 @@ _Values = dict[tuple[str, str], list[float | None]]
 
 
 def attribution_view(report: Mapping[str, Any]) -> dict[str, Any]:
+    """verdict.attribution as a stacked-bar chart and a stage × path table (median · tail), the
+    ledger row, hop deltas, and the per-step replica and hop-header tables."""
     attribution = as_map(get(report, "verdict", "attribution"))
     bars, stages, columns, values = _stage_split(attribution)
     table = [

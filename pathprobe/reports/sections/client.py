@@ -24,6 +24,8 @@ from pathprobe.reports.sections.common import concat_timelines, step_of, window_
 
 
 def client_view(report: Mapping[str, Any]) -> dict[str, Any]:
+    """probes.client per window (CPU, loop lag, schedule slip — the step's own slip when the
+    window has none), the calibration floor, the load generators and their timelines."""
     client = as_map(get(report, "probes", "client"))
     missing = not_observed(client, "client")
     floor = as_map(get(client, "calibration", "floor_ms"))

@@ -11,6 +11,7 @@ from pathprobe.reports.fields import as_list, as_map, clip, get, num
 
 
 def path_names(report: Mapping[str, Any]) -> list[str]:
+    """The paths in the report's order (the order of the page's tables and charts)."""
     return [str(p) for p in as_map(report.get("paths"))]
 
 

@@ -48,6 +48,8 @@ def knee_rate(steps: Sequence[Step]) -> float | None:
 
 
 def latency_view(report: Mapping[str, Any], targets: Mapping[str, Any]) -> dict[str, Any]:
+    """Per path and step: the latency table and errors, and the four charts. ``targets`` is
+    :func:`.verdict.targets_view`'s result (pass/fail per rate of the judged path, the p99 line)."""
     paths = path_names(report)
     rows: list[dict[str, Any]] = []
     errors: list[dict[str, Any]] = []

@@ -24,6 +24,7 @@ _PCT_KEYS = ("p50", "p90", "p99", "p99.9", "max")
 
 
 def network_view(report: Mapping[str, Any]) -> dict[str, Any]:
+    """probes.network: one row per window (or why the window saw nothing) and the idle RTT."""
     net = as_map(get(report, "probes", "network"))
     rows: list[dict[str, Any]] = []
     for w in (as_map(x) for x in as_list(net.get("windows"))):

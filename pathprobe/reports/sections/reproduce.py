@@ -12,6 +12,7 @@ from pathprobe.reports.sections.common import path_names
 
 
 def reproduce_view(report: Mapping[str, Any]) -> dict[str, Any]:
+    """report.run: the command, the resolved configuration as JSON, versions, host, times."""
     run = as_map(report.get("run"))
     argv = [clip(a, 400) for a in as_list(run.get("argv"))]
     command = clip(run.get("command"), LONG_TEXT_MAX_CHARS) or " ".join(argv)
@@ -31,6 +32,7 @@ def reproduce_view(report: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def path_rows(report: Mapping[str, Any]) -> list[dict[str, str]]:
+    """Each path's name and URL (the page header and the reproduce list)."""
     return [
         {"name": clip(p, 60), "url": clip(get(report, "paths", p, "url"), 400)}
         for p in path_names(report)

@@ -12,6 +12,8 @@ from pathprobe.reports.sections.profile import flame_entries, stage_shares
 
 
 def server_view(report: Mapping[str, Any]) -> dict[str, Any]:
+    """probes.server: flame graphs and stage shares, workers, deaths, OOM lines, cgroup
+    counters and the CPU/memory chart."""
     server = as_map(get(report, "probes", "server"))
     windows = [as_map(w) for w in as_list(server.get("windows"))]
     by_path: dict[str, list[Mapping[str, Any]]] = {}

@@ -27,6 +27,8 @@ EVIDENCE_MAX = 6
 
 
 def targets_view(report: Mapping[str, Any]) -> dict[str, Any]:
+    """The targets: met / missed / unknown / none, their text, and per step of the judged path
+    (``targets.judged_on``, else the last path) whether it passed and why not."""
     targets = as_map(report.get("targets"))
     p99 = num(targets.get("p99_ms"))
     rps = num(targets.get("rps"))
@@ -82,6 +84,8 @@ def targets_view(report: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def verdict_view(report: Mapping[str, Any]) -> dict[str, Any]:
+    """The verdict card: bottleneck, summary, advice (the stage's fix when none), confidence,
+    banners (interrupted, untrustworthy), the ranking (20 rows at most) and next steps."""
     v = as_map(report.get("verdict"))
     stage = v.get("bottleneck")
     conf = as_map(v.get("confidence"))
