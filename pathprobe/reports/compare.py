@@ -16,11 +16,10 @@ from typing import Any
 from markupsafe import Markup
 
 from pathprobe.reports import charts
-from pathprobe.reports.render import (
+from pathprobe.reports.fields import (
     as_list,
     as_map,
     clip,
-    environment,
     fmt_ms,
     fmt_num,
     fmt_pct,
@@ -30,6 +29,7 @@ from pathprobe.reports.render import (
     num,
     stage_title,
 )
+from pathprobe.reports.templating import environment
 
 COMPARE_SCHEMA = "pathprobe.compare/v1"
 _STEP_FIELDS = ("p50", "p90", "p99")

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from pathprobe.reports.render import (
+from pathprobe.reports.fields import (
     as_list,
     as_map,
     fmt_explains,

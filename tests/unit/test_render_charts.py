@@ -7,7 +7,10 @@ import re
 import pytest
 
 from pathprobe.reports import charts
-from pathprobe.reports.render import clip, find_knee, fmt_ms, folded_to_tree, num
+from pathprobe.reports.fields import clip, fmt_ms, num
+from pathprobe.reports.sections.common import Step
+from pathprobe.reports.sections.latency import knee_rate
+from pathprobe.reports.sections.profile import folded_to_tree
 
 
 def test_downsample_keeps_spikes_and_caps_points() -> None:
@@ -70,14 +73,24 @@ def test_folded_to_tree_sums_inclusive_values_and_caps_stacks() -> None:
     assert other["value"] == 1  # "z" fell beyond the cap
 
 
-def test_find_knee() -> None:
-    def step(rate: float, achieved: float, p99: float) -> dict[str, object]:
+def test_knee_is_the_analysis_rule_on_what_the_report_holds() -> None:
+    def step(rate: object, achieved: object, p99: object) -> dict[str, object]:
         return {"offered_rps": rate, "achieved_rps": achieved, "latency_ms": {"p99": p99}}
 
-    assert find_knee([step(10, 10, 20), step(20, 20, 22), step(40, 39.5, 25)]) is None
-    assert find_knee([step(10, 10, 20), step(20, 18, 22)]) == 20  # achieved < 95 % of offered
-    assert find_knee([step(10, 10, 20), step(20, 20, 30), step(40, 40, 90)]) == 40  # p99 > 3×
-    assert find_knee([{"offered_rps": None}]) is None
+    def knee(*steps: dict[str, object]) -> float | None:
+        return knee_rate([Step.read(s, i) for i, s in enumerate(steps)])
+
+    assert knee(step(10, 10, 20), step(20, 20, 22), step(40, 39.5, 25)) is None
+    assert knee(step(10, 10, 20), step(20, 18, 22)) == 20  # achieved < 95 % of offered
+    assert knee(step(10, 10, 20), step(20, 20, 30), step(40, 40, 90)) == 40  # p99 > 3×
+    # 3× but only 4 ms above the lowest step: a fast service wobbling (analysis/knee.py), no knee.
+    assert knee(step(10, 10, 1), step(20, 20, 5)) is None
+    assert knee(step(40, 40, 90), step(10, 10, 20)) == 40  # steps in any order
+    assert knee({"offered_rps": None}) is None
+    # Values of the wrong type are missing, never an exception; a missing achieved rate is
+    # nothing achieved, as in the rule the verdict applied.
+    assert knee(step("10", 10, 20), step(20, "x", float("nan"))) == 20
+    assert knee({"offered_rps": 10, "latency_ms": "x"}) == 10
 
 
 def test_chart_svg_is_inline_ready_and_escaped() -> None:
