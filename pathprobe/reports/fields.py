@@ -75,8 +75,12 @@ def fmt_ms(value: Any) -> str:
 
 def fmt_explains(row: Mapping[str, Any]) -> str:
     """A ranking row's "explains" cell: its ms, plus the failures it explains when it has any."""
-    text = fmt_ms(row.get("explains_ms"))
-    failures = num(row.get("failures_explained"))
+    return fmt_explains_ms(row.get("explains_ms"), num(row.get("failures_explained")))
+
+
+def fmt_explains_ms(explains_ms: Any, failures: float | None) -> str:
+    """The "explains" cell from its parts: the ms, plus the failures when there are any."""
+    text = fmt_ms(explains_ms)
     if failures:
         text += f" · {failures:,.0f} failures"
     return text

@@ -9,7 +9,8 @@ from typing import Any
 from markupsafe import Markup
 
 from pathprobe.reports import charts
-from pathprobe.reports.fields import as_list, as_map, clip, fmt_ms, fmt_num, fmt_pct, get, num
+from pathprobe.reports.fields import as_map, clip, fmt_ms, fmt_num, fmt_pct, get, num
+from pathprobe.reports.model import HopDelta, PathAttribution, Verdict
 from pathprobe.reports.sections.common import path_names, path_steps
 
 #: (stage, path) -> [median ms, tail ms]
@@ -19,8 +20,9 @@ _Values = dict[tuple[str, str], list[float | None]]
 def attribution_view(report: Mapping[str, Any]) -> dict[str, Any]:
     """verdict.attribution as a stacked-bar chart and a stage × path table (median · tail), the
     ledger row, hop deltas, and the per-step replica and hop-header tables."""
-    attribution = as_map(get(report, "verdict", "attribution"))
-    bars, stages, columns, values = _stage_split(attribution)
+    verdict = Verdict.from_json(report.get("verdict"))
+    bars, stages, shown, values = _stage_split(verdict.attribution)
+    columns = [a.path for a in shown]
     table = [
         {
             "stage": clip(s, 60),
@@ -37,95 +39,78 @@ def attribution_view(report: Mapping[str, Any]) -> dict[str, Any]:
         "chart": Markup(charts.attribution_chart(bars)) if bars else None,
         "columns": [clip(c, 40) for c in columns],
         "table": table,
-        "ledger": _ledger_row(attribution, columns),
-        "deltas": _delta_rows(report),
+        "ledger": _ledger_row(shown),
+        "deltas": _delta_rows(verdict.hop_deltas),
         "replicas": _replica_rows(report),
         "hop_headers": _hop_header_rows(report),
     }
 
 
 def _stage_split(
-    attribution: Mapping[str, Any],
-) -> tuple[list[tuple[str, Mapping[str, float]]], list[str], list[str], _Values]:
+    attribution: Sequence[PathAttribution],
+) -> tuple[list[tuple[str, Mapping[str, float]]], list[str], list[PathAttribution], _Values]:
     """(chart bars, stages in first-seen order, paths with a split, values by (stage, path)).
     One column per path keeps the table narrow."""
     bars: list[tuple[str, Mapping[str, float]]] = []
     stages: list[str] = []
-    columns: list[str] = []
+    shown: list[PathAttribution] = []
     values: _Values = {}
-    for path, entry in attribution.items():
-        e = as_map(entry)
-        # The tail is stored under its percentile's own key ("p99", or "p90" on short runs).
-        label_raw = e.get("percentile_label")
-        tail_key = label_raw if isinstance(label_raw, str) and label_raw in e else "p99"
-        label = clip(tail_key, 12)
-        rate = num(e.get("offered_rps"))
-        where = f"{clip(path, 40)} @ {rate:g} rps" if rate is not None else clip(path, 40)
-        shown = False
-        for idx, (key, name) in enumerate((("p50", "median"), (tail_key, f"tail ({label})"))):
-            parts = {str(s): n for s, v in as_map(e.get(key)).items() if (n := num(v)) is not None}
+    for a in attribution:
+        rate = a.offered_rps
+        where = f"{clip(a.path, 40)} @ {rate:g} rps" if rate is not None else clip(a.path, 40)
+        tail_name = f"tail ({clip(a.tail_key, 12)})"
+        for idx, (parts, name) in enumerate(((a.median, "median"), (a.tail, tail_name))):
             if not parts:
                 continue
-            shown = True
             bars.append((f"{where} · {name}", parts))
             for s, n in parts.items():
                 if s not in stages:
                     stages.append(s)
-                values.setdefault((s, str(path)), [None, None])[idx] = n
-        if shown:
-            columns.append(str(path))
-    return bars, stages, columns, values
+                values.setdefault((s, a.path), [None, None])[idx] = n
+        if a.median or a.tail:
+            shown.append(a)
+    return bars, stages, shown, values
 
 
-def _ledger_row(attribution: Mapping[str, Any], columns: Sequence[str]) -> list[str] | None:
+def _ledger_row(shown: Sequence[PathAttribution]) -> list[str] | None:
     """Per path, "sum of parts / measured" for the median and tail sets (None when no path has
     a ledger: reports from before it existed)."""
     cells: list[str] = []
     found = False
-    for path in columns:
-        entry = as_map(attribution.get(path))
-        ledger = as_map(entry.get("ledger"))
-        label = entry.get("percentile_label")
+    for a in shown:
         halves = []
-        for key in ("p50", label if isinstance(label, str) else "p99"):
-            part = as_map(ledger.get(key))
-            found = found or bool(part)
-            halves.append(f"{fmt_ms(part.get('sum_ms'))} / {fmt_ms(part.get('measured_ms'))}")
+        for half in (a.ledger_median, a.ledger_tail):
+            found = found or half is not None
+            sum_ms, measured_ms = (half.sum_ms, half.measured_ms) if half else (None, None)
+            halves.append(f"{fmt_ms(sum_ms)} / {fmt_ms(measured_ms)}")
         cells.append(" · ".join(halves))
     return cells if found else None
 
 
-def _delta_rows(report: Mapping[str, Any]) -> list[dict[str, Any]]:
+def _delta_rows(hop_deltas: Sequence[HopDelta]) -> list[dict[str, Any]]:
     """verdict.hop_deltas: what each hop adds, median and tail, with bootstrap intervals."""
-    deltas = []
-    for d in as_list(get(report, "verdict", "hop_deltas")):
-        dm = as_map(d)
-        deltas.append(
-            {
-                "hop": clip(dm.get("hop"), 60),
-                "from": clip(dm.get("from"), 60),
-                "to": clip(dm.get("to"), 60),
-                "p50": fmt_ms(dm.get("p50_ms")),
-                "p50_ci": _ci(dm.get("p50_ci_ms")),
-                "tail": fmt_ms(dm.get("tail_ms")),
-                "tail_ci": _ci(dm.get("tail_ci_ms")),
-                "tail_label": clip(dm.get("tail_label") or "p99", 12),
-                "significant": _ci_excludes_zero(dm.get("tail_ci_ms")),
-            }
-        )
-    return deltas
+    return [
+        {
+            "hop": clip(d.hop, 60),
+            "from": clip(d.from_path, 60),
+            "to": clip(d.to_path, 60),
+            "p50": fmt_ms(d.p50_ms),
+            "p50_ci": _ci(d.p50_ci_ms),
+            "tail": fmt_ms(d.tail_ms),
+            "tail_ci": _ci(d.tail_ci_ms),
+            "tail_label": clip(d.tail_label, 12),
+            "significant": _excludes_zero(d.tail_ci_ms),
+        }
+        for d in hop_deltas
+    ]
 
 
-def _ci(value: Any) -> str:
-    lo, hi = num(get(value, 0)), num(get(value, 1))
-    if lo is None or hi is None:
-        return ""
-    return f"[{fmt_ms(lo)}, {fmt_ms(hi)}]"
+def _excludes_zero(value: tuple[float, float] | None) -> bool:
+    return value is not None and (value[0] > 0 or value[1] < 0)
 
 
-def _ci_excludes_zero(value: Any) -> bool:
-    lo, hi = num(get(value, 0)), num(get(value, 1))
-    return lo is not None and hi is not None and (lo > 0 or hi < 0)
+def _ci(value: tuple[float, float] | None) -> str:
+    return "" if value is None else f"[{fmt_ms(value[0])}, {fmt_ms(value[1])}]"
 
 
 def _replica_rows(report: Mapping[str, Any]) -> list[dict[str, Any]]:

@@ -1,0 +1,158 @@
+"""The typed read model of report.json: malformed input gives the sections' fallbacks."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+
+from pathprobe.reports.model import (
+    HopDelta,
+    LedgerHalf,
+    PathAttribution,
+    RankedStage,
+    Targets,
+    TargetStep,
+    Verdict,
+)
+
+MALFORMED: list[Any] = [None, [], "verdict", 3, True, {}]
+
+
+@pytest.mark.parametrize("raw", MALFORMED)
+def test_verdict_from_malformed(raw: Any) -> None:
+    v = Verdict.from_json(raw)
+    assert v == Verdict(
+        bottleneck=None,
+        summary=None,
+        advice=None,
+        confidence_level=None,
+        confidence_reasons=(),
+        trustworthy=True,
+        targets_met=None,
+        ranking=(),
+        next_steps=(),
+        attribution=(),
+        hop_deltas=(),
+    )
+
+
+def test_verdict_fields_of_the_wrong_type() -> None:
+    v = Verdict.from_json(
+        {
+            "bottleneck": 7,
+            "summary": ["a"],
+            "confidence": {"level": "certain", "reasons": ["ok", None, 2]},
+            "trustworthy": "no",
+            "targets_met": 1,
+            "ranking": [None, {"stage": "proxy", "explains_ms": math.inf, "clears_bar": 0}],
+            "next_steps": "do it",
+            "attribution": ["not", "a", "mapping"],
+            "hop_deltas": {"hop": "proxy"},
+        }
+    )
+    assert v.bottleneck == "7"
+    assert v.summary == "['a']"
+    assert v.confidence_level is None
+    assert v.confidence_reasons == ("ok", "", "2")
+    assert v.trustworthy is True  # only an explicit false
+    assert v.targets_met is None  # 1 is not a bool
+    assert v.ranking == (
+        RankedStage(None, None, None, None, ()),
+        RankedStage("proxy", None, None, None, ()),
+    )
+    assert v.next_steps == ()
+    assert v.attribution == ()
+    assert v.hop_deltas == ()
+
+
+def test_verdict_explicit_false_and_levels() -> None:
+    v = Verdict.from_json(
+        {"trustworthy": False, "targets_met": False, "confidence": {"level": "low"}}
+    )
+    assert (v.trustworthy, v.targets_met, v.confidence_level) == (False, False, "low")
+
+
+def test_path_attribution_tail_key_and_ledger() -> None:
+    a = PathAttribution.from_json(
+        "direct",
+        {
+            "percentile_label": "p90",
+            "offered_rps": "50",
+            "p50": {"network": 1.0, "server": "x", "proxy": math.nan},
+            "p90": {"server": 4},
+            "ledger": {"p50": {"sum_ms": 1, "measured_ms": None}, "p90": {}},
+        },
+    )
+    assert a.offered_rps is None
+    assert a.tail_key == "p90"
+    assert a.median == {"network": 1.0}
+    assert a.tail == {"server": 4.0}
+    assert a.ledger_median == LedgerHalf(sum_ms=1.0, measured_ms=None)
+    assert a.ledger_tail is None  # an empty set is no ledger
+
+
+def test_path_attribution_label_without_its_key_falls_back_to_p99() -> None:
+    a = PathAttribution.from_json(
+        "lb", {"percentile_label": "p90", "p99": {"lb": 2}, "ledger": {"p90": {"sum_ms": 3}}}
+    )
+    assert a.tail_key == "p99"
+    assert a.tail == {"lb": 2.0}
+    # The ledger's tail set is looked up under the label itself, as the page always did.
+    assert a.ledger_tail == LedgerHalf(sum_ms=3.0, measured_ms=None)
+
+
+@pytest.mark.parametrize("raw", MALFORMED)
+def test_path_attribution_from_malformed(raw: Any) -> None:
+    a = PathAttribution.from_json("p", raw)
+    assert (a.tail_key, a.median, a.tail, a.ledger_median, a.ledger_tail) == (
+        "p99",
+        {},
+        {},
+        None,
+        None,
+    )
+
+
+def test_hop_delta_fallbacks() -> None:
+    d = HopDelta.from_json(
+        {"hop": None, "p50_ci_ms": [1, "2"], "tail_ci_ms": [-1, 3, 9], "tail_label": ""}
+    )
+    assert d.hop is None
+    assert d.p50_ci_ms is None
+    assert d.tail_ci_ms == (-1.0, 3.0)
+    assert d.tail_label == "p99"
+    assert HopDelta.from_json("x").tail_label == "p99"
+
+
+@pytest.mark.parametrize("raw", MALFORMED)
+def test_targets_from_malformed(raw: Any) -> None:
+    t = Targets.from_json(raw)
+    assert t == Targets(
+        present=False,
+        given=None,
+        p99_ms=None,
+        rps=None,
+        error_rate=None,
+        judged_on=None,
+        steps=(),
+    )
+
+
+def test_targets_wrong_types() -> None:
+    t = Targets.from_json(
+        {
+            "given": "no",
+            "p99_ms": True,
+            "rps": "100",
+            "error_rate": 0.01,
+            "judged_on": 3,
+            "steps": [{"offered_rps": 10, "passed": "yes", "reasons": "slow"}, 5],
+        }
+    )
+    assert t.present is True
+    assert t.given is None
+    assert (t.p99_ms, t.rps, t.error_rate) == (None, None, 0.01)
+    assert t.judged_on == "3"
+    assert t.steps == (TargetStep(10.0, None, ()), TargetStep(None, None, ()))
