@@ -8,12 +8,17 @@ from typing import Any
 import pytest
 
 from pathprobe.reports.model import (
+    Histogram,
     HopDelta,
     LedgerHalf,
     PathAttribution,
+    PayloadBin,
+    Percentiles,
     RankedStage,
+    Step,
     Targets,
     TargetStep,
+    TimelinePoint,
     Verdict,
 )
 
@@ -35,6 +40,7 @@ def test_verdict_from_malformed(raw: Any) -> None:
         next_steps=(),
         attribution=(),
         hop_deltas=(),
+        knee={},
     )
 
 
@@ -156,3 +162,38 @@ def test_targets_wrong_types() -> None:
     assert (t.p99_ms, t.rps, t.error_rate) == (None, None, 0.01)
     assert t.judged_on == "3"
     assert t.steps == (TargetStep(10.0, None, ()), TargetStep(None, None, ()))
+
+
+@pytest.mark.parametrize("raw", [{}, {"latency_ms": [], "histogram": "x", "timeline": {}}])
+def test_step_from_malformed(raw: dict[str, Any]) -> None:
+    s = Step.read(raw, 2)
+    assert s.label == "step 3"
+    assert s.latency == Percentiles(None, None, None, None, None)
+    assert (s.histogram, s.timeline, s.by_payload_size, s.status_codes) == (None, (), (), ())
+    assert s.errors_by_kind == {}
+
+
+def test_step_wrong_types() -> None:
+    s = Step.read(
+        {
+            "concurrency": 8,
+            "latency_ms": {"p50": "1", "p99.9": 7, "max": math.nan},
+            "errors_by_kind": {"timeout": 2, "reset": 0, "5xx": "3"},
+            "status_codes": {"200": 10, "503": None},
+            "histogram": {"edges_ms": [0, 1], "counts": [1, "2"]},
+            "timeline": [None, {"t_s": 1, "p50_ms": 2}],
+            "by_payload_size": [{"bytes_min": True, "count": 3}],
+        },
+        0,
+    )
+    assert s.label == "concurrency 8"
+    assert s.latency == Percentiles(None, None, None, 7.0, None)
+    assert s.errors_by_kind == {"timeout": 2.0}  # zero and non-numbers dropped
+    assert s.status_codes == (("200", 10.0), ("503", None))
+    assert s.histogram is None  # a count that is not a number spoils the histogram
+    assert s.timeline == (
+        TimelinePoint(None, None, None, None),
+        TimelinePoint(1.0, 2.0, None, None),
+    )
+    assert s.by_payload_size == (PayloadBin(None, None, 3.0, None, None),)
+    assert Histogram.from_json({"edges_ms": [0, 1], "counts": []}) == Histogram((0.0, 1.0), ())

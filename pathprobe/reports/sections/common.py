@@ -4,49 +4,15 @@ and probe timelines laid end to end on one time axis."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from pathprobe.reports.fields import as_list, as_map, clip, get, num
+from pathprobe.reports.model import Step
 
 
 def path_names(report: Mapping[str, Any]) -> list[str]:
     """The paths in the report's order (the order of the page's tables and charts)."""
     return [str(p) for p in as_map(report.get("paths"))]
-
-
-@dataclass(frozen=True)
-class Step:
-    """One step of a path as the sections read it, read once: the numbers every section uses
-    (None when missing or not a finite number), its label, and the raw mapping for the rest."""
-
-    index: int
-    label: str
-    offered_rps: float | None
-    achieved_rps: float | None
-    requests: float | None
-    errors: float | None
-    latency_ms: Mapping[str, Any]
-    raw: Mapping[str, Any]
-
-    @classmethod
-    def read(cls, raw: Mapping[str, Any], index: int) -> Step:
-        offered = num(raw.get("offered_rps"))
-        if offered is not None:
-            label = f"{offered:g} rps"
-        else:
-            conc = num(raw.get("concurrency"))
-            label = f"concurrency {conc:g}" if conc is not None else f"step {index + 1}"
-        return cls(
-            index=index,
-            label=label,
-            offered_rps=offered,
-            achieved_rps=num(raw.get("achieved_rps")),
-            requests=num(raw.get("requests")),
-            errors=num(raw.get("errors")),
-            latency_ms=as_map(raw.get("latency_ms")),
-            raw=raw,
-        )
 
 
 def path_steps(report: Mapping[str, Any], path: str) -> list[Step]:

@@ -12,18 +12,15 @@ from markupsafe import Markup
 from pathprobe.analysis.knee import ACHIEVED_FRACTION, find_knee
 from pathprobe.reports import charts
 from pathprobe.reports.fields import (
-    as_list,
-    as_map,
     clip,
     fmt_bytes,
     fmt_ms,
     fmt_num,
     fmt_pct,
     fmt_rps,
-    get,
-    num,
 )
-from pathprobe.reports.sections.common import Step, path_names, path_steps
+from pathprobe.reports.model import Step, Verdict
+from pathprobe.reports.sections.common import path_names, path_steps
 
 #: (series name, payload-size bin midpoints in bytes, p50 ms, p99 ms)
 PayloadSeries = tuple[str, list[float], list[float | None], list[float | None]]
@@ -39,7 +36,7 @@ def knee_rate(steps: Sequence[Step]) -> float | None:
             {
                 "offered_rps": step.offered_rps,
                 "achieved_rps": step.achieved_rps,
-                "latency_ms": {"p99": num(step.latency_ms.get("p99"))},
+                "latency_ms": {"p99": step.latency.p99},
             }
             for step in steps
             if step.offered_rps is not None
@@ -59,11 +56,11 @@ def latency_view(report: Mapping[str, Any], targets: Mapping[str, Any]) -> dict[
     payload_series: list[PayloadSeries] = []
     payload_rows: list[dict[str, Any]] = []
     all_offered = all(s.offered_rps is not None for p in paths for s in path_steps(report, p))
-    knees = as_map(get(report, "verdict", "knee"))
+    knees = Verdict.from_json(report.get("verdict")).knee
     for path in paths:
         steps = path_steps(report, path)
         # The verdict's own knee when it names one for this path, else the same rule here.
-        knee = num(knees[path]) if path in knees else knee_rate(steps)
+        knee = knees[path] if path in knees else knee_rate(steps)
         passed = _passed_by_rate(path, targets)
         rows.extend(_step_row(path, step, knee, passed) for step in steps)
         errors.extend(e for step in steps if (e := _error_row(path, step)) is not None)
@@ -105,8 +102,7 @@ def _step_row(
     knee: float | None,
     passed_by_rate: Mapping[float, Any],
 ) -> dict[str, Any]:
-    lat = step.latency_ms
-    svc = as_map(step.raw.get("service_ms"))
+    lat = step.latency
     offered, achieved = step.offered_rps, step.achieved_rps
     requests, n_err = step.requests, step.errors
     passed = None
@@ -121,12 +117,12 @@ def _step_row(
         and offered is not None
         and achieved < ACHIEVED_FRACTION * offered,
         "requests": fmt_num(requests),
-        "p50": fmt_ms(lat.get("p50")),
-        "p90": fmt_ms(lat.get("p90")),
-        "p99": fmt_ms(lat.get("p99")),
-        "p999": fmt_ms(lat.get("p99.9")),
-        "max": fmt_ms(lat.get("max")),
-        "svc_p99": fmt_ms(svc.get("p99")),
+        "p50": fmt_ms(lat.p50),
+        "p90": fmt_ms(lat.p90),
+        "p99": fmt_ms(lat.p99),
+        "p999": fmt_ms(lat.p999),
+        "max": fmt_ms(lat.max),
+        "svc_p99": fmt_ms(step.service.p99),
         "errors": fmt_num(n_err),
         "error_rate": fmt_pct(n_err / requests) if n_err is not None and requests else "—",
         "passed": passed,
@@ -137,18 +133,16 @@ def _step_row(
 def _error_row(path: str, step: Step) -> dict[str, Any] | None:
     """The step's errors by kind and its status codes, or None when every answer was a 2xx."""
     n_err = step.errors
-    kinds = {str(k): n for k, v in as_map(step.raw.get("errors_by_kind")).items() if (n := num(v))}
-    codes = as_map(step.raw.get("status_codes"))
-    if not ((n_err or kinds) or any(not str(c).startswith("2") for c in codes)):
+    kinds = step.errors_by_kind
+    codes = step.status_codes
+    if not ((n_err or kinds) or any(not c.startswith("2") for c, _ in codes)):
         return None
     return {
         "path": clip(path, 60),
         "step": step.label,
         "errors": fmt_num(n_err),
         "kinds": ", ".join(f"{clip(k, 40)}: {fmt_num(n)}" for k, n in kinds.items()),
-        "codes": ", ".join(
-            f"{clip(c, 20)}: {fmt_num(num(n))}" for c, n in list(codes.items())[:20]
-        ),
+        "codes": ", ".join(f"{clip(c, 20)}: {fmt_num(n)}" for c, n in codes[:20]),
     }
 
 
@@ -164,23 +158,16 @@ def _rate_series(
         x = step.offered_rps if all_offered else step.achieved_rps
         if x is not None:
             rates.append(x)
-            p50s.append(num(step.latency_ms.get("p50")))
-            p99s.append(num(step.latency_ms.get("p99")))
+            p50s.append(step.latency.p50)
+            p99s.append(step.latency.p99)
     return charts.RateSeries(path, rates, p50s, p99s, knee)
 
 
 def _histogram(step: Step) -> charts.Histogram | None:
-    hist = as_map(step.raw.get("histogram"))
-    edges, counts = as_list(hist.get("edges_ms")), as_list(hist.get("counts"))
-    edge_nums = [num(e) for e in edges]
-    count_nums = [num(c) for c in counts]
-    if not edges or None in edge_nums or None in count_nums:
+    hist = step.histogram
+    if hist is None:
         return None
-    return charts.Histogram(
-        step.label,
-        [e for e in edge_nums if e is not None],
-        [c for c in count_nums if c is not None],
-    )
+    return charts.Histogram(step.label, list(hist.edges_ms), list(hist.counts))
 
 
 def _timeline(path: str, steps: Sequence[Step]) -> charts.Timeline:
@@ -188,14 +175,13 @@ def _timeline(path: str, steps: Sequence[Step]) -> charts.Timeline:
     tl = charts.Timeline(name=path)
     offset_s = 0.0
     for step in steps:
-        points = [as_map(p) for p in as_list(step.raw.get("timeline"))]
+        points = step.timeline
         if not points:
             continue
         tl.step_starts.append((offset_s, step.label))
         last_t = 0.0
         for p in points:
-            t = num(p.get("t_s"))
-            p50, p99 = num(p.get("p50_ms")), num(p.get("p99_ms"))
+            t, p50, p99 = p.t_s, p.p50_ms, p.p99_ms
             if t is None:
                 continue
             last_t = max(last_t, t)
@@ -203,11 +189,11 @@ def _timeline(path: str, steps: Sequence[Step]) -> charts.Timeline:
                 tl.t_s.append(offset_s + t)
                 tl.p50_ms.append(p50)
                 tl.p99_ms.append(p99)
-            e = num(p.get("errors"))
+            e = p.errors
             if e:
                 tl.error_t_s.append(offset_s + t)
                 tl.error_counts.append(e)
-        offset_s += max(num(step.raw.get("duration_s")) or 0.0, last_t + 1.0)
+        offset_s += max(step.duration_s or 0.0, last_t + 1.0)
     return tl
 
 
@@ -215,7 +201,7 @@ def _payload(path: str, steps: Sequence[Step]) -> tuple[list[dict[str, Any]], Pa
     """Latency by payload size at the busiest step that binned by size (the effect shows most
     under load): table rows, and a chart series when two or more bins have a size range."""
     for step in reversed(steps):
-        bins = [as_map(b) for b in as_list(step.raw.get("by_payload_size"))]
+        bins = step.by_payload_size
         if not bins:
             continue
         rows = []
@@ -223,21 +209,21 @@ def _payload(path: str, steps: Sequence[Step]) -> tuple[list[dict[str, Any]], Pa
         b50: list[float | None] = []
         b99: list[float | None] = []
         for b in bins:
-            lo, hi = num(b.get("bytes_min")), num(b.get("bytes_max"))
+            lo, hi = b.bytes_min, b.bytes_max
             rows.append(
                 {
                     "path": clip(path, 60),
                     "step": step.label,
                     "range": f"{fmt_bytes(lo)} – {fmt_bytes(hi)}",
-                    "count": fmt_num(b.get("count")),
-                    "p50": fmt_ms(b.get("p50_ms")),
-                    "p99": fmt_ms(b.get("p99_ms")),
+                    "count": fmt_num(b.count),
+                    "p50": fmt_ms(b.p50_ms),
+                    "p99": fmt_ms(b.p99_ms),
                 }
             )
             if lo is not None and hi is not None and lo + hi > 0:
                 mids.append(math.sqrt(max(lo, 1.0) * max(hi, 1.0)))
-                b50.append(num(b.get("p50_ms")))
-                b99.append(num(b.get("p99_ms")))
+                b50.append(b.p50_ms)
+                b99.append(b.p99_ms)
         series = (f"{path} @ {step.label}", mids, b50, b99) if len(mids) >= 2 else None
         return rows, series
     return [], None

@@ -59,7 +59,7 @@ def targets_view(report: Mapping[str, Any]) -> dict[str, Any]:
         strip.append(
             {
                 "label": step.label,
-                "p99": fmt_ms(step.latency_ms.get("p99")),
+                "p99": fmt_ms(step.latency.p99),
                 "achieved": fmt_rps(step.achieved_rps),
                 "passed": passed,
                 "reasons": reasons,
