@@ -8,13 +8,20 @@ from typing import Any
 import pytest
 
 from pathprobe.reports.model import (
+    ClientProbe,
+    CpuPercent,
     Histogram,
     HopDelta,
     LedgerHalf,
+    LoadGenerator,
+    LostWork,
+    NetworkProbe,
     PathAttribution,
     PayloadBin,
     Percentiles,
     RankedStage,
+    RetransStalls,
+    RunInfo,
     Step,
     Targets,
     TargetStep,
@@ -197,3 +204,76 @@ def test_step_wrong_types() -> None:
     )
     assert s.by_payload_size == (PayloadBin(None, None, 3.0, None, None),)
     assert Histogram.from_json({"edges_ms": [0, 1], "counts": []}) == Histogram((0.0, 1.0), ())
+
+
+@pytest.mark.parametrize("raw", MALFORMED)
+def test_network_probe_from_malformed(raw: Any) -> None:
+    net = NetworkProbe.from_json(raw)
+    assert (net.windows, net.idle_rtt_ms) == ((), ())
+    assert net.status.not_observed("network") == ("Not observed: the report holds no network data.")
+
+
+def test_network_probe_wrong_types() -> None:
+    net = NetworkProbe.from_json(
+        {
+            "available": False,
+            "reason": "",
+            "windows": [3, {"rtt_ms": 5, "retrans_stalls": {"stalls_ms": "abc", "stalled": 1}}],
+            "idle_rtt_ms": {"p50": 0.2, "p75": 0.3, "p99": "x"},
+        }
+    )
+    assert net.status.not_observed("network") == "Not observed: the probe was unavailable"
+    first, second = net.windows
+    assert first.raw == {}
+    assert first.unavailable is False
+    assert second.rtt == Percentiles(None, None, None, None, None)
+    assert second.retrans_stalls == RetransStalls(stalled=1.0, exchanges=None, stalls_ms=())
+    assert net.idle_rtt_ms == (("", (("p50", 0.2),)),)
+    per_path = NetworkProbe.from_json({"idle_rtt_ms": {"direct": {"max": 1}, "lb": 2}})
+    assert per_path.idle_rtt_ms == (("", ()),)  # not all per-path: read as one distribution
+
+
+@pytest.mark.parametrize("raw", MALFORMED)
+def test_client_probe_from_malformed(raw: Any) -> None:
+    client = ClientProbe.from_json(raw)
+    assert (client.has_floor, client.floor_ms, client.windows) == (False, {}, ())
+
+
+def test_client_probe_wrong_types() -> None:
+    client = ClientProbe.from_json(
+        {
+            "calibration": {"floor_ms": {"p50": "x"}},
+            "windows": [{"cpu_percent": [1], "slip_ms": {}, "busiest_process_cpu_percent": 5}],
+        }
+    )
+    assert client.has_floor is True  # a floor mapping without a number still counts as one
+    assert client.floor_ms == {}
+    (w,) = client.windows
+    assert w.cpu_percent == CpuPercent(None, None, None)
+    assert w.slip is None  # an empty slip: the step's own slip stands in
+    assert w.busiest_process_cpu_max is None
+
+
+def test_load_generator_fallbacks() -> None:
+    g = LoadGenerator.from_json({"worker": "1", "address": 7, "lost": {"step": "2"}})
+    assert (g.worker, g.address, g.node) == (None, "7", None)
+    assert g.lost == LostWork(path=None, step=None, unsent_requests=None)
+    assert LoadGenerator.from_json({"lost": {}}).lost is None
+    assert LoadGenerator.from_json(None).clock_offset_ms is None
+
+
+@pytest.mark.parametrize("raw", MALFORMED)
+def test_run_info_from_malformed(raw: Any) -> None:
+    run = RunInfo.from_json(raw)
+    assert (run.argv, run.command, run.config, run.versions, run.host) == ((), None, None, (), ())
+    assert run.load_generators == ()
+
+
+def test_run_info_wrong_types() -> None:
+    run = RunInfo.from_json(
+        {"argv": ["pathprobe", None, 3], "command": 5, "versions": {"python": None}, "host": []}
+    )
+    assert run.argv == ("pathprobe", "", "3")
+    assert run.command == "5"
+    assert run.versions == (("python", None),)
+    assert run.host == ()

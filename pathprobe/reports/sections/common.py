@@ -25,18 +25,12 @@ def path_steps(report: Mapping[str, Any], path: str) -> list[Step]:
 def window_label(report: Mapping[str, Any], window: Mapping[str, Any]) -> tuple[str, str]:
     """(path, step label) of a probe window; ``step`` is an index into the path's steps when it
     resolves to one, else shown as it is."""
-    step = _window_step(report, window)
+    step = window_step(report, window)
     path = clip(window.get("path"), 60)
     return path, step.label if step is not None else clip(window.get("step"), 40)
 
 
-def step_of(report: Mapping[str, Any], window: Mapping[str, Any]) -> Mapping[str, Any]:
-    """The path step a probe window measured (``step`` is an index), or an empty mapping."""
-    step = _window_step(report, window)
-    return step.raw if step is not None else {}
-
-
-def _window_step(report: Mapping[str, Any], window: Mapping[str, Any]) -> Step | None:
+def window_step(report: Mapping[str, Any], window: Mapping[str, Any]) -> Step | None:
     """The step of the window's path that its ``step`` indexes, or None."""
     step = window.get("step")
     steps = path_steps(report, str(window.get("path")))

@@ -7,16 +7,17 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from pathprobe.reports.fields import LONG_TEXT_MAX_CHARS, as_list, as_map, clip, fmt_value, get
+from pathprobe.reports.fields import LONG_TEXT_MAX_CHARS, as_list, clip, fmt_value, get
+from pathprobe.reports.model import RunInfo
 from pathprobe.reports.sections.common import path_names
 
 
 def reproduce_view(report: Mapping[str, Any]) -> dict[str, Any]:
     """report.run: the command, the resolved configuration as JSON, versions, host, times."""
-    run = as_map(report.get("run"))
-    argv = [clip(a, 400) for a in as_list(run.get("argv"))]
-    command = clip(run.get("command"), LONG_TEXT_MAX_CHARS) or " ".join(argv)
-    config = run.get("config")
+    run = RunInfo.from_json(report.get("run"))
+    argv = [clip(a, 400) for a in run.argv]
+    command = clip(run.command, LONG_TEXT_MAX_CHARS) or " ".join(argv)
+    config = run.config
     try:
         config_text = json.dumps(config, indent=2, sort_keys=True, default=str)
     except (TypeError, ValueError):
@@ -24,10 +25,10 @@ def reproduce_view(report: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "command": command,
         "config": clip(config_text, 20 * LONG_TEXT_MAX_CHARS) if config else "",
-        "versions": [(clip(k, 60), clip(v, 200)) for k, v in as_map(run.get("versions")).items()],
-        "host": [(clip(k, 60), fmt_value(str(k), v)) for k, v in as_map(run.get("host")).items()],
-        "started_at": clip(run.get("started_at"), 60),
-        "ended_at": clip(run.get("ended_at"), 60),
+        "versions": [(clip(k, 60), clip(v, 200)) for k, v in run.versions],
+        "host": [(clip(k, 60), fmt_value(k, v)) for k, v in run.host],
+        "started_at": clip(run.started_at, 60),
+        "ended_at": clip(run.ended_at, 60),
     }
 
 
