@@ -145,22 +145,11 @@ def headline(stage: Any) -> str:
     return title[:1].upper() + title[1:] if stage in STAGES else title
 
 
-def not_observed(section: Any, what: str) -> str | None:
-    """None when a probe section holds data, else "Not observed: <reason> — <how to enable>"."""
-    sec = as_map(section)
-    return not_observed_text(
-        what,
-        unavailable=sec.get("available") is False,
-        reason=sec.get("reason"),
-        how_to_enable=sec.get("how_to_enable"),
-        has_data=bool(sec) and bool(as_list(sec.get("windows"))),
-    )
-
-
 def not_observed_text(
     what: str, *, unavailable: bool, reason: Any, how_to_enable: Any, has_data: bool
 ) -> str | None:
-    """:func:`not_observed` from a section's parts (a typed one's, or a raw one's)."""
+    """None when a probe section holds data, else "Not observed: <reason> — <how to enable>"
+    (see :class:`pathprobe.reports.model.ProbeStatus`)."""
     if unavailable:
         why = clip(reason or "the probe was unavailable", 400)
         how = clip(how_to_enable or "", 400)

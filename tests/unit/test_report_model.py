@@ -22,11 +22,15 @@ from pathprobe.reports.model import (
     RankedStage,
     RetransStalls,
     RunInfo,
+    ServerProbe,
+    ServerWindow,
     Step,
     Targets,
     TargetStep,
     TimelinePoint,
     Verdict,
+    Worker,
+    WorkerDeath,
 )
 
 MALFORMED: list[Any] = [None, [], "verdict", 3, True, {}]
@@ -277,3 +281,33 @@ def test_run_info_wrong_types() -> None:
     assert run.command == "5"
     assert run.versions == (("python", None),)
     assert run.host == ()
+
+
+@pytest.mark.parametrize("raw", MALFORMED)
+def test_server_probe_from_malformed(raw: Any) -> None:
+    server = ServerProbe.from_json(raw)
+    assert server.windows == ()
+    assert server.status.not_observed("server") == "Not observed: the report holds no server data."
+
+
+def test_server_window_wrong_types() -> None:
+    (w,) = ServerProbe.from_json(
+        {
+            "windows": [
+                {
+                    "path": None,
+                    "workers": [None, {"pid": 12, "rss_bytes_max": "big"}],
+                    "worker_deaths": [{"t_ms": math.inf, "reason": 9}],
+                    "kernel_oom_lines": "oom",
+                    "cgroup": [],
+                    "timeline": [{"t_ms": 1500}, 3, {"t_ms": "x"}],
+                }
+            ]
+        }
+    ).windows
+    assert w.path == "None"  # the grouping key is str() of what is stored
+    assert w.workers == (Worker(None, None, None, None), Worker("12", None, None, None))
+    assert w.worker_deaths == (WorkerDeath(pid=None, t_ms=None, reason="9"),)
+    assert (w.kernel_oom_lines, w.cgroup) == ((), ())
+    assert w.timeline_end_ms == 1500.0
+    assert ServerWindow.from_json({}).timeline_end_ms == 0.0

@@ -7,7 +7,8 @@ nothing raises. Text is kept whole; display caps (:func:`.fields.clip`) are the 
 Only the reading side: report.json is written by :mod:`pathprobe.reports.payload` as before.
 
 Modules: :mod:`.values` (shared readers), :mod:`.verdict` (verdict, targets), :mod:`.steps`
-(a path's steps), :mod:`.probes` (network, client) and :mod:`.run` (load generators).
+(a path's steps), :mod:`.probes` (network, client), :mod:`.server` and :mod:`.run` (the run,
+its load generators).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathprobe.reports.model.probes import (
     RetransStalls,
 )
 from pathprobe.reports.model.run import LoadGenerator, LostWork, RunInfo
+from pathprobe.reports.model.server import ServerProbe, ServerWindow, Worker, WorkerDeath
 from pathprobe.reports.model.steps import Histogram, PayloadBin, Step, TimelinePoint
 from pathprobe.reports.model.values import Percentiles
 from pathprobe.reports.model.verdict import (
@@ -52,9 +54,13 @@ __all__ = [
     "RankedStage",
     "RetransStalls",
     "RunInfo",
+    "ServerProbe",
+    "ServerWindow",
     "Step",
     "TargetStep",
     "Targets",
     "TimelinePoint",
     "Verdict",
+    "Worker",
+    "WorkerDeath",
 ]

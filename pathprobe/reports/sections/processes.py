@@ -10,31 +10,30 @@ from markupsafe import Markup
 
 from pathprobe.reports import charts
 from pathprobe.reports.fields import (
-    as_list,
-    as_map,
     clip,
     fmt_bytes,
     fmt_ms,
     fmt_pct,
     fmt_value,
-    get,
     num,
 )
+from pathprobe.reports.model import ServerWindow
 from pathprobe.reports.sections.common import concat_timelines, window_label
 
-_WORKER_MAXIMA = ("cpu_percent_mean", "rss_bytes_max", "uss_bytes_max")
 
-
-def worker_rows(by_path: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[dict[str, Any]]:
+def worker_rows(by_path: Mapping[str, Sequence[ServerWindow]]) -> list[dict[str, Any]]:
     """Per path and worker pid, the highest CPU and memory any window saw."""
     rows: list[dict[str, Any]] = []
     for path, ws in by_path.items():
         workers: dict[str, dict[str, float]] = {}
         for w in ws:
-            for wk in as_list(w.get("workers")):
-                agg = workers.setdefault(clip(get(wk, "pid"), 20), {})
-                for key in _WORKER_MAXIMA:
-                    v = num(get(wk, key))
+            for wk in w.workers:
+                agg = workers.setdefault(clip(wk.pid, 20), {})
+                for key, v in (
+                    ("cpu_percent_mean", wk.cpu_percent_mean),
+                    ("rss_bytes_max", wk.rss_bytes_max),
+                    ("uss_bytes_max", wk.uss_bytes_max),
+                ):
                     if v is not None:
                         agg[key] = max(agg.get(key, v), v)
         rows.extend(
@@ -51,40 +50,38 @@ def worker_rows(by_path: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[dict
 
 
 def memory_rows(
-    report: Mapping[str, Any], by_path: Mapping[str, Sequence[Mapping[str, Any]]]
+    report: Mapping[str, Any], by_path: Mapping[str, Sequence[ServerWindow]]
 ) -> dict[str, list[dict[str, Any]]]:
     """Per window: worker deaths, the kernel's OOM-killer lines and the cgroup counters."""
-    deaths = []
+    deaths: list[dict[str, str]] = []
     oom_lines: list[dict[str, str]] = []
     cgroup_rows = []
     for ws in by_path.values():
         for w in ws:
-            plabel, step = window_label(report, w)
-            for d in as_list(w.get("worker_deaths")):
-                t = num(get(d, "t_ms"))
-                deaths.append(
-                    {
-                        "path": plabel,
-                        "step": step,
-                        "pid": clip(get(d, "pid"), 20),
-                        "t": fmt_ms(t) if t is not None else "—",
-                        "reason": clip(get(d, "reason"), 200),
-                    }
-                )
+            plabel, step = window_label(report, w.raw)
+            deaths.extend(
+                {
+                    "path": plabel,
+                    "step": step,
+                    "pid": clip(d.pid, 20),
+                    "t": fmt_ms(d.t_ms) if d.t_ms is not None else "—",
+                    "reason": clip(d.reason, 200),
+                }
+                for d in w.worker_deaths
+            )
             oom_lines.extend(
                 {"path": plabel, "step": step, "line": clip(line, 400)}
-                for line in as_list(w.get("kernel_oom_lines"))[:20]
+                for line in w.kernel_oom_lines[:20]
             )
-            cg = as_map(w.get("cgroup"))
-            if cg:
-                cgroup_rows.append({"path": plabel, "step": step, "counters": _counters(cg)})
+            if w.cgroup:
+                cgroup_rows.append({"path": plabel, "step": step, "counters": _counters(w.cgroup)})
     return {"deaths": deaths, "cgroup": cgroup_rows, "oom_lines": oom_lines}
 
 
-def _counters(cgroup: Mapping[str, Any]) -> list[dict[str, Any]]:
+def _counters(cgroup: Sequence[tuple[str, Any]]) -> list[dict[str, Any]]:
     return [
-        {"key": clip(k, 60), "value": fmt_value(str(k), v), "bad": _is_bad_cgroup(str(k), v)}
-        for k, v in list(cgroup.items())[:30]
+        {"key": clip(k, 60), "value": fmt_value(k, v), "bad": _is_bad_cgroup(k, v)}
+        for k, v in cgroup[:30]
     ]
 
 
@@ -101,12 +98,13 @@ _PANELS = (
 )
 
 
-def process_chart(report: Mapping[str, Any], windows: Sequence[Mapping[str, Any]]) -> Markup | None:
+def process_chart(report: Mapping[str, Any], windows: Sequence[ServerWindow]) -> Markup | None:
     """CPU and RSS of all workers (deaths marked) and the live worker count, or None."""
     panels = []
-    events = _death_events(report, windows)
+    events = _death_events(windows)
+    raw_windows = [w.raw for w in windows]
     for key, title, unit, marked in _PANELS:
-        lines, seps = concat_timelines(report, windows, key)
+        lines, seps = concat_timelines(report, raw_windows, key)
         if lines:
             panels.append(
                 charts.Panel(title, unit, lines, events=events if marked else [], separators=seps)
@@ -114,23 +112,21 @@ def process_chart(report: Mapping[str, Any], windows: Sequence[Mapping[str, Any]
     return Markup(charts.series_chart(panels)) if panels else None
 
 
-def _death_events(
-    report: Mapping[str, Any], windows: Sequence[Mapping[str, Any]]
-) -> list[tuple[float, str]]:
+def _death_events(windows: Sequence[ServerWindow]) -> list[tuple[float, str]]:
     """Worker deaths on the time axis of :func:`.common.concat_timelines` (first path only,
     which is the axis the separators belong to; other paths' deaths are listed in the table)."""
     if not windows:
         return []
-    first_path = str(windows[0].get("path"))
-    events = []
+    first_path = windows[0].path
+    events: list[tuple[float, str]] = []
     offset = 0.0
     for w in windows:
-        if str(w.get("path")) != first_path:
+        if w.path != first_path:
             continue
-        for d in as_list(w.get("worker_deaths")):
-            t = num(get(d, "t_ms"))
-            if t is not None:
-                events.append((offset + t / 1000.0, f"pid {clip(get(d, 'pid'), 12)} died"))
-        last = max((num(get(p, "t_ms")) or 0.0 for p in as_list(w.get("timeline"))), default=0.0)
-        offset += last / 1000.0 + 0.5
+        events.extend(
+            (offset + d.t_ms / 1000.0, f"pid {clip(d.pid, 12)} died")
+            for d in w.worker_deaths
+            if d.t_ms is not None
+        )
+        offset += w.timeline_end_ms / 1000.0 + 0.5
     return events
