@@ -323,7 +323,9 @@ def _decompositions(
         if not dec.has_server_timing:
             dec.work_model = split_server_wait(dec, found, baseline)
             evidence.server[name].set_work(dec.components.get("server"))
-            evidence.server[name].set_unsplit(dec.components.get("server"), dec.work_model)
+            evidence.server[name].set_unsplit(
+                dec.components.get("server"), queue_cut_out=dec.work_model is not None
+            )
         reassign_waiting(dec, evidence.server[name])
         decompositions[name] = dec
     return decompositions

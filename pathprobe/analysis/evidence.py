@@ -177,12 +177,12 @@ class ServerEvidence:
             on_cpu = self.cpu_ms_per_request * self.cpu_stretch
             self.cpu_share_of_work = min(on_cpu / mean, 1.0)
 
-    def set_unsplit(self, server_ms: npt.NDArray[np.float64] | None, work_model: object) -> None:
+    def set_unsplit(self, server_ms: npt.NDArray[np.float64] | None, queue_cut_out: bool) -> None:
         """What the model's statistics split: the mean unsplit server time per request, and
         whether a work model already cut the waiting out of it."""
         if server_ms is not None and server_ms.size:
             self.unsplit_mean_ms = float(np.mean(server_ms))
-        self.queue_cut_out = work_model is not None
+        self.queue_cut_out = queue_cut_out
 
     def set_requests(self, n: int) -> None:
         """CPU per request from the window's CPU seconds and its ``n`` requests."""

@@ -442,9 +442,9 @@ class Testbed:
         if self.stack == "aiohttp":
             return [sys.executable, "-m", "pathprobe.testbed.aiohttp_server",
                     "--host", host, "--port", str(port)]  # fmt: skip
-        single = "single_concurrency" in self.faults
-        workers = 1 if single else int(self.magnitudes["workers"])
-        argv = [sys.executable, "-m", "gunicorn", "--preload", "-w", str(workers),
+        settings = self._settings()
+        single = settings.has("single_concurrency")
+        argv = [sys.executable, "-m", "gunicorn", "--preload", "-w", str(settings.workers),
                 "--bind", f"{host}:{port}",
                 "--timeout", "120", "--graceful-timeout", "3", "--log-level", "warning",
                 "--backlog", "2048", "-c", "python:pathprobe.testbed.gunicorn_hooks"]  # fmt: skip
@@ -459,7 +459,7 @@ class Testbed:
             else:
                 # Threads per worker; keep-alive above any gap between requests of a diagnosis
                 # (gunicorn's default 2 s would close idle pooled connections under the client).
-                argv += ["-k", "gthread", "--threads", str(int(self.magnitudes["threads"])),
+                argv += ["-k", "gthread", "--threads", str(settings.threads),
                          "--keep-alive", "30"]  # fmt: skip
             argv.append("pathprobe.testbed.wsgi_server:create_app()")
             return argv
@@ -467,14 +467,18 @@ class Testbed:
                  "pathprobe.testbed.fastapi_server:create_app()"]  # fmt: skip
         return argv
 
-    def _server_env(self, replica: str) -> dict[str, str]:
-        settings = ServerSettings(
+    def _settings(self, replica: str = REPLICAS[0]) -> ServerSettings:
+        """What a replica's server is told; its worker and thread counts are the testbed's too."""
+        return ServerSettings(
             replica=replica,
             faults=self.faults,
             magnitudes=dict(self.magnitudes),
             replica_header=self.replica_header,
             instrumented=self.instrumented,
         )
+
+    def _server_env(self, replica: str) -> dict[str, str]:
+        settings = self._settings(replica)
         env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
         # One core per testbed: BLAS thread pools would only fight over it.
         env.update({ENV_VAR: settings.to_env(), "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1",
@@ -503,7 +507,7 @@ class Testbed:
         """Until every server master has forked all its workers (gunicorn boots them one by one)."""
         import psutil  # here: `pathprobe --help` imports this module and must stay light
 
-        expected = ServerSettings(faults=self.faults, magnitudes=dict(self.magnitudes)).workers
+        expected = self._settings().workers
         deadline = time.monotonic() + timeout_s
         for pid in self.server_pids:
             master = psutil.Process(pid)

@@ -459,14 +459,13 @@ def _lone_grpc_ms(url: str, jpeg: bytes, requests: int) -> float:
     import grpc
 
     from pathprobe.grpc_url import parse_grpc_url
-    from pathprobe.grpcproto import grpc_predict_v2_pb2 as pb
-    from pathprobe.load.oip import bytes_element
+    from pathprobe.load.oip import InferBody, file_tensor, model_prefix, serialize
 
     target = parse_grpc_url(url)
-    request = pb.ModelInferRequest(model_name=target.model)
-    request.inputs.add(name="image", datatype="BYTES", shape=[1])
-    request.raw_input_contents.append(bytes_element(jpeg))
-    body = request.SerializeToString()
+    # As the engine builds it (the model's fields prepended); only the timing is grpcio's own.
+    body = model_prefix(target.model, target.version) + serialize(
+        InferBody(inputs=(file_tensor(jpeg, "image", "BYTES"),))
+    )
     times: list[float] = []
     with grpc.insecure_channel(target.address) as channel:
         infer = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")

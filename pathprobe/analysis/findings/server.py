@@ -16,7 +16,7 @@ from pathprobe.analysis.decompose import Decomposition
 from pathprobe.analysis.evidence import ServerEvidence, share_text
 from pathprobe.analysis.findings.context import FindingContext, StageFinding
 from pathprobe.analysis.lookup import summary_at
-from pathprobe.analysis.model_split import ModelPhases
+from pathprobe.analysis.model_split import PHASE_STAGES, ModelPhases
 from pathprobe.analysis.server_split import profile_share_bounds
 from pathprobe.analysis.stats import wilson_interval
 
@@ -114,16 +114,12 @@ def _concurrency_finding(ctx: FindingContext) -> StageFinding:
     return finding
 
 
-#: How the statistics name each stage's phases (analysis/model_split.PHASE_STAGES).
-_PHASE_NAMES = {"server_concurrency": "queue", "preprocessing": "compute_input",
-                "inference": "compute_infer + compute_output"}  # fmt: skip
-
-
 def _statistics_sentence(stats: ModelPhases, stage: str) -> str:
     """The server's own statistics for ``stage`` (model-wide: every client's requests count)."""
     return (
         f"the server's statistics (ModelStatistics, model-wide, {stats.requests} requests in the "
-        f"window): {_PHASE_NAMES[stage]} {stats.stage_ms.get(stage, 0.0):.1f} ms per request"
+        f"window): {' + '.join(p for p, s in PHASE_STAGES.items() if s == stage)} "
+        f"{stats.stage_ms.get(stage, 0.0):.1f} ms per request"
     )
 
 
