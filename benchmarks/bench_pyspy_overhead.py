@@ -40,7 +40,7 @@ from serverprobe_helpers import App, start_app  # noqa: E402
 
 from pathprobe.config import ProbeOptions  # noqa: E402
 from pathprobe.probes.base import Window  # noqa: E402
-from pathprobe.probes.pyspy import DEFAULT_RATE_HZ  # noqa: E402
+from pathprobe.probes.sample_budget import DEFAULT_RATE_HZ  # noqa: E402
 from pathprobe.probes.server import ServerProbe  # noqa: E402
 
 BODY = b"\x07" * 4096

@@ -50,12 +50,14 @@ from pathprobe.config import ProbeOptions
 from pathprobe.probes import cgroups
 from pathprobe.probes.base import JSONDict, Window
 from pathprobe.probes.processes import descendants
-from pathprobe.probes.pyspy import DEFAULT_RATE_HZ
 from pathprobe.probes.server import ServerProbe
 
 DEFAULT_PORT = 9787
 DEFAULT_MAX_RECORD_S = 120.0
 DEFAULT_MAX_CONCURRENT = 2
+#: py-spy samples per second per process; 0 shares a budget among the processes that work
+#: (pathprobe.probes.sample_budget), as a local --server-pid does.
+DEFAULT_RATE_HZ = 0
 MIN_TOKEN_CHARS = 16
 #: Finished summaries kept for a late ``stop`` call; the oldest are dropped beyond this.
 KEEP_FINISHED = 32
@@ -108,7 +110,7 @@ class Agent:
         return ServerProbe(
             options,
             cgroup=self.settings.cgroup if not pids or pids == self.settings.pids else None,
-            rate_hz=self.settings.rate_hz,
+            rate_hz=self.settings.rate_hz or None,
             # py-spy's own cap: a little beyond ours, so our stop (which collects) comes first.
             max_record_s=int(self.settings.max_record_s) + 5,
             keep_windows=False,  # a long-lived agent must not grow with every window

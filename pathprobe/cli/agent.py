@@ -21,7 +21,7 @@ TOKEN_ENV = "PATHPROBE_AGENT_TOKEN"
 DEFAULT_PORT = 9787
 DEFAULT_MAX_RECORD_S = 120.0
 DEFAULT_MAX_CONCURRENT = 2
-DEFAULT_RATE_HZ = 10
+DEFAULT_RATE_HZ = 0
 
 # Hard ceilings: the agent bounds every recording, and its flags cannot lift the bound far.
 MAX_RECORD_CEILING_S = 600.0
@@ -50,7 +50,13 @@ def agent(
     max_concurrent: Annotated[
         int, typer.Option(help="Recordings allowed at the same time.")
     ] = DEFAULT_MAX_CONCURRENT,
-    rate: Annotated[int, typer.Option(help="py-spy samples per second.")] = DEFAULT_RATE_HZ,
+    rate: Annotated[
+        int,
+        typer.Option(
+            help="py-spy samples per second per process; 0 spends a budget of 100 samples/s "
+            "on the processes that work."
+        ),
+    ] = DEFAULT_RATE_HZ,
 ) -> None:
     """Serve server-probe recordings of the given processes to `pathprobe diagnose --agent URL`.
 
@@ -91,8 +97,8 @@ def build_settings(
         raise UsageError(f"--max-record must be in (0, {MAX_RECORD_CEILING_S:g}] seconds")
     if not 1 <= max_concurrent <= MAX_CONCURRENT_CEILING:
         raise UsageError(f"--max-concurrent must be 1 to {MAX_CONCURRENT_CEILING}")
-    if not 1 <= rate_hz <= 1000:
-        raise UsageError("--rate must be 1 to 1000 samples per second")
+    if not 0 <= rate_hz <= 1000:
+        raise UsageError("--rate must be 0 (the sample budget) to 1000 samples per second")
     return AgentSettings(
         token=token,
         pids=tuple(pids),

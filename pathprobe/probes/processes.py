@@ -150,6 +150,15 @@ class ProcessSampler:
         pids.discard(self._own_pid)
         return pids
 
+    def cpu_seconds_by_pid(self) -> dict[int, float]:
+        """CPU each live process used since :meth:`start` (or its birth), as of the last tick;
+        callable from any thread while the sampler runs."""
+        return {
+            pid: w.last_cpu_s - w.first_cpu_s
+            for pid, w in list(self._workers.items())
+            if not w.dead
+        }
+
     def start(self) -> None:
         self._own_pid = os.getpid()
         self.t0_ns = time.monotonic_ns()

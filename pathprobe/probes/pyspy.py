@@ -30,34 +30,13 @@ import shutil
 import signal
 import sys
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
 
 from pathprobe.probes.base import Unavailable
-
-#: Samples per second per process when the rate is given explicitly (the agent's default).
-DEFAULT_RATE_HZ = 10
-#: Without an explicit rate, the server probe spends this many samples per second across all the
-#: processes it profiles (:func:`rate_for`). py-spy's cost grows with samples, not with the
-#: server's load: benchmarks/bench_pyspy_overhead.py on this machine kind measured ≈ 0.001 cores
-#: per Hz for 3 processes, i.e. ≈ 0.33 ms of CPU per sample; 100 samples/s is then ≈ 3 % of one
-#: core, the overhead budget. A mostly idle server is sampled fast enough that its few busy
-#: moments show (1 request/s of 150 ms over 8 s: ~120 samples at 100 Hz instead of 12 at 10 Hz).
-SAMPLE_BUDGET_HZ = 100
-#: Per-process rate bounds: 10 Hz keeps a busy worker's profile meaningful however many workers
-#: share the budget (above it, a many-worker server costs more than the budget, as before);
-#: py-spy itself is not accurate much above 100 Hz.
-MIN_RATE_HZ = 10
-MAX_RATE_HZ = 100
-
-
-def rate_for(processes: int, budget_hz: int = SAMPLE_BUDGET_HZ) -> int:
-    """Samples per second per process so that ``processes`` recordings share ``budget_hz``."""
-    per_process = budget_hz // max(processes, 1)
-    return max(MIN_RATE_HZ, min(MAX_RATE_HZ, per_process))
-
 
 #: Frames longer than this are cut (hostile or generated names must not bloat the report).
 MAX_FRAME_CHARS = 160
@@ -188,6 +167,9 @@ class Recording:
         self.error: str | None = None
         #: CPU seconds py-spy itself used, read just before it is stopped (its overhead).
         self.cpu_seconds: float | None = None
+        #: A later recording of the same process at a higher rate replaced this one (see
+        #: :mod:`pathprobe.probes.sample_budget`): its samples are not counted.
+        self.superseded = False
 
     def argv(self) -> list[str]:
         argv = [
@@ -320,6 +302,9 @@ def parse_raw(text: str) -> RawProfile:
     return RawProfile(stacks=stacks, samples=total, pids=frozenset(pids))
 
 
-def folded_top(stacks: Counter[tuple[str, ...]], limit: int = 2000) -> dict[str, int]:
-    """The ``limit`` heaviest stacks as ``"frame;frame;frame" → samples`` (for the flame graph)."""
-    return {";".join(stack): n for stack, n in stacks.most_common(limit) if stack}
+def folded_top(stacks: Mapping[tuple[str, ...], float], limit: int = 2000) -> dict[str, int]:
+    """The ``limit`` heaviest stacks as ``"frame;frame;frame" → samples`` (for the flame graph);
+    weighted counts are rounded, and a stack that rounds to no sample is left out."""
+    heaviest = sorted(stacks.items(), key=lambda item: item[1], reverse=True)[:limit]
+    rounded = ((";".join(stack), round(n)) for stack, n in heaviest if stack)
+    return {name: n for name, n in rounded if n > 0}

@@ -24,6 +24,12 @@ Window summary keys (read by attribution and the report; keep them):
 ``window_ms``, ``cpu_seconds_total`` (workers), ``profiler_cpu_seconds`` (py-spy itself),
 ``profile`` (``{"available", "reason", ...}``), ``pids_profiled`` (py-spy got samples from them)
 and ``pids_recorded`` (py-spy was started on them).
+
+Without an explicit rate the window's py-spy samples follow the work
+(:mod:`.sample_budget`): ``samples`` and ``stage_samples`` are then *effective* samples (weighted
+by 1/rate, scaled to Kish's n_eff; the plain counts when every process ran at one rate), with
+``samples_recorded`` (counted raw samples), ``samples_dropped`` (promoted scouts'), ``busy_pids``
+and ``rates_hz`` (PID → the rate of its last recording) beside them.
 """
 
 from __future__ import annotations
@@ -35,7 +41,6 @@ import re
 import shutil
 import tempfile
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,7 +48,7 @@ from typing import Any
 import psutil
 
 from pathprobe.config import ProbeOptions
-from pathprobe.probes import cgroups, pyspy, stages
+from pathprobe.probes import cgroups, pyspy, sample_budget, stages
 from pathprobe.probes.base import JSONDict, Probe, Unavailable, Window
 from pathprobe.probes.processes import ProcessSampler, descendants, is_python_process
 
@@ -67,13 +72,20 @@ class _Active:
     tmpdir: Path
     recordings: list[pyspy.Recording] = field(default_factory=list)
     recorded_pids: set[int] = field(default_factory=set)
-    # py-spy starts for workers born during the window, still in flight.
-    pending: set[asyncio.Task[None]] = field(default_factory=set)
+    # The live recording of each PID (a promotion replaces it) and the processes found busy.
+    current: dict[int, pyspy.Recording] = field(default_factory=dict)
+    busy: set[int] = field(default_factory=set)
+    planner: asyncio.Task[None] | None = None
+    wake: asyncio.Event = field(default_factory=asyncio.Event)  # set when the window stops
+    # py-spy starts for workers born during the window, and stops of replaced recordings.
+    pending: set[asyncio.Task[Any]] = field(default_factory=set)
     stopping: bool = False
     sampler: ProcessSampler | None = None
     cgroup: cgroups.CgroupWatch | None = None
     kernel: cgroups.KernelOomLog | None = None
-    rate_hz: int = pyspy.DEFAULT_RATE_HZ  # py-spy samples per second per process
+    # py-spy samples per second for a new recording: the explicit rate, or the scouts' rate.
+    rate_hz: int = sample_budget.DEFAULT_RATE_HZ
+    busy_rate_hz: int | None = None  # the busy processes' share of the budget, once planned
 
 
 class ServerProbe:
@@ -183,26 +195,64 @@ class ServerProbe:
         active.t0_ns = active.sampler.t0_ns
         if profiling:
             targets = await asyncio.to_thread(self._profile_targets)
-            # Without an explicit rate, the window's processes share the sample budget; a PID
-            # that appears later is sampled at the same rate.
-            active.rate_hz = self.rate_hz or pyspy.rate_for(len(targets))
+            if self.rate_hz is not None:
+                active.rate_hz = self.rate_hz
+            elif self.per_process:
+                # Every process starts as a scout; the planner gives the budget to those that
+                # work (module docstring of sample_budget). A PID born later starts as a scout.
+                active.rate_hz = sample_budget.SCOUT_RATE_HZ
+                active.planner = asyncio.ensure_future(self._plan_rates(active))
+            else:  # one py-spy per root follows its children: the roots share the budget
+                active.rate_hz = sample_budget.rate_for(len(targets))
             for pid in targets:
                 await self._record(active, pid)
 
-    async def _record(self, active: _Active, pid: int) -> None:
-        """Start py-spy on ``pid`` for ``active`` (once per PID and window)."""
-        if active.stopping or pid in active.recorded_pids or self.py_spy is None:
+    async def _record(self, active: _Active, pid: int, rate_hz: int | None = None) -> None:
+        """Start py-spy on ``pid`` for ``active`` at ``rate_hz`` (default: the window's rate for
+        a new recording). Once per PID and window, unless ``rate_hz`` re-records a known PID."""
+        if active.stopping or self.py_spy is None:
+            return
+        if rate_hz is None and pid in active.recorded_pids:
             return
         active.recorded_pids.add(pid)
         rec = pyspy.Recording(
-            self.py_spy, pid, active.tmpdir / f"pyspy-{pid}.txt", active.rate_hz,
-            self.max_record_s, subprocesses=not self.per_process,
+            self.py_spy, pid, active.tmpdir / f"pyspy-{pid}-{len(active.recordings)}.txt",
+            rate_hz or active.rate_hz, self.max_record_s, subprocesses=not self.per_process,
         )  # fmt: skip
         try:
             await rec.start()
         except OSError as exc:
             rec.error = f"cannot start py-spy: {exc}"
         active.recordings.append(rec)
+        previous = active.current.get(pid)
+        active.current[pid] = rec
+        if previous is not None:
+            # A scout's samples are not counted once the process runs at a busy rate; a busy
+            # segment at another rate still is, weighted (sample_budget.combine).
+            previous.superseded = previous.rate_hz == sample_budget.SCOUT_RATE_HZ
+            task = asyncio.ensure_future(previous.stop())
+            active.pending.add(task)
+            task.add_done_callback(active.pending.discard)
+
+    async def _plan_rates(self, active: _Active) -> None:
+        """Every REPLAN_S: find the processes that worked and give them the sample budget."""
+        sampler = active.sampler
+        while sampler is not None and not active.stopping:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(active.wake.wait(), timeout=sample_budget.REPLAN_S)
+            if active.stopping:
+                return
+            elapsed_s = (time.monotonic_ns() - active.t0_ns) / 1e9
+            cpu = {p: c for p, c in sampler.cpu_seconds_by_pid().items() if p in active.current}
+            active.busy |= {p for p, c in cpu.items() if sample_budget.is_busy(c, elapsed_s)}
+            live_busy = active.busy & set(cpu)
+            if not live_busy:
+                continue
+            rate = sample_budget.plan(len(cpu), len(live_busy))
+            active.busy_rate_hz = rate
+            for pid in sorted(live_busy):
+                if sample_budget.needs_restart(active.current[pid].rate_hz, rate):
+                    await self._record(active, pid, rate)
 
     def _follow_birth(self, active: _Active, pid: int) -> None:
         """A worker appeared mid-window (a restart after a kill): profile it too."""
@@ -267,7 +317,7 @@ class ServerProbe:
                 "version": self.py_spy_version,
                 # An explicit rate; without one each window's processes share a budget.
                 "rate_hz": self.rate_hz,
-                "sample_budget_hz": None if self.rate_hz else pyspy.SAMPLE_BUDGET_HZ,
+                "sample_budget_hz": None if self.rate_hz else sample_budget.SAMPLE_BUDGET_HZ,
                 **self._part(self.profile_unavailable),
             },
             "cgroup": self._part(self.cgroup_unavailable),
@@ -337,7 +387,7 @@ class ServerProbe:
         return tops
 
     async def _finish(self, active: _Active, window: Window) -> JSONDict:
-        active.stopping = True
+        await self._stop_planner(active)
         if active.pending:
             await asyncio.gather(*active.pending, return_exceptions=True)
         profiles = await asyncio.gather(*(rec.stop() for rec in active.recordings))
@@ -357,13 +407,18 @@ class ServerProbe:
         if active.kernel is not None:
             kernel_lines = await asyncio.to_thread(active.kernel.end)
 
-        stacks: Counter[tuple[str, ...]] = Counter()
+        combined = sample_budget.combine(
+            sample_budget.Segment(rec.rate_hz, profile.stacks, rec.superseded)
+            for rec, profile in zip(active.recordings, profiles, strict=True)
+        )
         profiled: set[int] = set()
-        for profile in profiles:
-            stacks.update(profile.stacks)
-            profiled |= profile.pids
-        samples = sum(stacks.values())
-        stage_samples = stages.fold_stage_counts(stacks, self.rules)  # every category, 0 if none
+        for rec, profile in zip(active.recordings, profiles, strict=True):
+            if not rec.superseded:
+                profiled |= profile.pids
+        samples = round(combined.effective)
+        # Every category, 0 if none; shares from the unrounded weights.
+        stage_weights = stages.fold_stage_counts(combined.stacks, self.rules)
+        stage_samples = {k: round(v) for k, v in stage_weights.items()}
         errors = [rec.error for rec in active.recordings if rec.error]
         profile_state: JSONDict
         if self.profile_unavailable is not None:
@@ -391,10 +446,16 @@ class ServerProbe:
             "t0_ns": active.t0_ns,
             "window_ms": round(max(0, end_ns - start_ns) / 1e6, 1),
             "samples": samples,
-            "rate_hz": active.rate_hz,  # py-spy samples per second per process in this window
+            # py-spy samples per second per process: the explicit rate, else the busy
+            # processes' share of the budget (the scouts' rate while none was busy).
+            "rate_hz": active.busy_rate_hz or active.rate_hz,
+            "samples_recorded": combined.raw,
+            "samples_dropped": combined.dropped,
+            "busy_pids": sorted(active.busy),
+            "rates_hz": {str(pid): rec.rate_hz for pid, rec in sorted(active.current.items())},
             "stage_samples": stage_samples,
-            "stage_share": {k: round(v, 4) for k, v in stages.stage_shares(stage_samples).items()},
-            "folded": pyspy.folded_top(stacks),
+            "stage_share": {k: round(v, 4) for k, v in stages.stage_shares(stage_weights).items()},
+            "folded": pyspy.folded_top(combined.stacks),
             "profile": profile_state,
             "pids_profiled": sorted(profiled),  # processes py-spy got samples from
             "pids_recorded": sorted(active.recorded_pids),  # processes py-spy was started on
@@ -426,8 +487,18 @@ class ServerProbe:
         return cores
 
     @staticmethod
+    async def _stop_planner(active: _Active) -> None:
+        """Stop the rate planner, letting a py-spy start it began finish (so it is reaped)."""
+        active.stopping = True
+        active.wake.set()
+        if active.planner is not None:
+            await asyncio.gather(active.planner, return_exceptions=True)
+
+    @staticmethod
     def _kill_now(active: _Active) -> None:
         active.stopping = True
+        if active.planner is not None:
+            active.planner.cancel()
         for rec in active.recordings:
             rec.kill_now()
         for task in active.pending:
@@ -441,7 +512,7 @@ class ServerProbe:
 
     async def _abandon(self, active: _Active) -> None:
         """Stop everything of a window nobody will ask for (reaps py-spy)."""
-        active.stopping = True
+        await self._stop_planner(active)
         if active.sampler is not None:
             await asyncio.to_thread(active.sampler.stop)  # no more births reported
         if active.pending:

@@ -218,10 +218,11 @@ def classify_stack(frames: Sequence[str], rules: Sequence[StageRule] = ()) -> st
 
 
 def fold_stage_counts(
-    stacks: Mapping[tuple[str, ...], int], rules: Sequence[StageRule] = ()
-) -> dict[str, int]:
-    """Sample counts per category over ``stacks`` (stack → samples); every category present."""
-    counts = dict.fromkeys(PROFILE_CATEGORIES, 0)
+    stacks: Mapping[tuple[str, ...], float], rules: Sequence[StageRule] = ()
+) -> dict[str, float]:
+    """Sample counts per category over ``stacks`` (stack → samples, possibly weighted); every
+    category present."""
+    counts: dict[str, float] = dict.fromkeys(PROFILE_CATEGORIES, 0)
     cache: dict[tuple[str, ...], str] = {}
     for stack, n in stacks.items():
         stage = cache.get(stack)
@@ -231,7 +232,7 @@ def fold_stage_counts(
     return counts
 
 
-def stage_shares(counts: Mapping[str, int]) -> dict[str, float]:
+def stage_shares(counts: Mapping[str, float]) -> dict[str, float]:
     """Fractions of the non-idle samples per category (idle itself is left out); {} without any."""
     busy = {k: v for k, v in counts.items() if k != "idle"}
     total = sum(busy.values())

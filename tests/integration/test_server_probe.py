@@ -23,7 +23,7 @@ import pytest
 from serverprobe_helpers import App, drive, jpeg, move_to_cgroup, start_app, v1_cgroup
 
 from pathprobe.config import ProbeOptions
-from pathprobe.probes import pyspy
+from pathprobe.probes import pyspy, sample_budget
 from pathprobe.probes.base import Probe, Window
 from pathprobe.probes.server import ServerProbe
 
@@ -101,6 +101,40 @@ def test_preprocessing_share_high_under_heavy_preprocessing_and_low_without() ->
     assert heavy["profiler_cpu_seconds"] is not None
     assert heavy["worker_deaths"] == []
     json.dumps(heavy)  # the summary is JSON as it is
+
+
+def test_the_sample_budget_goes_to_the_workers_that_work() -> None:
+    """Two servers given, one loaded: the loaded server's workers are promoted to the busy rate,
+    every other process (both masters, the idle server's workers) stays a scout."""
+
+    async def scenario(loaded: App, idle: App) -> dict[str, Any]:
+        probe = ServerProbe(ProbeOptions(server_pids=(loaded.pid, idle.pid)))  # no rate: budget
+        await probe.open()
+        try:
+            load = drive(loaded.url + "/predict", IMAGE, 10_000, concurrency=2, time_limit_s=4)
+            return await _observe(probe, load)
+        finally:
+            await probe.close()
+
+    with start_app("light", workers=2) as loaded, start_app("light", workers=2) as idle:
+        summary = asyncio.run(scenario(loaded, idle))
+        loaded_workers = set(loaded.workers())
+        everyone = {loaded.pid, idle.pid, *loaded_workers, *idle.workers()}
+
+    busy = set(summary["busy_pids"])
+    print("busy", busy, "rates", summary["rates_hz"], "samples", summary["samples"])
+    assert busy, summary
+    assert busy <= loaded_workers  # neither master, nor the idle server
+    rates = {int(pid): rate for pid, rate in summary["rates_hz"].items()}
+    assert set(rates) == everyone
+    busy_rate = sample_budget.plan(len(everyone), len(busy))
+    assert summary["rate_hz"] == busy_rate
+    assert all(rates[pid] == busy_rate for pid in busy)
+    assert all(rates[pid] == sample_budget.SCOUT_RATE_HZ for pid in everyone - busy)
+    # Two busy workers of six processes run at (100 - 4 × 2) / 2 = 46 Hz instead of an even 16.
+    assert busy_rate > sample_budget.rate_for(len(everyone))
+    assert summary["samples_recorded"] > 50
+    assert summary["stage_share"]["inference"] > 0.5, summary["stage_share"]
 
 
 def test_sigkilled_worker_is_a_death_and_its_replacement_a_birth() -> None:

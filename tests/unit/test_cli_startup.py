@@ -34,10 +34,10 @@ def test_the_root_command_imports_no_heavy_module() -> None:
 def test_agent_defaults_match_their_owners() -> None:
     from pathprobe.agent import server
     from pathprobe.cli import agent as cli_agent
-    from pathprobe.probes import pyspy, remote
+    from pathprobe.probes import remote
 
     assert cli_agent.TOKEN_ENV == remote.TOKEN_ENV
     assert cli_agent.DEFAULT_PORT == server.DEFAULT_PORT
     assert cli_agent.DEFAULT_MAX_RECORD_S == server.DEFAULT_MAX_RECORD_S
     assert cli_agent.DEFAULT_MAX_CONCURRENT == server.DEFAULT_MAX_CONCURRENT
-    assert cli_agent.DEFAULT_RATE_HZ == pyspy.DEFAULT_RATE_HZ
+    assert cli_agent.DEFAULT_RATE_HZ == server.DEFAULT_RATE_HZ

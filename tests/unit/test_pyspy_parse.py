@@ -78,7 +78,7 @@ def test_ptrace_refusal_as_root_of_own_process() -> None:
 
 
 def test_sample_budget_is_shared_by_the_profiled_processes() -> None:
-    from pathprobe.probes.pyspy import MAX_RATE_HZ, MIN_RATE_HZ, SAMPLE_BUDGET_HZ, rate_for
+    from pathprobe.probes.sample_budget import MAX_RATE_HZ, MIN_RATE_HZ, SAMPLE_BUDGET_HZ, rate_for
 
     assert rate_for(1) == MAX_RATE_HZ  # one idle worker: sampled as fast as py-spy is accurate
     assert rate_for(4) * 4 <= SAMPLE_BUDGET_HZ
