@@ -7,6 +7,7 @@ later ``pathprobe testbed down`` never signals a recycled PID that now belongs t
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -137,11 +138,44 @@ def _signal_group(pgid: int, sig: signal.Signals) -> None:
         pass
 
 
+#: Listening ports are picked below the kernel's ephemeral range: a port from there (what a bind
+#: to port 0 returns) can be taken as the source port of any outgoing connection in the seconds
+#: between picking it and the server binding it — haproxy once failed to start that way.
+LISTEN_PORTS_LOW = 20000
+_handed_out: set[int] = set()
+
+
+def ephemeral_range() -> tuple[int, int]:
+    """The kernel's range of source ports for outgoing connections (Linux default 32768–60999)."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port the OS considers free right now (bind to port 0 and read it back)."""
+    """A port free right now, outside the ephemeral range when there is room below it, and not
+    handed out before by this process (a bind check reserves nothing)."""
+    low_ephemeral, _ = ephemeral_range()
+    if low_ephemeral - LISTEN_PORTS_LOW >= 1000:
+        rng = random.SystemRandom()
+        for _ in range(200):
+            port = rng.randrange(LISTEN_PORTS_LOW, low_ephemeral)
+            if port in _handed_out:
+                continue
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                try:
+                    sock.bind((host, port))
+                except OSError:
+                    continue
+            _handed_out.add(port)
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+        port = int(sock.getsockname()[1])
+    _handed_out.add(port)
+    return port
 
 
 def run(

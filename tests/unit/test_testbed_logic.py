@@ -168,3 +168,14 @@ def test_memory_cgroup_files_v1_and_v2(tmp_path: Path, version: int) -> None:
     assert (tmp_path / limit_file).read_text() == str(1 << 20)
     swap_file = "memory.swappiness" if version == 1 else "memory.swap.max"
     assert (tmp_path / swap_file).read_text() == "0", "no swap: the limit is a hard wall"
+
+
+def test_listening_ports_come_from_below_the_ephemeral_range_and_are_never_reused() -> None:
+    from pathprobe.testbed.procs import LISTEN_PORTS_LOW, ephemeral_range, free_port
+
+    low, _ = ephemeral_range()
+    ports = [free_port() for _ in range(50)]
+    assert len(set(ports)) == len(ports)
+    if low - LISTEN_PORTS_LOW >= 1000:
+        # An outgoing connection's source port can never take them between pick and bind.
+        assert all(LISTEN_PORTS_LOW <= port < low for port in ports)
