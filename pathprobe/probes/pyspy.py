@@ -167,9 +167,8 @@ class Recording:
         self.error: str | None = None
         #: CPU seconds py-spy itself used, read just before it is stopped (its overhead).
         self.cpu_seconds: float | None = None
-        #: A later recording of the same process at a higher rate replaced this one (see
-        #: :mod:`pathprobe.probes.sample_budget`): its samples are not counted.
-        self.superseded = False
+        #: Recorded at the sample budget's scout rate (:mod:`pathprobe.probes.sample_budget`).
+        self.scout = False
 
     def argv(self) -> list[str]:
         argv = [

@@ -16,12 +16,19 @@ So the budget follows the work:
    rate in proportion to CPU would over-count the busiest process's stages).
 
 Counting (:func:`combine`): a sample stands for 1/rate seconds of a process's time, so a segment
-recorded at rate r is weighted 1/r. The scout segment of a process that was later promoted is
-left out: it covers the first second or so of that process, which the busy segment continues
-at a higher rate (a stationary load has the same mix of work in both), and one of its samples
-would weigh as much as a dozen busy ones and swamp the variance. What remains is scaled to
-Kish's effective sample size n_eff = (Σw)² / Σw², so that a confidence interval computed on the
-counts is honest about the unequal weights; with one rate it is the plain count.
+recorded at rate r is weighted 1/r. Once any process was promoted, scout segments are left out:
+
+* a promoted process's scout segment covers its first second or so, which its busy segment
+  continues at a higher rate (a stationary load has the same mix of work in both);
+* a process that stayed a scout used under 1 % of a core (:func:`is_busy`): a negligible part of
+  the server's CPU.
+
+Either way one scout sample would weigh as much as 10–40 busy ones: kept, a single stray sample
+(a master's housekeeping) cut 47 busy samples to an effective 4 in a test run. What remains is
+scaled to Kish's effective sample size n_eff = (Σw)² / Σw², so that a confidence interval
+computed on the counts is honest about unequal weights (busy segments at two rates, when the busy
+set grew); with one rate it is the plain count. With no process promoted, the scouts are all
+there is, at one rate, and count plainly.
 """
 
 from __future__ import annotations
@@ -86,12 +93,11 @@ def needs_restart(current_hz: int, planned_hz: int) -> bool:
 
 @dataclass(frozen=True)
 class Segment:
-    """One recording of one process: its rate, its stacks, and whether a later, faster recording
-    of the same process replaced it (a promoted scout; left out of the counts)."""
+    """One recording of one process: its rate, its stacks, and whether it was a scout's."""
 
     rate_hz: int
     stacks: Mapping[tuple[str, ...], int]
-    superseded: bool = False
+    scout: bool = False
 
 
 @dataclass(frozen=True)
@@ -101,17 +107,19 @@ class Combined:
     stacks: dict[tuple[str, ...], float]  # weighted, scaled so they sum to ``effective``
     effective: float  # Kish's n_eff over the counted samples
     raw: int  # samples in the counted segments
-    dropped: int  # samples of superseded scout segments
+    dropped: int  # samples of scout segments left out
 
 
 def combine(segments: Iterable[Segment]) -> Combined:
     """Weight each counted segment's samples by 1/rate and scale them to n_eff."""
+    segments = list(segments)
+    any_busy = any(not seg.scout for seg in segments)
     weighted: dict[tuple[str, ...], float] = {}
     sum_w = sum_w2 = 0.0
     raw = dropped = 0
     for seg in segments:
         n = sum(seg.stacks.values())
-        if seg.superseded:
+        if seg.scout and any_busy:
             dropped += n
             continue
         w = 1.0 / max(seg.rate_hz, 1)

@@ -28,7 +28,7 @@ and ``pids_recorded`` (py-spy was started on them).
 Without an explicit rate the window's py-spy samples follow the work
 (:mod:`.sample_budget`): ``samples`` and ``stage_samples`` are then *effective* samples (weighted
 by 1/rate, scaled to Kish's n_eff; the plain counts when every process ran at one rate), with
-``samples_recorded`` (counted raw samples), ``samples_dropped`` (promoted scouts'), ``busy_pids``
+``samples_recorded`` (counted raw samples), ``samples_dropped`` (scouts'), ``busy_pids``
 and ``rates_hz`` (PID → the rate of its last recording) beside them.
 """
 
@@ -219,6 +219,7 @@ class ServerProbe:
             self.py_spy, pid, active.tmpdir / f"pyspy-{pid}-{len(active.recordings)}.txt",
             rate_hz or active.rate_hz, self.max_record_s, subprocesses=not self.per_process,
         )  # fmt: skip
+        rec.scout = active.planner is not None and rate_hz is None
         try:
             await rec.start()
         except OSError as exc:
@@ -226,10 +227,7 @@ class ServerProbe:
         active.recordings.append(rec)
         previous = active.current.get(pid)
         active.current[pid] = rec
-        if previous is not None:
-            # A scout's samples are not counted once the process runs at a busy rate; a busy
-            # segment at another rate still is, weighted (sample_budget.combine).
-            previous.superseded = previous.rate_hz == sample_budget.SCOUT_RATE_HZ
+        if previous is not None:  # re-recorded at a new rate: stop the old one (it still counts)
             task = asyncio.ensure_future(previous.stop())
             active.pending.add(task)
             task.add_done_callback(active.pending.discard)
@@ -408,13 +406,12 @@ class ServerProbe:
             kernel_lines = await asyncio.to_thread(active.kernel.end)
 
         combined = sample_budget.combine(
-            sample_budget.Segment(rec.rate_hz, profile.stacks, rec.superseded)
+            sample_budget.Segment(rec.rate_hz, profile.stacks, rec.scout)
             for rec, profile in zip(active.recordings, profiles, strict=True)
         )
         profiled: set[int] = set()
-        for rec, profile in zip(active.recordings, profiles, strict=True):
-            if not rec.superseded:
-                profiled |= profile.pids
+        for profile in profiles:
+            profiled |= profile.pids
         samples = round(combined.effective)
         # Every category, 0 if none; shares from the unrounded weights.
         stage_weights = stages.fold_stage_counts(combined.stacks, self.rules)

@@ -56,9 +56,17 @@ def test_one_rate_counts_plainly() -> None:
     assert out.stacks == pytest.approx({("a",): 35, ("b",): 10})
 
 
-def test_a_promoted_scout_is_left_out() -> None:
-    out = combine([Segment(SCOUT_RATE_HZ, {("a",): 1}, superseded=True), Segment(22, {("b",): 40})])
-    assert out.dropped == 1
+def test_scouts_are_left_out_once_any_process_was_promoted() -> None:
+    # A promoted process's scout segment, and a stray sample of a process that never worked:
+    # kept at weight 11, the two would cut 40 busy samples to an effective 14.
+    out = combine(
+        [
+            Segment(SCOUT_RATE_HZ, {("a",): 1}, scout=True),
+            Segment(SCOUT_RATE_HZ, {("master",): 1}, scout=True),
+            Segment(22, {("b",): 40}),
+        ]
+    )
+    assert out.dropped == 2
     assert out.raw == 40
     assert out.stacks == pytest.approx({("b",): 40})
 
@@ -71,6 +79,12 @@ def test_mixed_rates_are_weighted_by_time_and_counted_as_effective_samples() -> 
     assert out.effective == pytest.approx(4 / 0.12)
     assert sum(out.stacks.values()) == pytest.approx(out.effective)
     assert out.effective < out.raw  # unequal weights are worth fewer samples
+
+
+def test_with_nobody_promoted_the_scouts_count_plainly() -> None:
+    out = combine([Segment(SCOUT_RATE_HZ, {("a",): 3}, scout=True)] * 2)
+    assert out.stacks == pytest.approx({("a",): 6})
+    assert out.effective == pytest.approx(6)
 
 
 def test_nothing_counted() -> None:
