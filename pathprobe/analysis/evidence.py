@@ -143,6 +143,7 @@ class ServerEvidence:
     cores_used: float | None = None
     busiest_worker_percent: float | None = None
     workers: int = 0
+    busy_workers_mean: float | None = None  # processes above the sampler's busy CPU, on average
     stage_share: dict[str, float] = field(default_factory=dict)
     samples: int = 0
     deaths: int = 0
@@ -237,6 +238,8 @@ def server_evidence(probes: Mapping[str, Any], path: str, step: int) -> ServerEv
         float(x["cpu_percent_mean"]) for x in workers if x.get("cpu_percent_mean") is not None
     ]
     ev.busiest_worker_percent = max(busiest) if busiest else None
+    busy_mean = w.get("busy_workers_mean")
+    ev.busy_workers_mean = None if busy_mean is None else float(busy_mean)
     ev.samples = int(w.get("samples") or 0)
     counts = w.get("stage_samples") or {}
     busy = [int(v) for k, v in counts.items() if k != "idle"]
