@@ -94,7 +94,7 @@ def _concurrency_finding(ctx: FindingContext) -> StageFinding:
             f"server CPU {server.cores_used or 0:.2f} of {server.cores_available or 0:g} core(s) "
             f"({server.utilisation:.0%}) across {server.workers} process(es)"
             + (
-                f", {server.busy_workers_mean:.1f} of them over half a core busy at a time on average"
+                f", on average {server.busy_workers_mean:.1f} of them busy (over half a core)"
                 if server.busy_workers_mean is not None
                 else ""
             )
