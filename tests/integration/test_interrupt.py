@@ -107,8 +107,12 @@ def test_signal_mid_run_writes_partial_report_and_exits_130(
     server = spawn_server(kind)
     out = tmp_path / "out"
     # Probes on: tcpdump for the capture, py-spy on the (Python) server.
+    # A silent server holds the baseline's first request for the whole timeout before the load
+    # starts: 5 s keeps that short, and still far longer than the 1 s the load runs before the
+    # signal, so the requests in flight then are still waiting.
+    timeout = "5" if kind == "silent" else "30"
     proc = start_diagnose(
-        server, out, "--server-pid", str(server.proc.pid), "--timeout", "30",
+        server, out, "--server-pid", str(server.proc.pid), "--timeout", timeout,
         "--workers", str(workers),
     )  # fmt: skip
     children: list[psutil.Process] = []
@@ -157,7 +161,8 @@ def test_second_ctrl_c_still_leaves_cleanly(
     """Two Ctrl-C in a row (an impatient user): exit 130, no traceback, no probe left behind."""
     server = spawn_server("silent")
     out = tmp_path / "out"
-    proc = start_diagnose(server, out, "--server-pid", str(server.proc.pid))
+    # --timeout 5: the silent server holds the baseline's request that long (see above).
+    proc = start_diagnose(server, out, "--server-pid", str(server.proc.pid), "--timeout", "5")
     children: list[psutil.Process] = []
     try:
         wait_until(lambda: server.stats()["connections"] >= 3, 60, "the load to start")
