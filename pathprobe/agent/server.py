@@ -50,6 +50,7 @@ from pathprobe.config import ProbeOptions
 from pathprobe.probes import cgroups
 from pathprobe.probes.base import JSONDict, Window
 from pathprobe.probes.processes import descendants
+from pathprobe.probes.sample_budget import SAMPLE_BUDGET_HZ
 from pathprobe.probes.server import ServerProbe
 
 DEFAULT_PORT = 9787
@@ -148,6 +149,7 @@ class Agent:
                     "tool": "py-spy",
                     "version": probe.py_spy_version,
                     "rate_hz": probe.rate_hz,
+                    "sample_budget_hz": None if probe.rate_hz else SAMPLE_BUDGET_HZ,
                     **ServerProbe._part(probe.profile_unavailable),
                 },
                 "cgroup_state": ServerProbe._part(probe.cgroup_unavailable),

@@ -150,11 +150,14 @@ class ProcessSampler:
         pids.discard(self._own_pid)
         return pids
 
-    def cpu_seconds_by_pid(self) -> dict[int, float]:
-        """CPU each live process used since :meth:`start` (or its birth), as of the last tick;
-        callable from any thread while the sampler runs."""
+    def cpu_by_pid(self) -> dict[int, tuple[float, float]]:
+        """Per live process: (CPU seconds used, seconds observed) since :meth:`start` or its
+        birth, as of the last tick; callable from any thread while the sampler runs."""
         return {
-            pid: w.last_cpu_s - w.first_cpu_s
+            pid: (
+                w.last_cpu_s - w.first_cpu_s,
+                max(w.last_t_s - self._t0_s - w.first_t_ms / 1e3, 0.0),
+            )
             for pid, w in list(self._workers.items())
             if not w.dead
         }

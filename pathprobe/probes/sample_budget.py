@@ -7,23 +7,26 @@ request: a gunicorn master, the replica a path does not reach, a worker left idl
 So the budget follows the work:
 
 1. Every process starts at :data:`SCOUT_RATE_HZ`, enough to keep a trickle of evidence from it.
-2. Every :data:`REPLAN_S` the server probe reads each process's CPU since the window began
-   (:meth:`pathprobe.probes.processes.ProcessSampler.cpu_seconds_by_pid`). A process that has
-   done work (:func:`is_busy`) joins the *busy* set, for the rest of the window.
+2. Every :data:`REPLAN_S` the server probe reads each process's CPU since the window began, or
+   since its birth (:meth:`pathprobe.probes.processes.ProcessSampler.cpu_by_pid`). A process
+   that has done work (:func:`is_busy`) joins the *busy* set, for the rest of the window.
 3. The busy processes share what the scouts leave of the budget equally (:func:`plan`), and a
    busy process whose rate is off by :data:`RESTART_RATIO` is recorded afresh at the new rate.
    Equal rates among busy processes keep their samples comparable, whatever work each does (a
-   rate in proportion to CPU would over-count the busiest process's stages).
+   rate in proportion to CPU would over-count the busiest process's stages). Because restarts
+   wait for a 1.5× change, busy rates may differ by less than that, and the samples per second
+   may exceed the budget by as much while the busy set grows; the weights below absorb the first.
 
 Counting (:func:`combine`): a sample stands for 1/rate seconds of a process's time, so a segment
 recorded at rate r is weighted 1/r. Once any process was promoted, scout segments are left out:
 
 * a promoted process's scout segment covers its first second or so, which its busy segment
   continues at a higher rate (a stationary load has the same mix of work in both);
-* a process that stayed a scout used under 1 % of a core (:func:`is_busy`): a negligible part of
-  the server's CPU.
+* a process that stayed a scout used under 1 % of a core (:func:`is_busy`) at every replan: a
+  negligible part of the server's CPU, except for work it began after the last one (under
+  :data:`REPLAN_S` of it), which is left out like a promoted process's first second.
 
-Either way one scout sample would weigh as much as 10–40 busy ones: kept, a single stray sample
+Either way one scout sample would weigh as much as 5–50 busy ones: kept, a single stray sample
 (a master's housekeeping) cut 47 busy samples to an effective 4 in a test run. What remains is
 scaled to Kish's effective sample size n_eff = (Σw)² / Σw², so that a confidence interval
 computed on the counts is honest about unequal weights (busy segments at two rates, when the busy
@@ -113,7 +116,8 @@ class Combined:
 def combine(segments: Iterable[Segment]) -> Combined:
     """Weight each counted segment's samples by 1/rate and scale them to n_eff."""
     segments = list(segments)
-    any_busy = any(not seg.scout for seg in segments)
+    # A busy recording that got nothing (py-spy could not attach) must not throw the scouts away.
+    any_busy = any(not seg.scout and seg.stacks for seg in segments)
     weighted: dict[tuple[str, ...], float] = {}
     sum_w = sum_w2 = 0.0
     raw = dropped = 0

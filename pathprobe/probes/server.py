@@ -41,6 +41,7 @@ import re
 import shutil
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -77,6 +78,7 @@ class _Active:
     busy: set[int] = field(default_factory=set)
     planner: asyncio.Task[None] | None = None
     wake: asyncio.Event = field(default_factory=asyncio.Event)  # set when the window stops
+    planner_error: str | None = None
     # py-spy starts for workers born during the window, and stops of replaced recordings.
     pending: set[asyncio.Task[Any]] = field(default_factory=set)
     stopping: bool = False
@@ -226,6 +228,8 @@ class ServerProbe:
             rec.error = f"cannot start py-spy: {exc}"
         active.recordings.append(rec)
         previous = active.current.get(pid)
+        if previous is not None and rec.error is not None:
+            return  # the re-recording failed to start: the one running goes on
         active.current[pid] = rec
         if previous is not None:  # re-recorded at a new rate: stop the old one (it still counts)
             task = asyncio.ensure_future(previous.stop())
@@ -240,9 +244,10 @@ class ServerProbe:
                 await asyncio.wait_for(active.wake.wait(), timeout=sample_budget.REPLAN_S)
             if active.stopping:
                 return
-            elapsed_s = (time.monotonic_ns() - active.t0_ns) / 1e9
-            cpu = {p: c for p, c in sampler.cpu_seconds_by_pid().items() if p in active.current}
-            active.busy |= {p for p, c in cpu.items() if sample_budget.is_busy(c, elapsed_s)}
+            # CPU and time since each process was first seen (a worker born mid-window counts
+            # from its birth).
+            cpu = {p: used for p, used in sampler.cpu_by_pid().items() if p in active.current}
+            active.busy |= {p for p, (c, seen_s) in cpu.items() if sample_budget.is_busy(c, seen_s)}
             live_busy = active.busy & set(cpu)
             if not live_busy:
                 continue
@@ -417,6 +422,8 @@ class ServerProbe:
         stage_weights = stages.fold_stage_counts(combined.stacks, self.rules)
         stage_samples = {k: round(v) for k, v in stage_weights.items()}
         errors = [rec.error for rec in active.recordings if rec.error]
+        if active.planner_error:
+            errors.append(active.planner_error)
         profile_state: JSONDict
         if self.profile_unavailable is not None:
             profile_state = self.profile_unavailable.as_json()
@@ -443,9 +450,9 @@ class ServerProbe:
             "t0_ns": active.t0_ns,
             "window_ms": round(max(0, end_ns - start_ns) / 1e6, 1),
             "samples": samples,
-            # py-spy samples per second per process: the explicit rate, else the busy
-            # processes' share of the budget (the scouts' rate while none was busy).
-            "rate_hz": active.busy_rate_hz or active.rate_hz,
+            # py-spy samples per second per process: the explicit rate, else the rate most busy
+            # processes ran at last (the scouts' rate while none was busy).
+            "rate_hz": _busy_rate(active),
             "samples_recorded": combined.raw,
             "samples_dropped": combined.dropped,
             "busy_pids": sorted(active.busy),
@@ -485,11 +492,14 @@ class ServerProbe:
 
     @staticmethod
     async def _stop_planner(active: _Active) -> None:
-        """Stop the rate planner, letting a py-spy start it began finish (so it is reaped)."""
+        """Stop the rate planner, letting a py-spy start it began finish (so it is reaped); a
+        planner that failed is named in the profile's errors (its rates froze when it did)."""
         active.stopping = True
         active.wake.set()
         if active.planner is not None:
-            await asyncio.gather(active.planner, return_exceptions=True)
+            (outcome,) = await asyncio.gather(active.planner, return_exceptions=True)
+            if isinstance(outcome, Exception):
+                active.planner_error = f"sample planner failed: {type(outcome).__name__}: {outcome}"
 
     @staticmethod
     def _kill_now(active: _Active) -> None:
@@ -527,6 +537,13 @@ class ServerProbe:
         if unavailable is None:
             return {"available": True, "reason": None, "how_to_enable": None}
         return unavailable.as_json()
+
+
+def _busy_rate(active: _Active) -> int:
+    """The rate most busy processes ran at last (restarts wait for a 1.5× change, so busy
+    processes may differ); the window's rate when none was busy."""
+    rates = Counter(active.current[pid].rate_hz for pid in active.busy if pid in active.current)
+    return rates.most_common(1)[0][0] if rates else active.rate_hz
 
 
 def make_server_probe(options: ProbeOptions, **kwargs: Any) -> Probe:

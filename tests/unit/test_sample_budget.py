@@ -92,3 +92,10 @@ def test_nothing_counted() -> None:
     assert out.effective == 0
     assert out.stacks == {}
     assert out.raw == 0
+
+
+def test_a_busy_recording_that_got_nothing_keeps_the_scouts() -> None:
+    # py-spy could not attach at the busy rate: the scouts are all the profile there is.
+    out = combine([Segment(SCOUT_RATE_HZ, {("a",): 4}, scout=True), Segment(22, {})])
+    assert out.stacks == pytest.approx({("a",): 4})
+    assert out.dropped == 0

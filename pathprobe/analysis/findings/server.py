@@ -54,7 +54,7 @@ def _work_finding(ctx: FindingContext, stage: str) -> StageFinding:
     bounds = profile_share_bounds(server, stage)
     if server.stage_share:
         finding.evidence.append(
-            f"py-spy ({server.samples} samples): "
+            f"py-spy ({server.samples} effective samples): "
             + share_text(server.stage_share, ("preprocessing", "inference", "framework", "other"))
             + " of busy server CPU"
             + (
