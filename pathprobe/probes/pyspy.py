@@ -41,6 +41,11 @@ from pathprobe.probes.base import Unavailable
 #: Frames longer than this are cut (hostile or generated names must not bloat the report).
 MAX_FRAME_CHARS = 160
 STOP_GRACE_S = 5.0
+#: py-spy runs at this nice level (or pathprobe's own, if lower in priority). It inherits
+#: pathprobe's CPU affinity, so it shares cores with the load generator, whose schedule must not
+#: slip while py-spy starts (≈ 20 ms of CPU each, several at once when the sample budget
+#: promotes workers). A CI run saw the client gate trip on a healthy service that way.
+PY_SPY_NICE = 10
 CAP_SYS_PTRACE_BIT = 19
 
 
@@ -194,6 +199,9 @@ class Recording:
                 stderr=err,
                 start_new_session=True,
             )
+        with contextlib.suppress(OSError):  # not permitted: py-spy keeps pathprobe's priority
+            nice = max(PY_SPY_NICE, os.getpriority(os.PRIO_PROCESS, 0))
+            os.setpriority(os.PRIO_PROCESS, self._proc.pid, nice)
 
     @property
     def running(self) -> bool:

@@ -63,6 +63,9 @@ REPLAN_S = 1.0
 #: the busy set (rates 25 → 20 Hz) does not restart the others; a restart costs py-spy's start
 #: (≈ 50 ms of CPU) and the samples of the old segment's last moments.
 RESTART_RATIO = 1.5
+#: Pause between two re-recordings of one replan, so that py-spy's starts do not come as one burst
+#: of CPU (≈ 20 ms each) on the cores the load generator uses.
+RESTART_STAGGER_S = 0.025
 #: CPU since the window began that makes a process busy: two of the kernel's 10 ms ticks
 #: (USER_HZ = 100; one tick can be a timer's housekeeping) and at least 1 % of the elapsed time
 #: (a gunicorn master's heartbeat adds a tick now and then over a long window, never 1 %).

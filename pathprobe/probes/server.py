@@ -256,6 +256,7 @@ class ServerProbe:
             for pid in sorted(live_busy):
                 if sample_budget.needs_restart(active.current[pid].rate_hz, rate):
                     await self._record(active, pid, rate)
+                    await asyncio.sleep(sample_budget.RESTART_STAGGER_S)
 
     def _follow_birth(self, active: _Active, pid: int) -> None:
         """A worker appeared mid-window (a restart after a kill): profile it too."""
