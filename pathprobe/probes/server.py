@@ -87,7 +87,6 @@ class _Active:
     kernel: cgroups.KernelOomLog | None = None
     # py-spy samples per second for a new recording: the explicit rate, or the scouts' rate.
     rate_hz: int = sample_budget.DEFAULT_RATE_HZ
-    busy_rate_hz: int | None = None  # the busy processes' share of the budget, once planned
 
 
 class ServerProbe:
@@ -252,7 +251,6 @@ class ServerProbe:
             if not live_busy:
                 continue
             rate = sample_budget.plan(len(cpu), len(live_busy))
-            active.busy_rate_hz = rate
             for pid in sorted(live_busy):
                 if sample_budget.needs_restart(active.current[pid].rate_hz, rate):
                     await self._record(active, pid, rate)
