@@ -39,6 +39,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+#: Off until the promotions stop disturbing the client: in 2 of 3 full CI runs the healthy gRPC
+#: bare case tripped the client gate (its lb path promotes 8 workers at once, inside the measured
+#: window). Off, the window's processes share the budget evenly (:func:`rate_for`), as before.
+FOLLOW_WORK = False
 #: Samples per second per process when the rate is given explicitly.
 DEFAULT_RATE_HZ = 10
 #: Without an explicit rate, the server probe spends this many samples per second across all the

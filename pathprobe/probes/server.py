@@ -198,7 +198,7 @@ class ServerProbe:
             targets = await asyncio.to_thread(self._profile_targets)
             if self.rate_hz is not None:
                 active.rate_hz = self.rate_hz
-            elif self.per_process:
+            elif self.per_process and sample_budget.FOLLOW_WORK:
                 # Every process starts as a scout; the planner gives the budget to those that
                 # work (module docstring of sample_budget). A PID born later starts as a scout.
                 active.rate_hz = sample_budget.SCOUT_RATE_HZ

@@ -103,9 +103,10 @@ def test_preprocessing_share_high_under_heavy_preprocessing_and_low_without() ->
     json.dumps(heavy)  # the summary is JSON as it is
 
 
-def test_the_sample_budget_goes_to_the_workers_that_work() -> None:
+def test_the_sample_budget_goes_to_the_workers_that_work(monkeypatch: pytest.MonkeyPatch) -> None:
     """Two servers given, one loaded: the loaded server's workers are promoted to the busy rate,
     every other process (both masters, the idle server's workers) stays a scout."""
+    monkeypatch.setattr(sample_budget, "FOLLOW_WORK", True)  # off by default for now
 
     async def scenario(loaded: App, idle: App) -> dict[str, Any]:
         probe = ServerProbe(ProbeOptions(server_pids=(loaded.pid, idle.pid)))  # no rate: budget
