@@ -2,10 +2,10 @@
 
 One recording is ``py-spy record [--subprocesses] --nonblocking --format raw --rate R
 --duration CAP -o FILE --pid PID`` (the server probe runs one per worker process, without
-``--subprocesses``, by default; see :mod:`pathprobe.probes.server`), started with asyncio (the
-event loop never waits on it) and stopped with SIGINT — on which py-spy writes its file and
-exits — then SIGKILL if it does not exit in time. Every recording is reaped, also when the
-window is abandoned.
+``--subprocesses``, by default; see :mod:`pathprobe.probes.server`), started by one low-priority
+thread of its own (:class:`_Spawner`: the event loop that drives the load never forks) and
+stopped with SIGINT — on which py-spy writes its file and exits — then SIGKILL if it does not
+exit in time. Every recording is reaped, also when the window is abandoned.
 
 ``--nonblocking`` keeps py-spy from pausing the server for each sample (its overhead then is the
 sampler's own CPU, measured in benchmarks/bench_pyspy_overhead.py). Idle threads are left out
@@ -23,12 +23,15 @@ with ``--subprocesses`` the first frames are ``process PID:"cmdline"`` pseudo-fr
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import os
 import re
 import shutil
 import signal
+import subprocess
 import sys
+import threading
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -46,6 +49,9 @@ STOP_GRACE_S = 5.0
 #: slip while py-spy starts (≈ 20 ms of CPU each, several at once when the sample budget
 #: promotes workers). A CI run saw the client gate trip on a healthy service that way.
 PY_SPY_NICE = 10
+#: How often a stopping recording checks whether py-spy has exited (it is polled, not watched:
+#: the spawner's children are plain ``subprocess.Popen`` objects).
+EXIT_POLL_S = 0.02
 CAP_SYS_PTRACE_BIT = 19
 
 
@@ -168,12 +174,15 @@ class Recording:
         self.subprocesses = subprocesses
         #: Samples in the parsed output (set by :meth:`stop`).
         self.samples = 0
-        self._proc: asyncio.subprocess.Process | None = None
+        self._proc: _Child | None = None
         self.error: str | None = None
         #: CPU seconds py-spy itself used, read just before it is stopped (its overhead).
         self.cpu_seconds: float | None = None
         #: Recorded at the sample budget's scout rate (:mod:`pathprobe.probes.sample_budget`).
         self.scout = False
+        #: Ended by :meth:`discard`: its samples were not wanted, and not read.
+        self.discarded = False
+        self._stopped: asyncio.Future[RawProfile] | None = None
 
     def argv(self) -> list[str]:
         argv = [
@@ -189,26 +198,30 @@ class Recording:
         return argv
 
     async def start(self) -> None:
-        with open(self.err_path, "wb") as err:  # noqa: ASYNC230 - creating an empty local file
-            # Own session: a Ctrl-C at the terminal reaches pathprobe, which then stops py-spy in
-            # order; stderr to a file so a chatty py-spy can never block on a full pipe.
-            self._proc = await asyncio.create_subprocess_exec(
-                *self.argv(),
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.DEVNULL,
-                stderr=err,
-                start_new_session=True,
-            )
-        with contextlib.suppress(OSError):  # not permitted: py-spy keeps pathprobe's priority
-            nice = max(PY_SPY_NICE, os.getpriority(os.PRIO_PROCESS, 0))
-            os.setpriority(os.PRIO_PROCESS, self._proc.pid, nice)
+        self._proc = await _SPAWNER.start(self.argv(), self.err_path)
 
     @property
     def running(self) -> bool:
         return self._proc is not None and self._proc.returncode is None
 
     async def stop(self) -> RawProfile:
-        """SIGINT, wait, SIGKILL if needed; always reaped. Parses what py-spy wrote."""
+        """SIGINT, wait, SIGKILL if needed; always reaped. Parses what py-spy wrote. Once per
+        recording: a later call, also one made while the first runs, gets the same profile."""
+        if self._stopped is None:
+            self._stopped = asyncio.ensure_future(self._stop())
+        # Shielded: a caller that is cancelled leaves the stop to the others (and to kill()).
+        return await asyncio.shield(self._stopped)
+
+    async def discard(self) -> None:
+        """End the recording unread: SIGKILL and reap at once (py-spy writes nothing then; a
+        slow-rate py-spy takes up to seconds to exit on SIGINT, measured). :meth:`stop` then
+        gives an empty profile and no error, also when it was already under way."""
+        self.discarded = True
+        if self._proc is not None and self._proc.returncode is None:
+            self.cpu_seconds = _cpu_seconds(self._proc.pid)
+        await self.kill()
+
+    async def _stop(self) -> RawProfile:
         proc = self._proc
         if proc is not None:
             if proc.returncode is None:
@@ -219,6 +232,8 @@ class Recording:
                     await asyncio.wait_for(proc.wait(), timeout=STOP_GRACE_S)
                 except TimeoutError:
                     await _reap(proc, kill=True)
+            if self.discarded:
+                return RawProfile(Counter(), 0, frozenset())
             stderr = _tail(self.err_path)
             if proc.returncode not in (0, -signal.SIGINT) and not self.out_path.exists():
                 self.error = stderr or f"py-spy exited with {proc.returncode}"
@@ -236,7 +251,7 @@ class Recording:
         return profile
 
     def kill_now(self) -> None:
-        """SIGKILL without waiting (for cancellation paths; asyncio's child watcher reaps it)."""
+        """SIGKILL without waiting (for cancellation paths; :meth:`kill` reaps it after)."""
         if self._proc is not None and self._proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 self._proc.kill()
@@ -247,6 +262,77 @@ class Recording:
             await _reap(self._proc, kill=True)
 
 
+class _Child:
+    """A py-spy started by :class:`_Spawner`: the few calls of ``asyncio.subprocess.Process``
+    that a recording uses, with :meth:`wait` polling ``waitpid`` (no child watcher involved)."""
+
+    def __init__(self, popen: subprocess.Popen[bytes]) -> None:
+        self._popen = popen
+        self.pid = popen.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self._popen.poll()
+
+    def send_signal(self, sig: int) -> None:
+        self._popen.send_signal(sig)
+
+    def kill(self) -> None:
+        self._popen.kill()
+
+    async def wait(self) -> int:
+        # Polled: an exit is a state of the kernel's, not an event of this loop (waitpid reaps).
+        while (code := self._popen.poll()) is None:  # noqa: ASYNC110
+            await asyncio.sleep(EXIT_POLL_S)
+        return code
+
+
+class _Spawner:
+    """Starts py-spy from one thread of its own, at :data:`PY_SPY_NICE`.
+
+    Why not ``asyncio.create_subprocess_exec``: it forks in the event loop's thread, which is
+    the thread that sends the load. Measured in a diagnosis of the healthy gRPC testbed, each
+    start held that thread 6–28 ms (the fork and exec wait on the GIL, which the probes' and
+    gRPC's threads hold in turns) and the loop's lag rose from 5 ms to 26 ms at most; the
+    budget's mid-window re-recordings then put the client behind its schedule. From this thread
+    the loop waits for the GIL at most one switch interval at a time.
+
+    Linux keeps a nice level per thread and a child inherits its creating thread's, so lowering
+    this thread's level starts py-spy at it (no window at pathprobe's priority after exec).
+    """
+
+    def __init__(self) -> None:
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="pathprobe-pyspy-start", initializer=self._lower
+        )
+
+    @staticmethod
+    def _lower() -> None:
+        with contextlib.suppress(OSError):  # not permitted: py-spy keeps pathprobe's priority
+            tid = threading.get_native_id()
+            nice = max(PY_SPY_NICE, os.getpriority(os.PRIO_PROCESS, tid))
+            os.setpriority(os.PRIO_PROCESS, tid, nice)
+
+    async def start(self, argv: list[str], err_path: Path) -> _Child:
+        """Start ``argv`` with stderr to ``err_path`` (so that a chatty py-spy can never block on
+        a full pipe), in a session of its own (a Ctrl-C at the terminal reaches pathprobe, which
+        then stops py-spy in order). Raises OSError when it cannot start."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._popen, argv, err_path)
+
+    @staticmethod
+    def _popen(argv: list[str], err_path: Path) -> _Child:
+        with open(err_path, "wb") as err:
+            popen = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
+                start_new_session=True,
+            )  # fmt: skip
+        return _Child(popen)
+
+
+_SPAWNER = _Spawner()
+
+
 def _cpu_seconds(pid: int) -> float | None:
     try:
         times = psutil.Process(pid).cpu_times()
@@ -255,7 +341,7 @@ def _cpu_seconds(pid: int) -> float | None:
     return times.user + times.system
 
 
-async def _reap(proc: asyncio.subprocess.Process, kill: bool) -> None:
+async def _reap(proc: _Child | asyncio.subprocess.Process, kill: bool) -> None:
     if proc.returncode is None and kill:
         with contextlib.suppress(ProcessLookupError):
             proc.kill()

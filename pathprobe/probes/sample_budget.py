@@ -31,7 +31,9 @@ Either way one scout sample would weigh as much as 5–50 busy ones: kept, a sin
 scaled to Kish's effective sample size n_eff = (Σw)² / Σw², so that a confidence interval
 computed on the counts is honest about unequal weights (busy segments at two rates, when the busy
 set grew); with one rate it is the plain count. With no process promoted, the scouts are all
-there is, at one rate, and count plainly.
+there is, at one rate, and count plainly. (Scouts that would be left out are not even read: the
+server probe stops the busy recordings first and, when they have samples, kills the scouts, whose
+py-spy would take 0.5–3 s at 2 Hz to exit on SIGINT; ``dropped`` counts the scout samples read.)
 """
 
 from __future__ import annotations
@@ -39,10 +41,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-#: Off until the promotions stop disturbing the client: in 2 of 3 full CI runs the healthy gRPC
-#: bare case tripped the client gate (its lb path promotes 8 workers at once, inside the measured
-#: window). Off, the window's processes share the budget evenly (:func:`rate_for`), as before.
-FOLLOW_WORK = False
 #: Samples per second per process when the rate is given explicitly.
 DEFAULT_RATE_HZ = 10
 #: Without an explicit rate, the server probe spends this many samples per second across all the
@@ -117,7 +115,7 @@ class Combined:
     stacks: dict[tuple[str, ...], float]  # weighted, scaled so they sum to ``effective``
     effective: float  # Kish's n_eff over the counted samples
     raw: int  # samples in the counted segments
-    dropped: int  # samples of scout segments left out
+    dropped: int  # samples of scout segments read and left out
 
 
 def combine(segments: Iterable[Segment]) -> Combined:

@@ -103,10 +103,9 @@ def test_preprocessing_share_high_under_heavy_preprocessing_and_low_without() ->
     json.dumps(heavy)  # the summary is JSON as it is
 
 
-def test_the_sample_budget_goes_to_the_workers_that_work(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_sample_budget_goes_to_the_workers_that_work() -> None:
     """Two servers given, one loaded: the loaded server's workers are promoted to the busy rate,
     every other process (both masters, the idle server's workers) stays a scout."""
-    monkeypatch.setattr(sample_budget, "FOLLOW_WORK", True)  # off by default for now
 
     async def scenario(loaded: App, idle: App) -> dict[str, Any]:
         probe = ServerProbe(ProbeOptions(server_pids=(loaded.pid, idle.pid)))  # no rate: budget
@@ -390,3 +389,42 @@ def test_a_cancelled_stop_leaves_no_py_spy_behind() -> None:
         while any(psutil.pid_exists(pid) for pid in spies) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert not any(psutil.pid_exists(pid) for pid in spies)
+
+
+def test_py_spy_starts_at_a_lower_priority_and_a_discarded_recording_ends_unread(
+    tmp_path: Path,
+) -> None:
+    """The spawner's py-spy runs at PY_SPY_NICE from the start; a discarded recording is killed
+    and reaped, and its stop gives an empty profile and no error, while a stopped one is read
+    once, however many wait for it."""
+    exe = pyspy.find_py_spy()
+    assert exe is not None
+
+    async def scenario(pid: int) -> dict[str, Any]:
+        kept = pyspy.Recording(exe, pid, tmp_path / "kept.txt", 20, 60, subprocesses=False)
+        thrown = pyspy.Recording(exe, pid, tmp_path / "thrown.txt", 2, 60, subprocesses=False)
+        await kept.start()
+        await thrown.start()
+        nice = {rec: psutil.Process(rec._proc.pid).nice() for rec in (kept, thrown) if rec._proc}
+        await asyncio.sleep(1.5)
+        await thrown.discard()
+        first, second = await asyncio.gather(kept.stop(), kept.stop())
+        return {"nice": nice, "kept": (first, second), "thrown": await thrown.stop(),
+                "rec": (kept, thrown)}  # fmt: skip
+
+    busy = subprocess.Popen([sys.executable, "-c", "while True: sum(range(1000))"])
+    try:
+        out = asyncio.run(scenario(busy.pid))
+    finally:
+        busy.kill()
+        busy.wait()
+    kept, thrown = out["rec"]
+    assert set(out["nice"].values()) == {max(pyspy.PY_SPY_NICE, os.nice(0))}
+    first, second = out["kept"]
+    assert first is second
+    assert first.samples > 0
+    assert kept.error is None
+    assert thrown.discarded
+    assert thrown.error is None
+    assert out["thrown"].samples == 0
+    assert not thrown.running
