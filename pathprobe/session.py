@@ -35,6 +35,7 @@ from pathprobe.errors import (
     CannotRunError,
 )
 from pathprobe.grpc_url import is_grpc_url
+from pathprobe.load import heap
 from pathprobe.load.engine import EngineOptions
 from pathprobe.load.generators import GeneratorLedger
 from pathprobe.load.payloads import PayloadPool, build_pool
@@ -327,6 +328,7 @@ class Session:
                 break
             plan = self.plan.steps[step_index]
             label = f"step {step_index + 1}/{len(self.plan.steps)} · {path}"
+            heap.settle()  # no full garbage collection inside the window (load/heap.py)
             window = Window(
                 path=path,
                 url=urls[path],

@@ -34,6 +34,7 @@ import numpy as np
 
 from pathprobe.config import LoadProfile
 from pathprobe.errors import CannotRunError, PathprobeError
+from pathprobe.load import heap
 from pathprobe.load.engine import EngineOptions
 from pathprobe.load.merge import merge_step
 from pathprobe.load.payloads import PayloadPool
@@ -162,6 +163,7 @@ async def run_slice(
     from pathprobe.load.fast import FastEngine
     from pathprobe.load.select import build_engine
 
+    heap.settle()  # no full garbage collection inside the step (load/heap.py)
     wall0 = time.monotonic()
     cpu0 = time.process_time()
     engine = build_engine(spec.engine, spec.profile, pool, spec.options, stop)
