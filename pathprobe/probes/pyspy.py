@@ -218,14 +218,19 @@ class Recording:
         gives an empty profile and no error, also when it was already under way."""
         self.discarded = True
         if self._proc is not None and self._proc.returncode is None:
-            self.cpu_seconds = _cpu_seconds(self._proc.pid)
+            self._read_cpu(self._proc)
         await self.kill()
+
+    def _read_cpu(self, proc: _Child) -> None:
+        """py-spy's own CPU so far (its overhead): read while it still runs, just before it is
+        told to end."""
+        self.cpu_seconds = _cpu_seconds(proc.pid)
 
     async def _stop(self) -> RawProfile:
         proc = self._proc
         if proc is not None:
             if proc.returncode is None:
-                self.cpu_seconds = _cpu_seconds(proc.pid)
+                self._read_cpu(proc)
                 with contextlib.suppress(ProcessLookupError):
                     proc.send_signal(signal.SIGINT)
                 try:
@@ -233,7 +238,7 @@ class Recording:
                 except TimeoutError:
                     await _reap(proc, kill=True)
             if self.discarded:
-                return RawProfile(Counter(), 0, frozenset())
+                return parse_raw("")
             stderr = _tail(self.err_path)
             if proc.returncode not in (0, -signal.SIGINT) and not self.out_path.exists():
                 self.error = stderr or f"py-spy exited with {proc.returncode}"

@@ -118,11 +118,17 @@ class Combined:
     dropped: int  # samples of scout segments read and left out
 
 
+def scouts_left_out(busy_samples: Iterable[int]) -> bool:
+    """Whether the scouts' samples are left out, given each busy recording's sample count: once
+    any busy recording has samples. (A busy recording that got nothing, because py-spy could not
+    attach, must not throw the scouts away.)"""
+    return any(n > 0 for n in busy_samples)
+
+
 def combine(segments: Iterable[Segment]) -> Combined:
     """Weight each counted segment's samples by 1/rate and scale them to n_eff."""
     segments = list(segments)
-    # A busy recording that got nothing (py-spy could not attach) must not throw the scouts away.
-    any_busy = any(not seg.scout and seg.stacks for seg in segments)
+    any_busy = scouts_left_out(sum(seg.stacks.values()) for seg in segments if not seg.scout)
     weighted: dict[tuple[str, ...], float] = {}
     sum_w = sum_w2 = 0.0
     raw = dropped = 0

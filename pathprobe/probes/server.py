@@ -390,12 +390,12 @@ class ServerProbe:
 
     async def _finish(self, active: _Active, window: Window) -> JSONDict:
         await self._stop_planner(active)
-        # Busy recordings first: once they have samples the scouts' are not counted
-        # (sample_budget.combine), so the scouts are discarded instead of waited for (a 2 Hz
-        # py-spy takes 0.5-3 s to exit on SIGINT, measured; every window waited for the slowest).
+        # Busy recordings first: when the scouts' samples will be left out, the scouts are
+        # discarded instead of waited for (a 2 Hz py-spy takes 0.5-3 s to exit on SIGINT,
+        # measured; every window waited for the slowest).
         busy = [rec for rec in active.recordings if not rec.scout]
         await asyncio.gather(*(rec.stop() for rec in busy))
-        if any(rec.samples for rec in busy):
+        if sample_budget.scouts_left_out(rec.samples for rec in busy):
             await asyncio.gather(*(rec.discard() for rec in active.recordings if rec.scout))
         if active.pending:
             await asyncio.gather(*active.pending, return_exceptions=True)

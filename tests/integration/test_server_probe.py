@@ -405,7 +405,8 @@ def test_py_spy_starts_at_a_lower_priority_and_a_discarded_recording_ends_unread
         thrown = pyspy.Recording(exe, pid, tmp_path / "thrown.txt", 2, 60, subprocesses=False)
         await kept.start()
         await thrown.start()
-        nice = {rec: psutil.Process(rec._proc.pid).nice() for rec in (kept, thrown) if rec._proc}
+        spies = [c for c in psutil.Process().children() if "py-spy" in c.name()]
+        nice = {spy.pid: spy.nice() for spy in spies}
         await asyncio.sleep(1.5)
         await thrown.discard()
         first, second = await asyncio.gather(kept.stop(), kept.stop())
@@ -419,6 +420,7 @@ def test_py_spy_starts_at_a_lower_priority_and_a_discarded_recording_ends_unread
         busy.kill()
         busy.wait()
     kept, thrown = out["rec"]
+    assert len(out["nice"]) == 2
     assert set(out["nice"].values()) == {max(pyspy.PY_SPY_NICE, os.nice(0))}
     first, second = out["kept"]
     assert first is second
