@@ -175,6 +175,7 @@ class Session:
             try:
                 await self._run_windows(engine, probes)
             finally:
+                heap.release()
                 await self._close_probes(probes)
         finally:
             close = getattr(engine, "close", None)

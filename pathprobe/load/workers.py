@@ -167,13 +167,16 @@ async def run_slice(
     wall0 = time.monotonic()
     cpu0 = time.process_time()
     engine = build_engine(spec.engine, spec.profile, pool, spec.options, stop)
-    if isinstance(engine, FastEngine):
-        result = await engine.run_step(spec.path, spec.url, spec.plan, start_ns=spec.start_ns)
-    else:
-        wait_ns = spec.start_ns - time.monotonic_ns()
-        if wait_ns > 0:
-            await asyncio.sleep(wait_ns / 1e9)
-        result = await engine.run_step(spec.path, spec.url, spec.plan)
+    try:
+        if isinstance(engine, FastEngine):
+            result = await engine.run_step(spec.path, spec.url, spec.plan, start_ns=spec.start_ns)
+        else:
+            wait_ns = spec.start_ns - time.monotonic_ns()
+            if wait_ns > 0:
+                await asyncio.sleep(wait_ns / 1e9)
+            result = await engine.run_step(spec.path, spec.url, spec.plan)
+    finally:
+        heap.release()
     if spec.plan.offsets_ns is not None:
         # Local index j of slice k is request j*count + k of the whole plan.
         result.records["seq"] = result.records["seq"] * spec.count + spec.index

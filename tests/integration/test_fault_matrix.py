@@ -20,6 +20,7 @@ preprocessing, server_concurrency, proxy, load_balancer and oom, checked against
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import Iterator
 
@@ -63,6 +64,8 @@ def test_fault_is_diagnosed(variant: Variant, name: str) -> None:
         cpu = CpuStretch(list(tb.server_pids))
         report = diagnose(tb, scenario)
         facts = Facts(dict(tb.magnitudes), cpu.stretch(), service_ms)
+    # The run froze the heap between its windows and gave it back (pathprobe/load/heap.py).
+    assert gc.get_freeze_count() == 0
     verdict = report["verdict"]
     why = describe(report)
     print(f"{variant.id}-{name}: {why}; {facts}")  # shown with -s or -rP: the verdict at a glance
