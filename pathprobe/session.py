@@ -359,11 +359,8 @@ class Session:
             window = dataclasses.replace(
                 window, start_ns=result.measured_start_ns, end_ns=result.measured_end_ns
             )
-            summaries: dict[str, Any] = {}
             for probe in probes:
-                summary = await self._guard(probe.name, probe.stop_window(window))
-                if summary is not None:
-                    summaries[probe.name] = summary
+                await self._guard(probe.name, probe.stop_window(window))
             self._record(result)
             self._file_generators(engine, path, step_index)
             if result.aborted:

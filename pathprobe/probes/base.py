@@ -56,7 +56,9 @@ class Probe(Protocol):
     async def stop_window(self, window: Window) -> JSONDict:
         """Stop observing ``window`` (now with ``end_ns``) and return its JSON-able summary.
 
-        The summary always carries ``path`` and ``step``.
+        The summary always carries ``path`` and ``step``. A probe that finishes the window in the
+        background returns ``pending: true`` with them; its final summary is in ``close``'s
+        ``windows``.
         """
 
     async def close(self) -> JSONDict:

@@ -25,7 +25,7 @@ import tempfile
 import time
 import weakref
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -51,6 +51,20 @@ from pathprobe.probes.routes import capture_iface_for, resolve_host
 IDLE_CONNECTS = 12
 IDLE_CONNECT_TIMEOUT_S = 1.0
 IDLE_TOTAL_BUDGET_S = 5.0
+
+
+@dataclass(frozen=True)
+class _Stopping:
+    """A window whose tcpdump is waiting out its block timeout, to be parsed once it exits."""
+
+    window: Window
+    dump: Tcpdump
+    task: asyncio.Task[dict[str, int | None]]
+    pcap: Path
+    target: Target
+    rx_dropped: int | None
+    # pcap stamps are CLOCK_REALTIME, windows CLOCK_MONOTONIC: the offset when the window ended.
+    realtime_offset_ns: int = field(default_factory=lambda: time.time_ns() - time.monotonic_ns())
 
 
 @dataclass(frozen=True)
@@ -114,6 +128,7 @@ class NetworkProbe:
         self._window_errors: dict[tuple[str, int], str] = {}
         self._url_path: dict[str, str] = {}
         self._rx_dropped_start: dict[tuple[str, int], int | None] = {}
+        self._stopping: list[_Stopping] = []
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def open(self) -> None:
@@ -191,6 +206,14 @@ class NetworkProbe:
         self._rx_dropped_start[key] = iface_rx_dropped(tgt.iface)
 
     async def stop_window(self, window: Window) -> JSONDict:
+        """Stop capturing ``window``; its summary lands in ``windows`` later.
+
+        tcpdump must outlive the window by libpcap's block timeout (see ``capture``), 1.15 s that
+        every window used to wait out here. It now runs out in the background while the next
+        window starts, and the capture is parsed at the next ``stop_window`` or at ``close``,
+        between windows, since parsing costs the client's CPU. The summary returned here carries
+        only ``path``, ``step`` and ``pending``."""
+        await self.summaries()
         key = (window.path, window.step)
         base: JSONDict = {"path": window.path, "step": window.step}
         run = self._running.pop(key, None)
@@ -202,45 +225,56 @@ class NetworkProbe:
             self.windows.append(summary)
             return summary
         dump, pcap, tgt = run
-        stats = await dump.stop()
         rx0, rx1 = self._rx_dropped_start.pop(key, None), iface_rx_dropped(tgt.iface)
         rx_delta = rx1 - rx0 if rx0 is not None and rx1 is not None else None
+        stopping = asyncio.create_task(dump.stop())
+        self._stopping.append(_Stopping(window, dump, stopping, pcap, tgt, rx_delta))
+        return {**base, "pending": True}
+
+    async def summaries(self) -> list[JSONDict]:
+        """The summaries of every window stopped so far, in window order: the captures still
+        being stopped are waited for and parsed now (so call it between windows, not in one)."""
+        while self._stopping:
+            self.windows.append(await self._summarize(self._stopping.pop(0)))
+        return self.windows
+
+    async def _summarize(self, stopping: _Stopping) -> JSONDict:
+        window, pcap, tgt = stopping.window, stopping.pcap, stopping.target
+        base: JSONDict = {"path": window.path, "step": window.step}
+        stats = await stopping.task
         t0 = time.perf_counter()
         # The capture runs over the warm-up too; per-exchange numbers (wire TTFB, loss stalls)
         # must describe the same requests as the load's measured records. pcap stamps are
         # CLOCK_REALTIME, windows CLOCK_MONOTONIC.
-        measured_from = window.start_ns + (time.time_ns() - time.monotonic_ns())
+        measured_from = window.start_ns + stopping.realtime_offset_ns
         try:
             result = await asyncio.to_thread(_parse_and_analyze, pcap, tgt, measured_from)
         except (OSError, ValueError) as exc:
-            summary = {
+            return {
                 **base,
                 "available": False,
                 "iface": tgt.iface,
                 "reason": f"could not read the capture: {exc}",
                 **summarize_stats(stats),
             }
-            self.windows.append(summary)
-            return summary
         finally:
             pcap_bytes = pcap.stat().st_size if pcap.exists() else 0
             with contextlib.suppress(OSError):
                 pcap.unlink()
-        summary = {
+        return {
             **base,
             "available": True,
             "iface": tgt.iface,
             "filter": bpf_filter(tgt.addrs, tgt.port),
             **summarize_stats(stats),
-            "iface_rx_dropped": rx_delta,
+            "iface_rx_dropped": stopping.rx_dropped,
             **result,
             "pcap_bytes": pcap_bytes,
             "parse_s": round(time.perf_counter() - t0, 3),
         }
-        self.windows.append(summary)
-        return summary
 
     async def close(self) -> JSONDict:
+        await self.summaries()
         for dump, pcap, _ in list(self._running.values()):
             await dump.stop(flush=False)
             with contextlib.suppress(OSError):
@@ -275,6 +309,8 @@ class NetworkProbe:
     def __del__(self) -> None:  # last resort: never leave a tcpdump running
         for dump, _, _ in getattr(self, "_running", {}).values():
             dump.kill_now()
+        for stopping in getattr(self, "_stopping", []):
+            stopping.dump.kill_now()
 
 
 def _parse_and_analyze(pcap: Path, tgt: Target, measured_from_ns: int | None) -> dict[str, Any]:

@@ -396,25 +396,27 @@ def diagnose(tb: Testbed, scenario: Scenario, seed: int = 1, **overrides: Any) -
     # gRPC: the engine follows the grpc:// URLs; the image goes in as the model's BYTES input.
     urls = tb.grpc_urls if tb.grpc else {p: u + "/predict/image" for p, u in tb.urls.items()}
     engine = {"engine": "aiohttp"} if tb.instrumented and not tb.grpc else {}
-    raw: dict[str, Any] = {
-        "path": {p: urls[p] for p in scenario.paths},
-        "payload": scenario.payload,
-        "duration": scenario.duration_s,
-        "warmup": 0.5,
-        "server_pid": list(tb.server_pids),
-        "seed": seed,
-        # The latency-floor calibration feeds no verdict (it is a report section, tested in
-        # test_calibration_run.py): 0.7 s per case saved.
-        "no_calibrate": True,
-        **engine,
-        "out": tempfile.mkdtemp(prefix=f"pp-matrix-{scenario.name}-"),
-        **scenario.load,
-        **scenario.targets,
-        **scenario.options,
-        **overrides,
-    }
-    report, _code = run_diagnosis(build_config(raw), ["fault-matrix", scenario.name])
-    return report
+    # The reports are written (rendering them is part of the run) and then removed with the dir.
+    with tempfile.TemporaryDirectory(prefix=f"pp-matrix-{scenario.name}-") as out:
+        raw: dict[str, Any] = {
+            "path": {p: urls[p] for p in scenario.paths},
+            "payload": scenario.payload,
+            "duration": scenario.duration_s,
+            "warmup": 0.5,
+            "server_pid": list(tb.server_pids),
+            "seed": seed,
+            # The latency-floor calibration feeds no verdict (it is a report section, tested in
+            # test_calibration_run.py): 0.7 s per case saved.
+            "no_calibrate": True,
+            **engine,
+            "out": out,
+            **scenario.load,
+            **scenario.targets,
+            **scenario.options,
+            **overrides,
+        }
+        report, _code = run_diagnosis(build_config(raw), ["fault-matrix", scenario.name])
+        return report
 
 
 def make_testbed(

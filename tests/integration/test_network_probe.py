@@ -28,7 +28,10 @@ async def _capture(probe: NetworkProbe, path: str, url: str, step: int, coro: ob
     window = _window(path, url, step)
     await probe.start_window(window)
     result = await coro  # type: ignore[misc]
-    summary = await probe.stop_window(window)
+    assert (await probe.stop_window(window))["pending"] is True
+    # The capture is parsed after tcpdump waited out its block timeout, in the background.
+    summary = (await probe.summaries())[-1]
+    assert (summary["path"], summary["step"]) == (path, step)
     return {"summary": summary, "result": result}
 
 
@@ -171,7 +174,8 @@ def test_reconciles_with_the_load_engine() -> None:
             window = _window("direct", url, 0)
             await probe.start_window(window)
             result = await engine.run_step("direct", url, plan_step(profile, 0, 0, cycle=False))
-            summary = await probe.stop_window(window)
+            await probe.stop_window(window)
+            [summary] = await probe.summaries()
         finally:
             await probe.close()
         rec = reconcile(summary, result.records)
