@@ -62,10 +62,12 @@ NEAR: dict[str, tuple[dict[str, dict[str, float]], dict[str, Any]]] = {
     "load_balancer": ({}, {"concurrency": 5, "target_p99": 60}),
     # 3 users on a one-at-a-time server: each waits for 2 others, ≈ 2 × inference.
     "server_concurrency": ({}, {"concurrency": 3, "target_p99": 60}),
-    # About 0.8 × each stack's CI magnitude (70 / 55 / 60 ms).
+    # About 0.8 × each stack's CI magnitude (70 / 55 / 60 ms). The target sits between the healthy
+    # tails (≈ 46 / 37 / 42 ms) and the faulted ones (≥ 80 ms): the CI target of 80 ms is the
+    # faulted aiohttp tail itself, met in about half the runs, and then "none" is right.
     "preprocessing": ({"fastapi": {"heavy_preprocessing_ms": 55.0},
                        "aiohttp": {"heavy_preprocessing_ms": 45.0},
-                       "wsgi": {"heavy_preprocessing_ms": 45.0}}, {}),
+                       "wsgi": {"heavy_preprocessing_ms": 45.0}}, {"target_p99": 65}),
     # +15 ms of model CPU: faulted tails ≈ 60 / 50 / 55 ms against healthy ≈ 46 / 37 / 42 ms
     # (fastapi / aiohttp / wsgi: 40 / 30 / 35 ms device wait plus a few ms of CPU); each target
     # sits between (a target at the faulted tail itself is met half the time, and then "none" is
