@@ -39,13 +39,56 @@ def run_engine(raw: dict[str, object], step: int = 0) -> StepResult:
         return runner.run(go())
 
 
+def reference_p50_ms(port: int, rate: float, seconds: float, connections: int = 8) -> float:
+    """Median latency that a minimal client measures against the same server: one thread per
+    keep-alive connection, blocking sockets, sends paced to ``rate`` in all, each timed from the
+    send to the last body byte. It pays what any client pays there — the server's request
+    parsing and response writing outside its own timing, loopback, waking an idle vCPU — and
+    next to nothing of its own."""
+    import socket
+    import threading
+    import time
+
+    latencies: list[float] = []
+    start = time.perf_counter() + 0.05
+    total = int(rate * seconds)
+
+    def one_connection(index: int) -> None:
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            stream = sock.makefile("rb")
+            for k in range(index, total, connections):
+                time.sleep(max(0.0, start + k / rate - time.perf_counter()))
+                sent = time.perf_counter()
+                sock.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+                length = 0
+                while (line := stream.readline()) not in (b"\r\n", b""):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":")[1])
+                stream.read(length)
+                latencies.append((time.perf_counter() - sent) * 1000)
+
+    threads = [threading.Thread(target=one_connection, args=(i,)) for i in range(connections)]
+    with pinned(0):
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=seconds + 30)
+    return float(np.median(latencies))
+
+
 # The fast engine is what ``diagnose`` uses for plain http (issue 2: p50 within 1 ms); the
 # aiohttp engine (https, mTLS) costs more per request in Python: measured 0.5–1.1 ms over the
-# server's own time on a quiet machine, and 2.2 ms in one full-suite run on this shared one (its
-# cost is CPU time, which steal stretches), so its bound is 3 ms.
-@pytest.mark.parametrize(("engine", "overhead_ms"), [("fast", 1.0), ("aiohttp", 3.0)])
+# server's own time on a quiet machine, so its bound is 2 ms. Both are compared with a minimal
+# client on the same server in the same test, not with the server's own timing: what lies outside
+# that timing (its Python request parsing, waking an idle vCPU) cost the minimal client itself
+# 0.35–1.06 ms on 2026-12-03, and the engines 1.1–2.2 ms, so the old comparison failed three runs
+# in a row that day (also on the code of the day before). Over the minimal client, four runs:
+# fast 0.07–0.68 ms, aiohttp 0.26–0.48 ms.
+@pytest.mark.parametrize(("engine", "overhead_ms"), [("fast", 1.0), ("aiohttp", 2.0)])
 def test_fixed_delay_server_rate_and_median(engine: str, overhead_ms: float) -> None:
-    """200 requests/s for 10 s at a 20 ms server: achieved ≈ 200 (±2 %), p50 within 1 ms of 20."""
+    """200 requests/s for 10 s at a 20 ms server: achieved ≈ 200 (±2 %), p50 within 1 ms of what
+    a minimal client measures."""
     with serve("tests.servers.fixed_delay", "0.020", cpu=1) as (port, _pid):
         result = run_engine(
             {
@@ -55,18 +98,18 @@ def test_fixed_delay_server_rate_and_median(engine: str, overhead_ms: float) -> 
                 "engine": engine,
             }
         )
+        reference_ms = reference_p50_ms(port, rate=200, seconds=3)
     recs = measured(result)
     assert len(recs) == 2000
     assert (recs["status"] == 200).all()
     assert achieved_rps(result) == pytest.approx(200, rel=0.02)
     p50 = float(np.median(latency_ms(recs)))
-    # The test server's own time (its Python request handling on a shared machine) is not ours:
-    # it reports it in Server-Timing, and pathprobe's median must sit within 1 ms of it.
+    # The server's own time says the delay held: any gap is outside its handler.
     measured_values = result.headers["server-timing"][result.first_measured_seq :]
     server_ms = [float(v.split("total;dur=")[1]) for v in measured_values if v]
     server_p50 = float(np.median(server_ms))
     assert 20.0 <= server_p50 < 22.0
-    assert 20.0 <= p50 <= server_p50 + overhead_ms
+    assert 20.0 <= p50 <= reference_ms + overhead_ms, (p50, reference_ms, server_p50)
     # What the engine keeps beside the timings.
     assert result.replicas == ["r1"]
     assert result.headers["server-timing"][0].startswith("inference;dur=20.0, total;dur=")
