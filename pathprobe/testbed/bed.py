@@ -274,12 +274,13 @@ class Testbed:
         if NETWORK_FAULTS & set(self.faults):
             prefix, bind_host = self._create_namespace()
         pin = ["taskset", "-c", str(self.server_cpu)] if self.server_cpu is not None else []
-        # `ip netns exec` then taskset: the servers and proxies run in the namespace, pinned.
+        # `ip netns exec` then taskset: the proxies run in the namespace, pinned from exec. The
+        # model servers run there too but boot on every core and are pinned once their workers
+        # answer (_start_servers): their imports and model loads are CPU-bound, and two replicas
+        # on one core took 5–6 s to come up instead of about half that. Nothing is measured
+        # before the pin.
         launch = [*prefix, *pin]
         ports = _Ports.allocate(self.grpc)
-        # The model servers boot on every core and are pinned once their workers answer: their
-        # imports and model loads are CPU-bound, and two replicas on one core took 5–6 s to come
-        # up instead of about half that. Nothing is measured before the pin.
         self._start_servers(ports, prefix, bind_host)
         self._start_nginx(ports, launch, bind_host)
         self._start_haproxy(ports, launch, bind_host)

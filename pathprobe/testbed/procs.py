@@ -78,25 +78,17 @@ def spawn(
     return proc, ProcRecord(name, proc.pid, proc.pid, ticks)
 
 
-def stop(
-    record: ProcRecord, popen: subprocess.Popen[bytes] | None = None, grace_s: float = 5.0
-) -> None:
-    """SIGTERM the record's process group, wait for all of it to go, SIGKILL what stays.
-
-    Signals go to the group only while its leader is still the process we started, or — leader
-    gone — while every remaining member is younger than it; the group id is ours
-    (``start_new_session``), so nothing outside the testbed is touched. Returns when no live
-    member of the group is left (or after ``2 × grace_s``).
-    """
-    stop_all([(record, popen)], grace_s)
-
-
 def stop_all(
     targets: Sequence[tuple[ProcRecord, subprocess.Popen[bytes] | None]], grace_s: float = 5.0
 ) -> None:
-    """:func:`stop` for several records at once: every group is signalled before any is waited
-    for, so the teardown takes the slowest process's shutdown, not the sum of them (gunicorn's
-    arbiter alone takes 0.5–1.5 s to stop, measured on each of the testbed's stacks)."""
+    """SIGTERM each record's process group, wait for all of them to go, SIGKILL what stays.
+
+    Every group is signalled before any is waited for, so a teardown takes the slowest process's
+    shutdown, not the sum of them (gunicorn's arbiter alone takes 0.5–1.5 s, measured on each of
+    the testbed's stacks). Signals go to a group only while its leader is still the process we
+    started, or — leader gone — while every remaining member is younger than it; the group id is
+    ours (``start_new_session``), so nothing outside the testbed is touched. Returns when no live
+    member of any group is left (or after ``2 × grace_s``)."""
     for record, _ in targets:
         if is_alive(record):
             _signal_group(record.pgid, signal.SIGTERM)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from pathprobe.testbed import cgroup, netns
-from pathprobe.testbed.procs import ProcRecord, stop, stop_all
+from pathprobe.testbed.procs import ProcRecord, stop_all
 
 DEFAULT_STATE_DIR = Path("/tmp/pathprobe-testbed")
 STATE_FILE_NAME = "state.json"
@@ -49,7 +49,7 @@ def load(path: Path) -> dict[str, Any]:
 
 #: How long the testbed's processes get to exit on SIGTERM before SIGKILL. Nothing of theirs needs
 #: a graceful end (their state dies with the workdir); gunicorn's gthread workers, measured, take
-#: 2 s to stop and their master 1 s more, which 160 testbeds of a CI run would otherwise wait out.
+#: 2 s to stop and their master 1 s more, which every testbed of a CI run would otherwise wait out.
 TEARDOWN_GRACE_S = 1.0
 
 
@@ -62,7 +62,7 @@ def teardown(state: dict[str, Any], keep_workdir: bool = False) -> list[str]:
     except Exception:  # one at a time then, so one failure leaves the rest removed
         for record in records:
             try:
-                stop(record)
+                stop_all([(record, None)], grace_s=TEARDOWN_GRACE_S)
             except Exception as exc:  # keep going: the rest must still be removed
                 problems.append(f"process {record.name} ({record.pid}): {exc}")
     ns = state.get("netns")

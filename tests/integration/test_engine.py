@@ -54,9 +54,8 @@ def reference_p50_ms(port: int, rate: float, seconds: float, connections: int = 
     total = int(rate * seconds)
 
     def one_connection(index: int) -> None:
-        with socket.create_connection(("127.0.0.1", port)) as sock:
+        with socket.create_connection(("127.0.0.1", port)) as sock, sock.makefile("rb") as stream:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            stream = sock.makefile("rb")
             for k in range(index, total, connections):
                 time.sleep(max(0.0, start + k / rate - time.perf_counter()))
                 sent = time.perf_counter()

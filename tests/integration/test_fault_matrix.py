@@ -4,9 +4,9 @@ Each case brings the testbed up with one fault (or none, or two), runs ``run_dia
 with the servers profiled (``--server-pid``) and packets captured, and asserts the verdict — on both
 server stacks (FastAPI under gunicorn, and a pre-fork aiohttp server with other function names,
 Server-Timing metric names and magnitudes), so that nothing is fitted to one (the scenarios that
-no stack changes, :data:`STACK_BLIND`, on FastAPI only). Where the injected
-fault has a size that can be predicted from first principles, ``explains_ms`` must match it within
-±25 % (see ``fault_scenarios`` for each prediction). Scenarios and their sizing live in
+no stack changes, :data:`STACK_BLIND`, on FastAPI only). Where the injected fault has a size that
+can be predicted from first principles, ``explains_ms`` must match it within ±25 % (see
+``fault_scenarios`` for each prediction). Scenarios and their sizing live in
 ``fault_scenarios.py``, shared with ``benchmarks/bench_repeatability.py``.
 
 The bare cases (ids ``<stack>-bare-<scenario>``) run the same faults with no timing header on any
