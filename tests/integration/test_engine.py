@@ -89,6 +89,7 @@ def test_fixed_delay_server_rate_and_median(engine: str, overhead_ms: float) -> 
     """200 requests/s for 10 s at a 20 ms server: achieved ≈ 200 (±2 %), p50 within 1 ms of what
     a minimal client measures."""
     with serve("tests.servers.fixed_delay", "0.020", cpu=1) as (port, _pid):
+        reference_before = reference_p50_ms(port, rate=200, seconds=3)
         result = run_engine(
             {
                 "path": {"direct": f"http://127.0.0.1:{port}/"},
@@ -97,7 +98,9 @@ def test_fixed_delay_server_rate_and_median(engine: str, overhead_ms: float) -> 
                 "engine": engine,
             }
         )
-        reference_ms = reference_p50_ms(port, rate=200, seconds=3)
+        # Before and after: the machine's speed drifts between runs seconds apart (the gRPC
+        # test saw ±3 ms of median), so the bound is the slower of the two references.
+        reference_ms = max(reference_before, reference_p50_ms(port, rate=200, seconds=3))
     recs = measured(result)
     assert len(recs) == 2000
     assert (recs["status"] == 200).all()

@@ -61,19 +61,47 @@ def run_engine(url: str, body_file: Path, **raw: Any) -> StepResult:
         return runner.run(go())
 
 
-def minimal_client_p50_ms(port: int, body: bytes, n: int = 100) -> float:
-    """A bare grpcio client: one ModelInfer at a time (5 ms apart), its median latency."""
+def request_bytes(url: str, body_file: Path) -> bytes:
+    """The engine's serialized request, addressed to model m version 1 as the engine does."""
+    config = build_config({"out": "/tmp/unused", "path": {"direct": url},
+                           "body_file": str(body_file)})  # fmt: skip
+    pool = build_grpc_pool(config.load.payload, 0)
+    request = pb.ModelInferRequest.FromString(pool.payloads[0].body)
+    request.model_name, request.model_version = "m", "1"
+    serialized: bytes = request.SerializeToString()
+    return serialized
+
+
+def paced_client_p50_ms(
+    port: int, body: bytes, rate: float, seconds: float, channels: int
+) -> float:
+    """A bare grpc.aio client at the engine's load: ``rate`` ModelInfer/s on ``channels`` channels.
+
+    Each call is started at its intended time and timed from it, as the engine does, so the
+    server's own queueing at that rate is in both medians and only the engines' costs differ.
+    """
 
     async def go() -> float:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            infer = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
-            times = []
-            for _ in range(n):
-                t0 = time.perf_counter()
-                await infer(body, timeout=5)
-                times.append((time.perf_counter() - t0) * 1000)
-                await asyncio.sleep(0.005)
-            return statistics.median(times)
+        opened = [grpc.aio.insecure_channel(f"127.0.0.1:{port}") for _ in range(channels)]
+        infers = [c.unary_unary("/inference.GRPCInferenceService/ModelInfer") for c in opened]
+        for infer in infers:  # one call per channel opens its connection before the clock runs
+            await infer(body, timeout=5)
+        start = time.perf_counter() + 0.05  # not loop.time(): uvloop's ticks in whole ms
+
+        async def one(i: int) -> float:
+            intended = start + i / rate
+            # Sleep to within 1 ms, then yield until due, as the engine does: the loop's
+            # timers round up to whole ms. A spin on the clock, not a wait for an event.
+            await asyncio.sleep(max(0.0, intended - time.perf_counter() - 0.001))
+            while time.perf_counter() < intended:  # noqa: ASYNC110
+                await asyncio.sleep(0)
+            await infers[i % channels](body, timeout=5)
+            return (time.perf_counter() - intended) * 1000
+
+        times = await asyncio.gather(*(one(i) for i in range(int(rate * seconds))))
+        for channel in opened:
+            await channel.close()
+        return statistics.median(times)
 
     with pinned(0), asyncio.Runner(loop_factory=loop_factory()) as runner:
         return runner.run(go())
@@ -102,24 +130,29 @@ def test_open_loop_200_per_s_against_a_10ms_server(tmp_path: Path, body_file: Pa
     record = tmp_path / "received.json"
     with serve("tests.servers.grpc_infer", "0.010", str(record), "m", cpu=1) as (port, _pid):
         url = f"grpc://127.0.0.1:{port}/models/m/versions/1"
+        request = request_bytes(url, body_file)
+        floor_before = paced_client_p50_ms(port, request, 200, 2.0, channels=4)
         result = run_engine(url, body_file, rate=200, duration=5, warmup=1, connections=4)
-        got = received(record, len(result.records))
-        floor_body = pb.ModelInferRequest(model_name="m").SerializeToString()
-        floor_p50 = minimal_client_p50_ms(port, floor_body)
+        floor_after = paced_client_p50_ms(port, request, 200, 2.0, channels=4)
+        got = received(record, 1200 + 2 * 400 + 2 * 4)
     summary = step_summary(result, None)
     assert summary["errors"] == 0, summary["errors_by_kind"]
     assert summary["status_codes"] == {"200": 1000}
     assert abs(summary["achieved_rps"] - 200) <= 200 * 0.03
     p50 = summary["latency_ms"]["p50"]
     # Never below the server's own 10 ms (latency counts from the intended send). The upper
-    # bound is relative, not absolute: what gRPC itself costs on this machine at this moment is
-    # the bare client's median in the same run (issue 16's 13 ms was measured at 12.3 ms, too
-    # close to hold on a shared machine); no more than that, plus 1 ms.
-    assert p50 >= 10, (p50, floor_p50)
-    assert p50 <= floor_p50 + 1.0, (p50, floor_p50)
-    # The server answered every request (1,200 with the warm-up), each well-formed, as sent.
+    # bound is relative, not absolute: what gRPC and the server's queueing at 200/s cost on this
+    # machine at this moment is a bare client's median at the same rate, just before and just
+    # after the engine's run (the machine's speed drifts by ±3 ms of median between runs a few
+    # seconds apart; a one-at-a-time reference left out the server's queueing and failed a busy
+    # CI run at 18.1 against 15.6 + 1 ms). No more than the slower of the two, plus 1 ms.
+    floor_p50 = max(floor_before, floor_after)
+    assert p50 >= 10, (p50, floor_before, floor_after)
+    assert p50 <= floor_p50 + 1.0, (p50, floor_before, floor_after)
+    # The server answered every request (the engine's 1,200 with the warm-up, and the bare
+    # client's 2 × 404 of the same bytes), each well-formed, as sent.
     key = json.dumps(["m", "1", EXPECTED_INPUTS])
-    assert got[key] == {"requests": 1200, "well_formed": 1200}, got
+    assert got[key] == {"requests": 2008, "well_formed": 2008}, got
     assert len(result.records) == 1200
     # Its Server-Timing travelled in the initial metadata into the captured headers.
     timings = result.headers["server-timing"]

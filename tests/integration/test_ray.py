@@ -132,8 +132,9 @@ def test_rate_held_counted_once_and_paired_across_paths(cluster: Cluster, tmp_pa
     with serve("tests.servers.fixed_delay", "0.005", cpu=1) as (port, _pid):
         url = f"http://127.0.0.1:{port}/"
         config = config_for(cluster, tmp_path, path={"direct": url, "proxy": url}, **raw)
+        local_before = local_run(url, raw)
         run, report = diagnose(config)
-        local = local_run(url, raw)
+        local_after = local_run(url, raw)
 
     gens = report["run"]["load_generators"]
     assert [g["worker"] for g in gens] == [0, 1]
@@ -165,10 +166,15 @@ def test_rate_held_counted_once_and_paired_across_paths(cluster: Cluster, tmp_pa
     assert plan.offsets_ns is not None
     due = a["intended_ns"] - run.steps["direct"][0].start_ns
     np.testing.assert_array_equal(due, plan.offsets_ns)
-    # Same p50 as two local worker processes against the same server.
-    local_p50 = float(np.median((local.records["end_ns"] - local.records["intended_ns"]) / 1e6))
+    # Same p50 as two local worker processes against the same server, run just before and just
+    # after: the machine's speed drifts between runs seconds apart, so Ray's median must lie
+    # within 0.5 ms of the range the two local runs span.
+    local_p50 = sorted(
+        float(np.median((r.records["end_ns"] - r.records["intended_ns"]) / 1e6))
+        for r in (local_before, local_after)
+    )
     ray_p50 = steps["direct"]["latency_ms"]["p50"]
-    assert abs(ray_p50 - local_p50) <= 0.5, (ray_p50, local_p50)
+    assert local_p50[0] - 0.5 <= ray_p50 <= local_p50[1] + 0.5, (ray_p50, local_p50)
     # The client gate saw each worker with its node.
     client_windows = report["probes"]["client"]["windows"]
     assert all(len(w["load_generators"]) == 2 for w in client_windows)
