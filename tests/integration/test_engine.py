@@ -14,6 +14,7 @@ from pathprobe.load.payloads import build_pool
 from pathprobe.load.schedule import plan_step
 from pathprobe.load.select import loop_factory, make_engine
 from pathprobe.model.results import StepResult, measured
+from tests.helpers.reference_client import reference_p50_ms
 from tests.servers.process import pinned, serve
 
 pytestmark = pytest.mark.integration
@@ -37,43 +38,6 @@ def run_engine(raw: dict[str, object], step: int = 0) -> StepResult:
 
     with pinned(0), asyncio.Runner(loop_factory=loop_factory()) as runner:
         return runner.run(go())
-
-
-def reference_p50_ms(port: int, rate: float, seconds: float, connections: int = 8) -> float:
-    """Median latency that a minimal client measures against the same server: one thread per
-    keep-alive connection, blocking sockets, sends paced to ``rate`` in all, each timed from the
-    send to the last body byte. It pays what any client pays there — the server's request
-    parsing and response writing outside its own timing, loopback, waking an idle vCPU — and
-    next to nothing of its own."""
-    import socket
-    import threading
-    import time
-
-    latencies: list[float] = []
-    start = time.perf_counter() + 0.05
-    total = int(rate * seconds)
-
-    def one_connection(index: int) -> None:
-        with socket.create_connection(("127.0.0.1", port)) as sock, sock.makefile("rb") as stream:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            for k in range(index, total, connections):
-                time.sleep(max(0.0, start + k / rate - time.perf_counter()))
-                sent = time.perf_counter()
-                sock.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-                length = 0
-                while (line := stream.readline()) not in (b"\r\n", b""):
-                    if line.lower().startswith(b"content-length:"):
-                        length = int(line.split(b":")[1])
-                stream.read(length)
-                latencies.append((time.perf_counter() - sent) * 1000)
-
-    threads = [threading.Thread(target=one_connection, args=(i,)) for i in range(connections)]
-    with pinned(0):
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=seconds + 30)
-    return float(np.median(latencies))
 
 
 # The fast engine is what ``diagnose`` uses for plain http (issue 2: p50 within 1 ms); the
@@ -110,7 +74,9 @@ def test_fixed_delay_server_rate_and_median(engine: str, overhead_ms: float) -> 
     measured_values = result.headers["server-timing"][result.first_measured_seq :]
     server_ms = [float(v.split("total;dur=")[1]) for v in measured_values if v]
     server_p50 = float(np.median(server_ms))
-    assert 20.0 <= server_p50 < 22.0
+    # ... and never more than the client saw in the same run (an absolute ceiling would measure
+    # the machine: time.sleep overshoots by whatever the vCPU's wake-up costs at the moment).
+    assert 20.0 <= server_p50 <= p50
     assert 20.0 <= p50 <= reference_ms + overhead_ms, (p50, reference_ms, server_p50)
     # What the engine keeps beside the timings.
     assert result.replicas == ["r1"]
