@@ -31,7 +31,8 @@ How one stack is classified (:func:`classify_stack`):
      a handler's own CPU time is not the framework's.
 
 Name rules look only at frames outside known libraries, so ``decode (json/decoder.py)`` stays JSON
-parsing rather than image decoding.
+parsing rather than image decoding, and only at the function's own name (:func:`callable_name`),
+not at the class py-spy puts before a method.
 """
 
 from __future__ import annotations
@@ -76,8 +77,11 @@ _PREPROCESSING_LIBS = StageRule.of(
 )  # fmt: skip
 # transformers' tokenizers live beside its models: name them before the model rule below.
 _TRANSFORMERS_TOKENIZER = StageRule.of(r"[(/]transformers/.*token", "preprocessing")
+# ``predict_proba``, ``ForestClassifier.predict_proba`` (py-spy ≥ 0.4) and the generator inside
+# it, ``ForestClassifier.predict_proba.<locals>.<genexpr>``.
 _SKLEARN_PREDICT = StageRule.of(
-    r"^(?:predict\w*|decision_function|score_samples)\s\(.*sklearn/", "inference"
+    r"^(?:\S*\.)?(?:predict\w*|decision_function|score_samples)(?:\.\S*)?\s\([^)]*sklearn/",
+    "inference",
 )
 _INFERENCE_LIBS = StageRule.of(
     _lib(
@@ -147,6 +151,21 @@ def frame_function(frame: str) -> str:
     return head if sep else frame
 
 
+def callable_name(frame: str) -> str:
+    """The name the name rules read: the function's own name, without the class py-spy ≥ 0.4
+    puts before a method, so ``PredictionService.parse_request`` is request parsing and not
+    prediction. The class stays for a dunder (``ImagePreprocessor.__call__``), where it is the
+    only name there is, and a nested function or generator reads as its enclosing function
+    (``preprocess.<locals>.<lambda>`` is ``preprocess``)."""
+    parts = [p for p in frame_function(frame).split(".") if p and not p.startswith("<")]
+    if not parts:
+        return frame_function(frame)
+    last = parts[-1]
+    if last.startswith("__") and last.endswith("__") and len(parts) > 1:
+        return f"{parts[-2]}.{last}"
+    return last
+
+
 def frame_file(frame: str) -> str:
     """The file part of ``"function (file:line)"`` (empty when absent)."""
     _, sep, rest = frame.partition(" (")
@@ -208,7 +227,7 @@ def classify_stack(frames: Sequence[str], rules: Sequence[StageRule] = ()) -> st
             continue
         if _TRANSPARENT.search(frame):
             continue
-        name = frame_function(frame)
+        name = callable_name(frame)
         if _PREPROCESSING_NAME.search(name):
             return "preprocessing"
         if _INFERENCE_NAME.search(name):

@@ -8,6 +8,7 @@ import pytest
 
 from pathprobe.probes.stages import (
     PROFILE_CATEGORIES,
+    callable_name,
     classify_stack,
     compile_rules,
     fold_stage_counts,
@@ -183,6 +184,16 @@ def test_json_decoder_is_not_image_decoding() -> None:
           "check_array (sklearn/utils/validation.py:900)"], "inference"),
         (["predict (sklearn/pipeline.py:507)",
           "transform (sklearn/preprocessing/_data.py:1043)"], "preprocessing"),
+        # py-spy ≥ 0.4 qualifies methods, and shows the generator a forest predicts in.
+        (["ForestClassifier.predict_proba (sklearn/ensemble/_forest.py:956)",
+          "check_array (sklearn/utils/validation.py:900)"], "inference"),
+        (["ForestClassifier.predict_proba.<locals>.<genexpr> (sklearn/ensemble/_forest.py:956)",
+          "delayed.<locals>.delayed_function (sklearn/utils/parallel.py:123)"], "inference"),
+        (["Pipeline.predict (sklearn/pipeline.py:507)",
+          "StandardScaler.transform (sklearn/preprocessing/_data.py:1043)"], "preprocessing"),
+        (["ImagePreprocessor.__call__ (app/prep.py:10)", "sum (builtins:0)"], "preprocessing"),
+        (["Model.predict (app/model.py:10)", "matmul (app/linalg.py:3)"], "inference"),
+        (["preprocess.<locals>.<lambda> (app/prep.py:10)"], "preprocessing"),
         (["predict (xgboost/core.py:2300)"], "inference"),
         (["predict (lightgbm/basic.py:1100)"], "inference"),
         (["__call__ (tensorflow/python/eager/polymorphic_function.py:832)"], "inference"),
@@ -320,3 +331,26 @@ def test_fold_and_shares() -> None:
     assert shares["preprocessing"] == pytest.approx(0.6)
     assert sum(shares.values()) == pytest.approx(1.0)
     assert stage_shares({"idle": 5}) == {}
+
+
+@pytest.mark.parametrize(
+    ("frame", "name"),
+    [
+        ("predict (app.py:3)", "predict"),
+        ("Model.predict (app/model.py:10)", "predict"),
+        ("ForestClassifier.predict_proba.<locals>.<genexpr> (sklearn/ensemble/_forest.py:956)",
+         "predict_proba"),
+        ("ImagePreprocessor.__call__ (app/prep.py:10)", "ImagePreprocessor.__call__"),
+        ("<module> (app.py:1)", "<module>"),
+    ],
+)  # fmt: skip
+def test_callable_name_is_the_function_not_its_class(frame: str, name: str) -> None:
+    assert callable_name(frame) == name
+
+
+def test_a_class_named_for_prediction_does_not_make_its_parsing_inference() -> None:
+    stack = ANYIO_WORKER + [
+        "endpoint (app/main.py:9)",
+        "PredictionService.parse_request (app/service.py:20)",
+    ]
+    assert classify_stack(stack) == "other"
