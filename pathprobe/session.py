@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
+from pathprobe.analysis.client_gate import one_stall, window_gate
 from pathprobe.analysis.stats import quick_summary
 from pathprobe.analysis.steps import step_summary
 from pathprobe.analysis.targets import judge
@@ -42,7 +43,7 @@ from pathprobe.load.payloads import PayloadPool, build_pool
 from pathprobe.load.schedule import StepPlan, plan_step
 from pathprobe.load.select import Engine, engine_name, loop_factory, make_engine
 from pathprobe.model.records import completed
-from pathprobe.model.results import StepResult, header_values
+from pathprobe.model.results import StepResult, header_values, measured
 from pathprobe.probes.base import Probe, Window
 from pathprobe.probes.registry import build_probes
 from pathprobe.redact import redact_url
@@ -56,6 +57,9 @@ PREFLIGHT_TIMEOUT_S = 3.0
 # stuck (a bug, never a measurement): it is told to stop like on Ctrl-C, then cancelled.
 WATCHDOG_MARGIN_S = 30.0
 WATCHDOG_STOP_GRACE_S = 10.0
+#: Windows a run may measure again after one stall of the client (client_gate.one_stall): each
+#: costs one more window of load, and a client that stalls this often is not stalling by chance.
+MAX_WINDOW_RETRIES = 2
 #: How long the baseline sends requests one at a time. A second gives ~10 samples of a 100 ms
 #: server (enough for a median and a size slope), and the requests that find the server empty
 #: during the load add more; a slower server gets fewer here but is sampled in its windows too.
@@ -150,6 +154,9 @@ class Session:
         self.stop = asyncio.Event()
         self.calibration: dict[str, Any] | None = None
         self._generators = GeneratorLedger()
+        self._done_s = 0.0  # seconds of load driven so far (the progress bar's)
+        # (path, step) windows measured twice: the first attempt of each is left out.
+        self._discarded: list[tuple[str, int]] = []
         self.run_result = RunResult(
             config=config,
             argv=argv,
@@ -317,61 +324,114 @@ class Session:
                     "reason": f"probe failed while closing: {type(exc).__name__}: {exc}",
                     "how_to_enable": "report this as a bug",
                 }
+        for path, step in self._discarded:
+            for section in self.run_result.probes.values():
+                drop_first_window(section, path, step)
         if self.calibration is not None:
             self.run_result.probes.setdefault("client", {})["calibration"] = self.calibration
 
     async def _run_windows(self, engine: Engine, probes: list[Probe]) -> None:
-        config = self.config
-        urls = {p.name: p.url for p in config.paths}
-        done_s = 0.0
+        retries_left = MAX_WINDOW_RETRIES
         for step_index, path in self.plan.windows:
             if self.stop.is_set():
                 break
-            plan = self.plan.steps[step_index]
-            label = f"step {step_index + 1}/{len(self.plan.steps)} · {path}"
-            heap.settle()  # no full garbage collection inside the window (load/heap.py)
-            window = Window(
-                path=path,
-                url=urls[path],
-                step=step_index,
-                offered_rps=plan.offered_rps,
-                start_ns=time.monotonic_ns() + plan.warmup_ns,
-            )
-            for probe in probes:
-                await self._guard(probe.name, probe.start_window(window))
-            ticker = asyncio.create_task(self._tick(label, done_s, plan.total_ns / 1e9))
-            budget_s = plan.total_ns / 1e9 + config.load.timeout_s + WATCHDOG_MARGIN_S
-            try:
-                result = await self._watched(engine.run_step(path, urls[path], plan), budget_s)
-            finally:
-                ticker.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await ticker
-            if result is None:  # stuck even after being told to stop: nothing to keep
+            result, client_window = await self._run_window(engine, probes, step_index, path)
+            stall = None
+            if result is not None and retries_left > 0 and not self.stop.is_set():
+                stall = self._one_stall(result, client_window, engine)
+            if result is not None and stall is not None:
+                retries_left -= 1
+                self._discarded.append((path, step_index))
                 self.run_result.notes.append(
-                    f"{path}, step {step_index + 1}: the load engine did not stop when told and "
-                    "was cancelled; this window has no results"
+                    f"{path}, step {step_index + 1} was measured again: {stall}, while the "
+                    "client's event loop was on time and its CPU under the bar otherwise. That "
+                    "is one stall of the client (a VM pause, a page-in), not a client that "
+                    "cannot keep up; the first attempt is left out."
                 )
-                for probe in probes:
-                    await self._guard(probe.name, probe.stop_window(window))
+                result, _ = await self._run_window(engine, probes, step_index, path, again=True)
+            if result is None:  # stuck even after being told to stop: the run ends here
                 break
-            done_s += plan.total_ns / 1e9
+            self._keep(result, engine)
+
+    async def _run_window(
+        self, engine: Engine, probes: list[Probe], step_index: int, path: str, again: bool = False
+    ) -> tuple[StepResult | None, dict[str, Any] | None]:
+        """Drive one (path, step) window with every probe watching. Returns its result (None
+        when the engine would not stop, noted) and the client probe's summary of it."""
+        config = self.config
+        url = next(spec.url for spec in config.paths if spec.name == path)
+        plan = self.plan.steps[step_index]
+        label = f"step {step_index + 1}/{len(self.plan.steps)} · {path}"
+        if again:
+            label += " (again)"
+        heap.settle()  # no full garbage collection inside the window (load/heap.py)
+        window = Window(
+            path=path,
+            url=url,
+            step=step_index,
+            offered_rps=plan.offered_rps,
+            start_ns=time.monotonic_ns() + plan.warmup_ns,
+        )
+        for probe in probes:
+            await self._guard(probe.name, probe.start_window(window))
+        ticker = asyncio.create_task(self._tick(label, self._done_s, plan.total_ns / 1e9))
+        budget_s = plan.total_ns / 1e9 + config.load.timeout_s + WATCHDOG_MARGIN_S
+        try:
+            result = await self._watched(engine.run_step(path, url, plan), budget_s)
+        finally:
+            ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ticker
+        if result is None:
+            self.run_result.notes.append(
+                f"{path}, step {step_index + 1}: the load engine did not stop when told and "
+                "was cancelled; this window has no results"
+            )
+        else:
+            self._done_s += plan.total_ns / 1e9
             window = dataclasses.replace(
                 window, start_ns=result.measured_start_ns, end_ns=result.measured_end_ns
             )
-            for probe in probes:
-                await self._guard(probe.name, probe.stop_window(window))
-            self._record(result)
-            self._file_generators(engine, path, step_index)
-            if result.aborted:
-                self.run_result.notes.append(f"{path}, step {step_index + 1}: {result.aborted}")
-            if result.sample_stride > 1:
-                self.run_result.notes.append(
-                    f"{path}, step {step_index + 1}: {len(result.records):,} per-request records "
-                    f"kept, about 1 in {result.sample_stride} (--max-records "
-                    f"{self.config.max_records:,}); counts and latency percentiles cover every "
-                    "request (histograms, 0.1 % precision), the breakdowns the sample"
-                )
+        client_window = None
+        for probe in probes:
+            summary = await self._guard(probe.name, probe.stop_window(window))
+            if probe.name == "client" and isinstance(summary, dict):
+                client_window = summary
+        return result, client_window
+
+    def _one_stall(
+        self, result: StepResult, client_window: dict[str, Any] | None, engine: Engine
+    ) -> str | None:
+        """Why ``result``'s window tripped the client gate, when it did so on one stall alone
+        (:func:`~pathprobe.analysis.client_gate.one_stall`); None otherwise. Never for load
+        workers elsewhere (--ray): each keeps its own accounts of the window."""
+        if getattr(engine, "last_generators", None) or result.aborted:
+            return None
+        latency = step_summary(result, self.run_result.payload_sizes)["latency_ms"]
+        reasons, numbers = window_gate(
+            measured(result),
+            latency.get("p99"),
+            result.loop_lag_ns,
+            client_window,
+            latency.get("p50"),
+            result.sample_stride,
+        )
+        return "; ".join(reasons) if one_stall(reasons, numbers) else None
+
+    def _keep(self, result: StepResult, engine: Engine) -> None:
+        """File a window's result and what is worth a note about it."""
+        path, step_index = result.path, result.step
+        self._record(result)
+        self._file_generators(engine, path, step_index)
+        if result.aborted:
+            self.run_result.notes.append(f"{path}, step {step_index + 1}: {result.aborted}")
+        if result.sample_stride > 1:
+            self.run_result.notes.append(
+                f"{path}, step {step_index + 1}: {len(result.records):,} per-request records "
+                f"kept, about 1 in {result.sample_stride} (--max-records "
+                f"{self.config.max_records:,}); counts and latency percentiles cover every "
+                "request (histograms, 0.1 % precision), the breakdowns the sample"
+            )
 
     @staticmethod
     async def _abandon_after(run_step: Any, budget_s: float) -> StepResult | None:
@@ -547,6 +607,18 @@ def _client_pids(engine: Engine | None) -> list[int]:
     if worker_pids is not None:
         pids.extend(worker_pids())
     return pids
+
+
+def drop_first_window(section: Any, path: str, step: int) -> None:
+    """Remove the first window of (path, step) from a probe's section, in place: the attempt
+    that was measured again (windows are listed in the order they ran)."""
+    windows = section.get("windows") if isinstance(section, dict) else None
+    if not isinstance(windows, list):
+        return
+    for i, w in enumerate(windows):
+        if isinstance(w, dict) and w.get("path") == path and w.get("step") == step:
+            del windows[i]
+            return
 
 
 def baseline_summary(path: str, results: list[StepResult]) -> dict[str, Any]:

@@ -114,6 +114,17 @@ def window_gate(
     return reasons, numbers
 
 
+def one_stall(reasons: Sequence[str], numbers: Mapping[str, float | None]) -> bool:
+    """True when a window that tripped (``reasons``) did so on lateness alone: its loop was on
+    time at p90 and its process under the CPU bar. That is one stall of the whole client (the
+    hypervisor pausing the VM, a page-in), not a client that cannot keep up: a starved client is
+    late most of the time, which the p90 lag shows. Such a window is worth measuring again."""
+    if not reasons or (numbers.get("late_fraction") or 0.0) < LATE_FRACTION_TRIP:
+        return False
+    lag, cpu = numbers.get("loop_lag_p90_ms"), numbers.get("cpu_percent")
+    return (lag is None or lag < LOOP_LAG_P90_TRIP_MS) and (cpu is None or cpu < CPU_TRIP_PERCENT)
+
+
 def generator_reasons(
     gen: Mapping[str, Any], latency_p99_ms: float | None, latency_p50_ms: float | None
 ) -> list[str]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import shutil
 import socket
 import tempfile
@@ -129,6 +130,7 @@ class NetworkProbe:
         self._url_path: dict[str, str] = {}
         self._rx_dropped_start: dict[tuple[str, int], int | None] = {}
         self._stopping: list[_Stopping] = []
+        self._capture_numbers = itertools.count()
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def open(self) -> None:
@@ -192,7 +194,9 @@ class NetworkProbe:
         if tgt.iface is None:
             self._window_errors[key] = f"no route to {tgt.host!r} found to pick an interface"
             return
-        pcap = self._tmpdir / f"{window.path}-{window.step}.pcap"
+        # Numbered: a window measured again must not write over its first attempt's capture,
+        # whose tcpdump may still be stopping (stop_window).
+        pcap = self._tmpdir / f"{window.path}-{window.step}-{next(self._capture_numbers)}.pcap"
         argv = die_with_parent(
             tcpdump_argv(self.tcpdump_path, tgt.iface, pcap, bpf_filter(tgt.addrs, tgt.port))
         )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pathprobe.analysis.client_gate import client_gate, window_gate
+from pathprobe.analysis.client_gate import client_gate, one_stall, window_gate
 from pathprobe.model.records import empty_records
 
 
@@ -65,3 +65,35 @@ def test_loop_lag_small_against_a_slow_service_does_not_trip() -> None:
     lag = np.full(100, 30_000_000, np.int64)  # 30 ms lag under a 900 ms p50
     reasons, _ = window_gate(records(10, 20, np.zeros(10)), 1200.0, lag, None, 900.0)
     assert reasons == []
+
+
+def stall(n: int, gap_ms: float, at: int, stall_ms: float) -> np.ndarray:
+    """Slips of one stall of ``stall_ms`` at request ``at``: every request due while the client
+    stood still leaves when it wakes."""
+    due = np.arange(n) * gap_ms
+    start, end = at * gap_ms, at * gap_ms + stall_ms
+    return np.where((due >= start) & (due < end), end - due, 0.2)
+
+
+def test_one_stall_is_told_from_a_client_that_cannot_keep_up() -> None:
+    # 160 requests at 20/s, one 780 ms stall: 16 of them (10 %) late, the loop on time at p90.
+    slips = stall(160, 50, 140, 780.0)
+    lag_ns = np.full(800, 1_000_000, dtype=np.int64)
+    lag_ns[-100] = 780_000_000
+    reasons, numbers = window_gate(records(160, 50, slips), 730.0, lag_ns, None, 12.0)
+    assert reasons
+    assert "behind schedule" in reasons[0]
+    assert one_stall(reasons, numbers)
+    # The same lateness from a loop that is late one tick in five is a starved client.
+    starved_lag = np.where(np.arange(800) % 5 == 0, 40_000_000, 1_000_000).astype(np.int64)
+    reasons, numbers = window_gate(records(160, 50, slips), 730.0, starved_lag, None, 12.0)
+    assert not one_stall(reasons, numbers)
+    # ... and so is one whose process spends a whole core.
+    busy = {"busiest_process_cpu_percent": {"mean": 97.0}}
+    reasons, numbers = window_gate(records(160, 50, slips), 730.0, lag_ns, busy, 12.0)
+    assert not one_stall(reasons, numbers)
+
+
+def test_a_window_that_passed_is_no_stall() -> None:
+    reasons, numbers = window_gate(records(500, 20, np.full(500, 0.3)), 50.0, None, None)
+    assert not one_stall(reasons, numbers)
