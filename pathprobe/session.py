@@ -336,10 +336,13 @@ class Session:
             if self.stop.is_set():
                 break
             result, client_window = await self._run_window(engine, probes, step_index, path)
+            if result is None:  # stuck even after being told to stop: the run ends here
+                break
+            summary = step_summary(result, self.run_result.payload_sizes)
             stall = None
-            if result is not None and retries_left > 0 and not self.stop.is_set():
-                stall = self._one_stall(result, client_window, engine)
-            if result is not None and stall is not None:
+            if retries_left > 0 and not self.stop.is_set():
+                stall = self._one_stall(result, summary, client_window, engine)
+            if stall is not None:
                 retries_left -= 1
                 self._discarded.append((path, step_index))
                 self.run_result.notes.append(
@@ -349,9 +352,10 @@ class Session:
                     "cannot keep up; the first attempt is left out."
                 )
                 result, _ = await self._run_window(engine, probes, step_index, path, again=True)
-            if result is None:  # stuck even after being told to stop: the run ends here
-                break
-            self._keep(result, engine)
+                if result is None:
+                    break
+                summary = step_summary(result, self.run_result.payload_sizes)
+            self._keep(result, summary, engine)
 
     async def _run_window(
         self, engine: Engine, probes: list[Probe], step_index: int, path: str, again: bool = False
@@ -400,14 +404,18 @@ class Session:
         return result, client_window
 
     def _one_stall(
-        self, result: StepResult, client_window: dict[str, Any] | None, engine: Engine
+        self,
+        result: StepResult,
+        summary: dict[str, Any],
+        client_window: dict[str, Any] | None,
+        engine: Engine,
     ) -> str | None:
         """Why ``result``'s window tripped the client gate, when it did so on one stall alone
         (:func:`~pathprobe.analysis.client_gate.one_stall`); None otherwise. Never for load
         workers elsewhere (--ray): each keeps its own accounts of the window."""
         if getattr(engine, "last_generators", None) or result.aborted:
             return None
-        latency = step_summary(result, self.run_result.payload_sizes)["latency_ms"]
+        latency = summary["latency_ms"]
         reasons, numbers = window_gate(
             measured(result),
             latency.get("p99"),
@@ -418,10 +426,10 @@ class Session:
         )
         return "; ".join(reasons) if one_stall(reasons, numbers) else None
 
-    def _keep(self, result: StepResult, engine: Engine) -> None:
-        """File a window's result and what is worth a note about it."""
+    def _keep(self, result: StepResult, summary: dict[str, Any], engine: Engine) -> None:
+        """File a window's result, its step summary, and what is worth a note about it."""
         path, step_index = result.path, result.step
-        self._record(result)
+        self._record(result, summary)
         self._file_generators(engine, path, step_index)
         if result.aborted:
             self.run_result.notes.append(f"{path}, step {step_index + 1}: {result.aborted}")
@@ -493,9 +501,8 @@ class Session:
         self.run_result.notes.extend(self._generators.add(path, step, windows))
         self.run_result.load_generators = self._generators.entries()
 
-    def _record(self, result: StepResult) -> None:
+    def _record(self, result: StepResult, summary: dict[str, Any]) -> None:
         self.run_result.steps.setdefault(result.path, []).append(result)
-        summary = step_summary(result, self.run_result.payload_sizes)
         if result.headers:
             measured_values = {name: header_values(result, name) for name in result.headers}
             summary["hop_headers"] = summarize_hop_headers(measured_values, self.config.probes)
